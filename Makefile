@@ -1,0 +1,39 @@
+# Two commands on a fresh clone: `make serve` and `make test`. Each creates .venv as needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+
+.PHONY: serve test lint check models bench clean
+
+$(VENV)/.runtime: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+serve: $(VENV)/.runtime ## serve model_repository/ on HTTP 8000 / gRPC 8001
+	$(PY) -m app --model-repository model_repository --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
+
+test: $(VENV)/.dev ## install what the tests need, then run them all
+	$(PY) -m pytest
+
+lint: $(VENV)/.dev ## ruff and mypy
+	$(PY) -m ruff check app tests tools bench
+	$(PY) -m mypy
+
+check: lint test
+
+models: $(VENV)/.dev ## regenerate model_repository/ (reproducible, no downloads)
+	$(PY) tools/make_example_models.py
+
+bench: $(VENV)/.dev ## REST benchmark against KServe (see bench/README.md)
+	PY=$(abspath $(PY)) bash bench/rest_bench.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Transports: thin HTTP and gRPC frontends over InferenceService."""

@@ -1,0 +1,219 @@
+"""Thin FastAPI routes for the v2 protocol: decode, call InferenceService once, encode."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException
+
+from app import __version__
+from app.api.openapi import INFER_OPENAPI, error_responses
+from app.api.status import HTTP_STATUS
+from app.codecs.rest import RestLimits, decode_raw_request, decode_request, encode_response
+from app.errors import ErrorCode, InvalidInput, RequestTooLarge, ServingError
+from app.service import InferenceService, ModelMetadata
+from app.settings import HttpSettings
+from app.types import InferRequest
+
+log = logging.getLogger(__name__)
+
+HEADER_LENGTH = "inference-header-content-length"
+#: Bodies (and outputs) above this size are decoded/encoded in a worker thread so a big
+#: tensor never stalls the event loop; small ones are faster inline.
+OFFLOAD_BYTES = 256 * 1024
+
+
+def _json(content: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code, media_type="application/json")
+
+
+def _error(status_code: int, message: str) -> Response:
+    response = _json({"error": message}, status_code)
+    if status_code == 429:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+def _metadata_json(meta: ModelMetadata) -> dict[str, Any]:
+    def tensors(specs: Any) -> list[dict[str, Any]]:
+        return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
+
+    return {
+        "name": meta.name,
+        "versions": list(meta.versions),
+        "platform": meta.platform,
+        "inputs": tensors(meta.inputs),
+        "outputs": tensors(meta.outputs),
+    }
+
+
+class RestApi:
+    """Holds the service and limits; its methods are the route handlers."""
+
+    def __init__(self, service: InferenceService, settings: HttpSettings) -> None:
+        self._service = service
+        self._settings = settings
+        self._limits = RestLimits(settings.max_tensor_elements, settings.json_half_precision)
+
+    async def live(self) -> Response:
+        return _json({"live": True})
+
+    async def ready(self) -> Response:
+        ready = self._service.ready()
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    async def server_metadata(self) -> Response:
+        meta = self._service.server_metadata()
+        return _json({"name": meta.name, "version": meta.version,
+                      "extensions": list(meta.extensions)})
+
+    async def model_metadata(self, model_name: str) -> Response:
+        return _json(_metadata_json(self._service.model_metadata(model_name, None)))
+
+    async def version_metadata(self, model_name: str, version: str) -> Response:
+        return _json(_metadata_json(self._service.model_metadata(model_name, version)))
+
+    async def model_ready(self, model_name: str) -> Response:
+        return self._ready_json(model_name, None)
+
+    async def version_ready(self, model_name: str, version: str) -> Response:
+        return self._ready_json(model_name, version)
+
+    def _ready_json(self, name: str, version: str | None) -> Response:
+        ready = self._service.model_ready(name, version)
+        return _json({"name": name, "ready": ready}, 200 if ready else 503)
+
+    async def model_infer(self, model_name: str, request: Request) -> Response:
+        return await self._infer(request, model_name, None)
+
+    async def version_infer(self, model_name: str, version: str, request: Request) -> Response:
+        return await self._infer(request, model_name, version)
+
+    async def _infer(self, http: Request, name: str, version: str | None) -> Response:
+        body = await self._read_body(http)
+        request = await self._decode(http, body, name, version)
+        response = await self._service.infer(request)
+        size = sum(a.nbytes for a in response.outputs.values())
+        if size > OFFLOAD_BYTES:
+            content, json_length = await asyncio.to_thread(encode_response, response, request)
+        else:
+            content, json_length = encode_response(response, request)
+        if json_length is None:
+            return Response(content, media_type="application/json")
+        return Response(content, media_type="application/octet-stream",
+                        headers={"Inference-Header-Content-Length": str(json_length)})
+
+    async def _decode(
+        self, http: Request, body: bytes, name: str, version: str | None
+    ) -> InferRequest:
+        header = http.headers.get(HEADER_LENGTH)
+        header_length = None
+        if header is not None:
+            if not header.isdigit():
+                raise InvalidInput(
+                    "Inference-Header-Content-Length must be a non-negative integer, "
+                    f"got {header!r}"
+                )
+            header_length = int(header)
+        if header_length == 0:
+            target = self._service.raw_input_target(name, version)
+            return decode_raw_request(name, version, body, target.spec, target.batched,
+                                      self._limits)
+        if len(body) > OFFLOAD_BYTES:
+            return await asyncio.to_thread(
+                decode_request, name, version, body, header_length, self._limits
+            )
+        return decode_request(name, version, body, header_length, self._limits)
+
+    async def _read_body(self, http: Request) -> bytes:
+        """Read at most max_body_bytes; refuse early on a Content-Length that says more."""
+        limit = self._settings.max_body_bytes
+        declared = http.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestTooLarge(_too_large(int(declared), limit))
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in http.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(_too_large(size, limit))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (f"the request body ({size}+ bytes) exceeds the limit of {limit} bytes "
+            "(setting ONNX_SERVE_HTTP__MAX_BODY_BYTES)")
+
+
+def create_app(service: InferenceService, settings: HttpSettings) -> FastAPI:
+    """The HTTP application; docs render offline (assets are served by the app itself)."""
+    app = FastAPIOffline(title="onnx-serve", version=__version__,
+                         description="KServe v2 / Triton-compatible inference for ONNX models.")
+    api = RestApi(service, settings)
+    _add_routes(app, api)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_routes(app: FastAPI, api: RestApi) -> None:
+    model = "/v2/models/{model_name}"
+    version = model + "/versions/{version}"
+    errors = error_responses(400, 404, 503)
+    app.add_api_route("/v2/health/live", api.live, methods=["GET"], tags=["health"])
+    app.add_api_route("/v2/health/ready", api.ready, methods=["GET"], tags=["health"])
+    app.add_api_route("/v2", api.server_metadata, methods=["GET"], tags=["metadata"])
+    # Each route exists with and without /versions/{version}; the handlers differ only there.
+    pairs: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = [
+        ("", api.model_metadata, api.version_metadata),
+        ("/ready", api.model_ready, api.version_ready),
+    ]
+    for suffix, unversioned, versioned in pairs:
+        for path, handler in ((model, unversioned), (version, versioned)):
+            app.add_api_route(path + suffix, handler, methods=["GET"], responses=errors,
+                              tags=["health" if suffix else "metadata"])
+    infer_errors = error_responses(400, 404, 413, 500, 503)
+    for prefix in ("/v2", "/v1"):
+        for path, handler in ((model, api.model_infer), (version, api.version_infer)):
+            app.add_api_route(
+                path.replace("/v2", prefix, 1) + "/infer", handler, methods=["POST"],
+                tags=["inference"], responses=infer_errors, openapi_extra=INFER_OPENAPI,
+            )
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """One place turns every failure into `{"error": ...}` with the status of its ErrorCode."""
+
+    async def serving_error(_: Request, err: Exception) -> Response:
+        assert isinstance(err, ServingError)
+        if err.code is ErrorCode.INTERNAL:
+            log.error("request failed: %s", err.message)
+        return _error(HTTP_STATUS[err.code], err.message)
+
+    async def validation_error(_: Request, err: Exception) -> Response:
+        assert isinstance(err, RequestValidationError)
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(400, f"{where}: {first.get('msg', 'invalid request')}")
+
+    async def http_error(_: Request, err: Exception) -> Response:
+        assert isinstance(err, HTTPException)
+        return _error(err.status_code, str(err.detail))
+
+    async def unexpected(_: Request, err: Exception) -> Response:
+        log.exception("unexpected error", exc_info=err)
+        return _error(500, "internal server error")
+
+    app.add_exception_handler(ServingError, serving_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+

@@ -1,0 +1,79 @@
+"""Command line: flags override `ONNX_SERVE_*` environment variables; bad values exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from app import __version__
+from app.settings import Settings
+
+#: flag destination -> (settings group or None, field)
+_FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
+    "model_repository": ("repository", "path"),
+    "host": (None, "host"),
+    "http_port": ("http", "port"),
+    "grpc_port": ("grpc", "port"),
+    "log_level": (None, "log_level"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onnx-serve",
+        description="Serve a repository of ONNX models over the KServe v2 / Triton protocol. "
+        "Every flag also has an environment variable (ONNX_SERVE_HOST, ONNX_SERVE_HTTP__PORT, "
+        "...); flags win.",
+    )
+    parser.add_argument("--model-repository", metavar="PATH",
+                        help="model repository folder (default ./model_repository)")
+    parser.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    parser.add_argument("--http-port", metavar="PORT", help="HTTP port (default 8000)")
+    parser.add_argument("--grpc-port", metavar="PORT", help="gRPC port (default 8001)")
+    parser.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    parser.add_argument("--version", action="version", version=f"onnx-serve {__version__}")
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, then the flags that were given on top."""
+    data: dict[str, Any] = Settings().model_dump()
+    for dest, (group, field) in _FLAG_FIELDS.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        target = data if group is None else data[group]
+        target[field] = value
+    return Settings.model_validate(data)
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']} (got {first.get('input')!r})"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args)
+    except ValidationError as err:
+        print(f"onnx-serve: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    if not settings.repository.path.is_dir():
+        print(f"onnx-serve: error: model repository '{settings.repository.path}' is not a "
+              "folder", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from app.server import run  # imported late: `--help` and bad flags stay fast
+
+    run(settings)
+    return 0

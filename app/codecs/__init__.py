@@ -1,0 +1,1 @@
+"""Wire formats <-> the server's own request and response types."""

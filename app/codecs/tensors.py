@@ -1,0 +1,114 @@
+"""Raw tensor bytes <-> numpy: the little-endian row-major layout of REST binary and gRPC raw."""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+
+from app.codecs.dtypes import DataType
+from app.errors import InvalidInput
+from app.types import Array
+
+_LENGTH = struct.Struct("<I")
+
+
+def element_count(name: str, shape: Sequence[int], max_elements: int) -> int:
+    """The product of `shape`, refusing negative dims and products above `max_elements`.
+
+    Computed with Python ints, so a hostile shape cannot overflow before it is refused.
+    """
+    count = 1
+    for dim in shape:
+        if dim < 0:
+            raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
+        count *= dim
+    if count > max_elements:
+        raise InvalidInput(
+            f"input '{name}': shape {list(shape)} holds {count} elements, "
+            f"more than the limit of {max_elements}"
+        )
+    return count
+
+
+def array_from_buffer(
+    name: str, dt: DataType, shape: Sequence[int], buffer: bytes | memoryview, count: int
+) -> Array:
+    """Decode one tensor's raw bytes; the buffer must hold exactly `shape`'s elements."""
+    if dt.is_bytes:
+        return _bytes_elements(name, buffer, count).reshape(shape)
+    expected = count * dt.itemsize
+    if len(buffer) != expected:
+        raise InvalidInput(
+            f"input '{name}': {dt.name} {list(shape)} needs {expected} bytes of data, "
+            f"got {len(buffer)}"
+        )
+    array = np.frombuffer(buffer, dtype=dt.numpy.newbyteorder("<"))
+    return array.reshape(shape)
+
+
+def array_to_bytes(array: Array, dt: DataType) -> bytes:
+    """Encode one tensor as raw bytes (BYTES: each element as 4-byte LE length + UTF-8)."""
+    if dt.is_bytes:
+        parts: list[bytes] = []
+        for item in array.ravel():
+            data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            parts.append(_LENGTH.pack(len(data)))
+            parts.append(data)
+        return b"".join(parts)
+    return np.ascontiguousarray(array, dtype=dt.numpy.newbyteorder("<")).tobytes()
+
+
+def _bytes_elements(name: str, buffer: bytes | memoryview, count: int) -> Array:
+    """Parse `count` length-prefixed elements that must fill `buffer` exactly."""
+    view = memoryview(buffer)
+    elements = np.empty(count, dtype=object)
+    offset = 0
+    for index in range(count):
+        if offset + 4 > len(view):
+            raise InvalidInput(
+                f"input '{name}': BYTES data ends after {index} of {count} elements"
+            )
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += 4
+        if offset + length > len(view):
+            raise InvalidInput(
+                f"input '{name}': BYTES element {index} claims {length} bytes but only "
+                f"{len(view) - offset} remain"
+            )
+        try:
+            elements[index] = str(view[offset : offset + length], "utf-8")
+        except UnicodeDecodeError as err:
+            raise InvalidInput(
+                f"input '{name}': BYTES element {index} is not valid UTF-8 "
+                "(ONNX string tensors hold UTF-8 text)"
+            ) from err
+        offset += length
+    if offset != len(view):
+        raise InvalidInput(
+            f"input '{name}': {len(view) - offset} bytes follow the last of {count} BYTES elements"
+        )
+    return elements
+
+
+def infer_raw_shape(name: str, dt: DataType, dims: Sequence[int], nbytes: int) -> list[int]:
+    """The shape of a raw binary body for a tensor with model dims `dims` (one may be -1)."""
+    dynamic = [i for i, d in enumerate(dims) if d < 0]
+    if len(dynamic) > 1:
+        raise InvalidInput(
+            f"a raw binary request needs at most one variable dimension; input '{name}' "
+            f"has shape {list(dims)}"
+        )
+    fixed = math.prod(d for d in dims if d >= 0)
+    if not dynamic:
+        return list(dims)
+    if fixed == 0 or nbytes % (fixed * dt.itemsize):
+        raise InvalidInput(
+            f"input '{name}': a raw body of {nbytes} bytes does not divide into "
+            f"{dt.name} elements of shape {list(dims)}"
+        )
+    shape = list(dims)
+    shape[dynamic[0]] = nbytes // (fixed * dt.itemsize)
+    return shape

@@ -1,0 +1,1 @@
+"""Loaded model versions: signatures, session pools and their lifecycle."""

@@ -1,0 +1,85 @@
+"""Per-model `config.yaml`: its schema (pydantic, unknown keys refused) and version selection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from app.repository.scan import DEFAULT_MODEL_FILENAME
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LatestPolicy(_Strict):
+    num_versions: int = Field(1, ge=1, description="How many of the highest versions to serve.")
+
+
+class SpecificPolicy(_Strict):
+    versions: list[int] = Field(min_length=1, description="Exactly these versions.")
+
+
+class AllPolicy(_Strict):
+    pass
+
+
+class VersionPolicy(_Strict):
+    """Triton's version_policy: exactly one of latest / all / specific (default latest 1)."""
+
+    latest: LatestPolicy | None = None
+    all: AllPolicy | None = None
+    specific: SpecificPolicy | None = None
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> VersionPolicy:
+        chosen = [n for n in ("latest", "all", "specific") if getattr(self, n) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"version_policy takes one of latest/all/specific, got {chosen}")
+        return self
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of those on disk, ascending."""
+        ordered = sorted(available)
+        if self.all is not None:
+            return ordered
+        if self.specific is not None:
+            return [v for v in ordered if v in set(self.specific.versions)]
+        count = self.latest.num_versions if self.latest is not None else 1
+        return ordered[-count:]
+
+
+class ModelConfig(_Strict):
+    """The optional per-model file; everything left out is derived from the model itself."""
+
+    version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
+    max_batch_size: int | None = Field(
+        None, ge=0,
+        description="Largest batch the batcher forms; 0 disables batching. "
+        "Default: derived from a dynamic first dimension.",
+    )
+    default_model_filename: str = Field(
+        DEFAULT_MODEL_FILENAME, description="File inside each version folder to load.",
+    )
+
+
+class ConfigError(Exception):
+    """A config file that cannot be read or does not validate; the message names the key."""
+
+
+def load_config(path: Path | None) -> ModelConfig:
+    """Parse `path` (or return the defaults when there is no file)."""
+    if path is None:
+        return ModelConfig()
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path.name}: cannot read: {err}") from err
+    try:
+        return ModelConfig.model_validate(document)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ConfigError(f"{path.name}: {where}: {first['msg']}") from err

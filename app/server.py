@@ -1,0 +1,88 @@
+"""Composition root: builds the components from Settings and runs the servers on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import uvicorn
+
+from app.api.rest import create_app
+from app.models.manager import ModelManager
+from app.models.session_pool import SessionConfig
+from app.service import InferenceService
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_manager(settings: Settings) -> ModelManager:
+    """The model manager for `settings.repository`, with the configured session options."""
+    sessions = SessionConfig(
+        instances=settings.devices.instances,
+        intra_op_threads=settings.devices.intra_op_threads,
+        inter_op_threads=settings.devices.inter_op_threads,
+    )
+    return ModelManager(
+        settings.repository.path, sessions, settings.batching.default_max_batch_size
+    )
+
+
+class Server:
+    """Every component of one server process, built once from Settings.
+
+    `serve` runs until SIGINT/SIGTERM or `stop`; `stop` may be called from any thread.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.manager = build_manager(settings)
+        self.service = InferenceService(self.manager)
+        config = uvicorn.Config(
+            create_app(self.service, settings.http),
+            host=settings.host,
+            port=settings.http.port,
+            log_level=settings.log_level,
+            access_log=settings.http.access_log,
+            lifespan="off",
+            loop="none",
+        )
+        self._http = uvicorn.Server(config)
+
+    async def serve(self) -> None:
+        """Start listening at once (liveness answers) and load the models in the background."""
+        loading = asyncio.create_task(self.manager.load_all(), name="load-models")
+        log.info("serving repository %s on http://%s:%d",
+                 self.settings.repository.path.resolve(), self.settings.host,
+                 self.settings.http.port)
+        try:
+            await self._http.serve()
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            self.manager.close()
+
+    @property
+    def http_port(self) -> int | None:
+        """The bound HTTP port once listening (the real one when configured as 0), else None."""
+        if not self._http.started or not self._http.servers:
+            return None
+        port: int = self._http.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    def stop(self) -> None:
+        """Ask the server to shut down; `serve` returns once it has."""
+        self._http.should_exit = True
+
+
+def run(settings: Settings) -> None:
+    """Run a Server on uvloop when it is installed (uvicorn[standard] brings it), else asyncio."""
+    server = Server(settings)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        asyncio.run(server.serve())
+    else:
+        uvloop.run(server.serve())

@@ -1,0 +1,71 @@
+"""Server settings: environment variables `ONNX_SERVE_<GROUP>__<FIELD>`, overridden by CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(_Group):
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="Largest request body accepted; larger gets 413."
+    )
+    max_tensor_elements: int = Field(
+        1 << 28, ge=1, description="Largest element count of one input tensor (shape product)."
+    )
+    json_half_precision: bool = Field(
+        False,
+        description="Accept FP16 input data as JSON numbers (rounded to half precision). "
+        "Off by default, as in Triton: FP16 inputs then travel as binary tensors.",
+    )
+    access_log: bool = Field(False, description="One log line per request (costs throughput).")
+
+
+class GrpcSettings(_Group):
+    port: int = Field(8001, ge=0, le=65535, description="gRPC port (0 picks a free one).")
+
+
+class RepositorySettings(_Group):
+    path: Path = Field(Path("model_repository"), description="The model repository folder.")
+
+
+class DeviceSettings(_Group):
+    instances: int = Field(1, ge=1, description="onnxruntime sessions per model version.")
+    intra_op_threads: int = Field(
+        1, ge=0,
+        description="Threads inside one session run; 0 lets onnxruntime use every core. "
+        "1 measured fastest on small CPU boxes where the server shares cores with I/O.",
+    )
+    inter_op_threads: int = Field(1, ge=0, description="Threads across independent graph nodes.")
+
+
+class BatchingSettings(_Group):
+    default_max_batch_size: int = Field(
+        64, ge=0,
+        description="max_batch_size for models whose config does not set it but whose "
+        "inputs and outputs all have a dynamic first dimension.",
+    )
+
+
+class Settings(BaseSettings):
+    """Every server setting; built once in cli.py and passed down through constructors."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ONNX_SERVE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    host: str = Field("0.0.0.0", description="Address to bind; containers need 0.0.0.0.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    repository: RepositorySettings = Field(default_factory=RepositorySettings)
+    devices: DeviceSettings = Field(default_factory=DeviceSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)

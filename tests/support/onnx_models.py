@@ -1,0 +1,82 @@
+"""Small ONNX models for tests, built with onnx.helper (no files from outside)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+#: v2 datatype -> ONNX element type.
+ONNX_TYPES: dict[str, int] = {
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+}
+
+Dims = Sequence[int | str | None]
+
+
+def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
+           outputs: list[onnx.ValueInfoProto],
+           initializers: Sequence[onnx.TensorProto] = ()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "test", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def identity(datatype: str, dims: Dims = ("batch", 3)) -> onnx.ModelProto:
+    """y = x for one v2 datatype."""
+    kind = ONNX_TYPES[datatype]
+    return _model(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", kind, list(dims))],
+        [helper.make_tensor_value_info("y", kind, list(dims))],
+    )
+
+
+def add_two(dims: Dims = ("batch", 4)) -> onnx.ModelProto:
+    """Two FP32 inputs a, b -> sum = a + b and diff = a - b."""
+    f = TensorProto.FLOAT
+    return _model(
+        [helper.make_node("Add", ["a", "b"], ["sum"]),
+         helper.make_node("Sub", ["a", "b"], ["diff"])],
+        [helper.make_tensor_value_info("a", f, list(dims)),
+         helper.make_tensor_value_info("b", f, list(dims))],
+        [helper.make_tensor_value_info("sum", f, list(dims)),
+         helper.make_tensor_value_info("diff", f, list(dims))],
+    )
+
+
+def plus_one(dims: Dims = ("batch", 4), value: float = 1.0) -> onnx.ModelProto:
+    """FP32 y = x + value (versions of one model differ by value)."""
+    f = TensorProto.FLOAT
+    one = helper.make_tensor("one", f, [], [value])
+    return _model(
+        [helper.make_node("Add", ["x", "one"], ["y"])],
+        [helper.make_tensor_value_info("x", f, list(dims))],
+        [helper.make_tensor_value_info("y", f, list(dims))],
+        [one],
+    )
+
+
+def write(root: Path, name: str, model: onnx.ModelProto | bytes, version: int = 1) -> Path:
+    """Save as <root>/<name>/<version>/model.onnx and return the file."""
+    folder = root / name / str(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
+    path.write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
+    return path
