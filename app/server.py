@@ -8,6 +8,7 @@ import logging
 
 import uvicorn
 
+from app.api.grpc import create_grpc_server
 from app.api.rest import create_app
 from app.models.manager import ModelManager
 from app.models.session_pool import SessionConfig
@@ -49,16 +50,23 @@ class Server:
             loop="none",
         )
         self._http = uvicorn.Server(config)
+        self.grpc_port: int | None = None
 
     async def serve(self) -> None:
-        """Start listening at once (liveness answers) and load the models in the background."""
+        """Listen at once (liveness answers while models load in the background); HTTP and
+        gRPC share this event loop. Returns after SIGINT/SIGTERM or `stop`."""
+        host = self.settings.host
+        grpc_server = create_grpc_server(self.service, self.settings.grpc)  # binds this loop
+        self.grpc_port = grpc_server.add_insecure_port(f"{host}:{self.settings.grpc.port}")
+        await grpc_server.start()
         loading = asyncio.create_task(self.manager.load_all(), name="load-models")
-        log.info("serving repository %s on http://%s:%d",
-                 self.settings.repository.path.resolve(), self.settings.host,
-                 self.settings.http.port)
+        log.info("serving repository %s on http://%s:%d and grpc %s:%d",
+                 self.settings.repository.path.resolve(), host, self.settings.http.port,
+                 host, self.grpc_port)
         try:
             await self._http.serve()
         finally:
+            await grpc_server.stop(grace=5.0)
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from app import __version__
 from app.errors import InvalidInput, ModelNotReady
-from app.models.manager import ModelManager, ModelState
+from app.model_config import effective_config
+from app.models.manager import ModelManager, ModelState, VersionStatus
 from app.types import InferRequest, InferResponse, TensorSpec
 
 SERVER_NAME = "onnx-serve"
 #: Triton's platform string for ONNX models, which tritonclient users already know.
 PLATFORM = "onnxruntime_onnx"
 #: Only what is implemented; later features add themselves here when they land.
-EXTENSIONS = ("binary_tensor_data",)
+EXTENSIONS = ("binary_tensor_data", "model_configuration")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,15 @@ class InferenceService:
     def ready(self) -> bool:
         return self._manager.all_ready()
 
+    async def wait_for_change(self) -> None:
+        """Return when readiness may have changed (a model's state, startup, draining)."""
+        await self._manager.wait_for_change()
+
+    def repository_index(self, ready_only: bool) -> list[VersionStatus]:
+        """Every known version with its state and reason (Triton's repository index)."""
+        return [s for s in self._manager.statuses()
+                if not ready_only or s.state is ModelState.READY]
+
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(SERVER_NAME, __version__, EXTENSIONS)
 
@@ -75,6 +86,10 @@ class InferenceService:
             inputs=model.signature.inputs,
             outputs=model.signature.outputs,
         )
+
+    def model_config(self, name: str, version: str | None) -> dict[str, Any]:
+        """The effective configuration, in Triton's ModelConfig JSON field names."""
+        return effective_config(self._manager.resolve(name, version), PLATFORM)
 
     def raw_input_target(self, name: str, version: str | None) -> RawInputTarget:
         """The single input a raw binary request fills; refused for multi-input models."""

@@ -31,6 +31,14 @@ class HttpSettings(_Group):
 
 class GrpcSettings(_Group):
     port: int = Field(8001, ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    max_message_bytes: int = Field(
+        1 << 30, ge=1024, le=(1 << 31) - 1,
+        description="Largest gRPC message received or sent (gRPC's own default, 4 MiB, is "
+        "too small for real models at batch 8).",
+    )
+    max_tensor_elements: int = Field(
+        1 << 28, ge=1, description="Largest element count of one input tensor (shape product)."
+    )
 
 
 class RepositorySettings(_Group):

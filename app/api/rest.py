@@ -90,6 +90,26 @@ class RestApi:
         ready = self._service.model_ready(name, version)
         return _json({"name": name, "ready": ready}, 200 if ready else 503)
 
+    async def model_config(self, model_name: str) -> Response:
+        return _json(self._service.model_config(model_name, None))
+
+    async def version_config(self, model_name: str, version: str) -> Response:
+        return _json(self._service.model_config(model_name, version))
+
+    async def repository_index(self, request: Request) -> Response:
+        body = await self._read_body(request)
+        ready_only = False
+        if body.strip():
+            document = _parse_object(body)
+            ready_only = document.get("ready", False)
+            if not isinstance(ready_only, bool):
+                raise InvalidInput("'ready' must be true or false")
+        return _json([
+            {"name": s.key.name, "version": s.key.version, "state": s.state.value}
+            | ({"reason": s.reason} if s.reason else {})
+            for s in self._service.repository_index(ready_only)
+        ])
+
     async def model_infer(self, model_name: str, request: Request) -> Response:
         return await self._infer(request, model_name, None)
 
@@ -148,6 +168,16 @@ class RestApi:
         return b"".join(chunks)
 
 
+def _parse_object(body: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise InvalidInput(f"the request body is not valid JSON: {err}") from err
+    if not isinstance(document, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    return document
+
+
 def _too_large(size: int, limit: int) -> str:
     return (f"the request body ({size}+ bytes) exceeds the limit of {limit} bytes "
             "(setting ONNX_SERVE_HTTP__MAX_BODY_BYTES)")
@@ -174,11 +204,14 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
     pairs: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = [
         ("", api.model_metadata, api.version_metadata),
         ("/ready", api.model_ready, api.version_ready),
+        ("/config", api.model_config, api.version_config),
     ]
     for suffix, unversioned, versioned in pairs:
         for path, handler in ((model, unversioned), (version, versioned)):
             app.add_api_route(path + suffix, handler, methods=["GET"], responses=errors,
-                              tags=["health" if suffix else "metadata"])
+                              tags=["health" if suffix == "/ready" else "metadata"])
+    app.add_api_route("/v2/repository/index", api.repository_index, methods=["POST"],
+                      tags=["repository"], responses=error_responses(400))
     infer_errors = error_responses(400, 404, 413, 500, 503)
     for prefix in ("/v2", "/v1"):
         for path, handler in ((model, api.model_infer), (version, api.version_infer)):

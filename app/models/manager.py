@@ -13,7 +13,7 @@ from pathlib import Path
 from app.errors import ModelNotFound, ModelNotReady
 from app.models.session_pool import SessionConfig, SessionPool
 from app.models.signature import Signature, UnsupportedModel
-from app.repository.config import ConfigError, load_config
+from app.repository.config import ConfigError, ModelConfig, load_config
 from app.repository.scan import ModelSource, scan_repository
 from app.types import ModelKey
 
@@ -35,6 +35,7 @@ class LoadedModel:
     key: ModelKey
     signature: Signature
     pool: SessionPool
+    config: ModelConfig
 
 
 @dataclass(slots=True)
@@ -61,6 +62,7 @@ class ModelManager:
         self._models: dict[str, dict[int, VersionStatus]] = {}
         self._loader = ThreadPoolExecutor(2, thread_name_prefix="model-loader")
         self._startup_done = False
+        self._changed = asyncio.Event()
 
     async def load_all(self) -> None:
         """Scan the repository and load every version its policy selects."""
@@ -68,6 +70,7 @@ class ModelManager:
         sources = await loop.run_in_executor(self._loader, scan_repository, self._root)
         await asyncio.gather(*(self._load_model(source) for source in sources.values()))
         self._startup_done = True
+        self._notify()
 
     async def _load_model(self, source: ModelSource) -> None:
         versions = self._models.setdefault(source.name, {})
@@ -84,7 +87,7 @@ class ModelManager:
             versions[number] = VersionStatus(ModelKey(source.name, str(number)), ModelState.LOADING)
         await asyncio.gather(*(
             self._load_version(versions[n], source.versions[n] / config.default_model_filename,
-                               config.max_batch_size)
+                               config)
             for n in selected
         ))
 
@@ -96,9 +99,7 @@ class ModelManager:
             for n in numbers
         }
 
-    async def _load_version(
-        self, status: VersionStatus, path: Path, max_batch_size: int | None
-    ) -> None:
+    async def _load_version(self, status: VersionStatus, path: Path, config: ModelConfig) -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
@@ -107,17 +108,28 @@ class ModelManager:
             )
             first = sessions[0]
             signature = Signature.from_session(
-                first.get_inputs(), first.get_outputs(), max_batch_size,
+                first.get_inputs(), first.get_outputs(), config.max_batch_size,
                 self._default_max_batch_size,
             )
         except (UnsupportedModel, Exception) as err:  # any bad file must not stop the server
             status.state, status.reason = ModelState.UNAVAILABLE, _reason(path, err)
             log.error("model %s is UNAVAILABLE: %s", status.key, status.reason)
+            self._notify()
             return
         pool = SessionPool(sessions, label=f"{status.key.name}-{status.key.version}")
-        status.model = LoadedModel(status.key, signature, pool)
+        status.model = LoadedModel(status.key, signature, pool, config)
         status.state, status.reason = ModelState.READY, ""
         log.info("model %s is READY (%.2f s)", status.key, time.monotonic() - started)
+        self._notify()
+
+    async def wait_for_change(self) -> None:
+        """Return after the next state change of any version (or of startup)."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        # Wake every waiter once, then arm a fresh event for the next change.
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def resolve(self, name: str, version: str | None) -> LoadedModel:
         """The version to serve: the named one, or the highest READY one when none is named."""

@@ -56,6 +56,11 @@ class SessionPool:
         ]
 
     @property
+    def size(self) -> int:
+        """How many sessions (instances) the pool holds."""
+        return len(self._sessions)
+
+    @property
     def first(self) -> ort.InferenceSession:
         """A session to read the signature from (all instances share it)."""
         return self._sessions[0]

@@ -1,0 +1,225 @@
+"""Thin grpc.aio frontend: inference.GRPCInferenceService, grpc.health.v1 and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from app.api.status import GRPC_STATUS
+from app.codecs.grpc import decode_request, encode_response
+from app.errors import ServingError, Unsupported
+from app.protos_gen import inference_pb2 as pb
+from app.protos_gen import inference_pb2_grpc as pb_grpc
+from app.service import InferenceService
+from app.settings import GrpcSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: Exception) -> None:
+    """Turn an exception into the RPC's status: ServingErrors by code, the rest INTERNAL."""
+    if isinstance(err, ServingError):
+        await context.abort(GRPC_STATUS[err.code], err.message)
+    log.exception("unexpected error in a gRPC call", exc_info=err)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+
+
+def _wrap_unary(behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behaviour(request, context)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as err:  # every failure leaves through _abort
+            await _abort(context, err)
+
+    return wrapper
+
+
+def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            async for item in behaviour(request, context):
+                yield item
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as err:
+            await _abort(context, err)
+
+    return wrapper
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """The one place that maps errors to gRPC status codes, for every method of every service."""
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        # The stubs type handlers as sync; under grpc.aio they are coroutines/async generators.
+        handler: Any = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        codec = {"request_deserializer": handler.request_deserializer,
+                 "response_serializer": handler.response_serializer}
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **codec)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream),
+                                                        **codec)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary),
+                                                        **codec)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream), **codec)
+
+
+def _tensors(specs: Any) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+    return [pb.ModelMetadataResponse.TensorMetadata(name=s.name, datatype=s.datatype,
+                                                    shape=s.shape) for s in specs]
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Each RPC decodes, calls InferenceService once and encodes; errors go to the interceptor."""
+
+    def __init__(self, service: InferenceService, settings: GrpcSettings) -> None:
+        self._service = service
+        self._max_elements = settings.max_tensor_elements
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> Any:
+        return pb.ServerLiveResponse(live=self._service.live())
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> Any:
+        return pb.ServerReadyResponse(ready=self._service.ready())
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> Any:
+        ready = self._service.model_ready(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> Any:
+        meta = self._service.server_metadata()
+        return pb.ServerMetadataResponse(name=meta.name, version=meta.version,
+                                         extensions=meta.extensions)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> Any:
+        meta = self._service.model_metadata(request.name, request.version or None)
+        return pb.ModelMetadataResponse(
+            name=meta.name, versions=meta.versions, platform=meta.platform,
+            inputs=_tensors(meta.inputs), outputs=_tensors(meta.outputs),
+        )
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> Any:
+        config = self._service.model_config(request.name, request.version or None)
+        return pb.ModelConfigResponse(config=json_format.ParseDict(config, pb.ModelConfig()))
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:
+        return await self._infer(request)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        async for request in request_iterator:
+            try:
+                yield pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+            except ServingError as err:
+                # A failed request is reported on its own message; the stream goes on.
+                failed = pb.ModelInferResponse(model_name=request.model_name,
+                                               model_version=request.model_version,
+                                               id=request.id)
+                yield pb.ModelStreamInferResponse(error_message=err.message,
+                                                  infer_response=failed)
+
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        decoded = decode_request(request, self._max_elements)
+        response = await self._service.infer(decoded)
+        return encode_response(response, raw=bool(request.raw_input_contents))
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> Any:
+        models = [
+            pb.RepositoryIndexResponse.ModelIndex(name=s.key.name, version=s.key.version,
+                                                  state=s.state.value, reason=s.reason)
+            for s in self._service.repository_index(request.ready)
+        ]
+        return pb.RepositoryIndexResponse(models=models)
+
+
+def _unsupported(feature: str) -> Callable[..., Awaitable[Any]]:
+    async def method(self: InferenceServicer, request: Any, context: Any) -> Any:
+        raise Unsupported(f"{feature} is not supported by onnx-serve yet")
+
+    return method
+
+
+# Declared in the protocol; answered UNIMPLEMENTED (with a message) until they exist.
+for _name, _feature in {
+    "ModelStatistics": "the statistics extension",
+    "RepositoryModelLoad": "loading models through the repository API",
+    "RepositoryModelUnload": "unloading models through the repository API",
+    "SystemSharedMemoryStatus": "system shared memory",
+    "SystemSharedMemoryRegister": "system shared memory",
+    "SystemSharedMemoryUnregister": "system shared memory",
+    "CudaSharedMemoryStatus": "CUDA shared memory",
+    "CudaSharedMemoryRegister": "CUDA shared memory",
+    "CudaSharedMemoryUnregister": "CUDA shared memory",
+    "TraceSetting": "the trace extension",
+    "LogSettings": "the logging extension",
+}.items():
+    setattr(InferenceServicer, _name, _unsupported(_feature))
+
+
+class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1 from live readiness: '' and the inference service follow server
+    readiness; a model name follows that model's readiness."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self._service = service
+
+    def _status(self, name: str) -> Any:
+        if name in ("", SERVICE_NAME):
+            ready = self._service.ready()
+        else:
+            try:
+                ready = self._service.model_ready(name, None)
+            except ServingError:
+                return ServingStatus.SERVICE_UNKNOWN
+        return ServingStatus.SERVING if ready else ServingStatus.NOT_SERVING
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> Any:
+        status = self._status(request.service)
+        if status == ServingStatus.SERVICE_UNKNOWN:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> Any:
+        last = None
+        while True:
+            waiting = asyncio.ensure_future(self._service.wait_for_change())
+            status = self._status(request.service)
+            if status != last:
+                last = status
+                yield health_pb2.HealthCheckResponse(status=status)
+            await waiting
+
+
+def create_grpc_server(service: InferenceService, settings: GrpcSettings) -> grpc.aio.Server:
+    """A grpc.aio server (not yet bound or started) with every service registered."""
+    limit = settings.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor()],
+        options=[("grpc.max_receive_message_length", limit),
+                 ("grpc.max_send_message_length", limit)],
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        InferenceServicer(service, settings), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(service), server)
+    names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    return server

@@ -1,0 +1,40 @@
+"""The effective model configuration in Triton's field names, for the config endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.models.manager import LoadedModel
+from app.types import TensorSpec
+
+BACKEND = "onnxruntime"
+
+
+def _tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
+    # Triton lists dims without the batch dimension when the model batches.
+    dims = list(spec.shape[1:] if batched else spec.shape)
+    return {"name": spec.name, "data_type": f"TYPE_{_type(spec.datatype)}", "dims": dims}
+
+
+def _type(datatype: str) -> str:
+    return "STRING" if datatype == "BYTES" else datatype
+
+
+def effective_config(model: LoadedModel, platform: str) -> dict[str, Any]:
+    """What the server actually runs, as Triton's ModelConfig JSON (a documented subset)."""
+    signature = model.signature
+    batched = signature.max_batch_size > 0
+    config: dict[str, Any] = {
+        "name": model.key.name,
+        "platform": platform,
+        "backend": BACKEND,
+        "max_batch_size": signature.max_batch_size,
+        "input": [_tensor(s, batched) for s in signature.inputs],
+        "output": [_tensor(s, batched) for s in signature.outputs],
+        "instance_group": [{"name": model.key.name, "kind": "KIND_CPU",
+                            "count": model.pool.size}],
+        "default_model_filename": model.config.default_model_filename,
+        "version_policy": model.config.version_policy.model_dump(exclude_none=True)
+        or {"latest": {"num_versions": 1}},
+    }
+    return config
