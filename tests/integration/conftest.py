@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import onnx_models
-from tests.support.server import running_server
+from tests.support.server import Endpoints, running_server
 
 DATATYPES = tuple(onnx_models.ONNX_TYPES)
 
@@ -32,6 +32,16 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="package")
-def base_url(repository: Path) -> Iterator[str]:
-    with running_server(repository, http={"max_body_bytes": 1 << 20}) as url:
-        yield url
+def endpoints(repository: Path) -> Iterator[Endpoints]:
+    with running_server(repository, http={"max_body_bytes": 1 << 20}) as running:
+        yield running
+
+
+@pytest.fixture(scope="package")
+def base_url(endpoints: Endpoints) -> str:
+    return endpoints.http
+
+
+@pytest.fixture(scope="package")
+def grpc_target(endpoints: Endpoints) -> str:
+    return endpoints.grpc

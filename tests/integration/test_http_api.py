@@ -131,7 +131,7 @@ def test_docs_render_offline(base_url: str) -> None:
 
 def test_json_half_precision_opt_in(tmp_path: Path) -> None:
     onnx_models.write(tmp_path, "half", onnx_models.identity("FP16"))
-    with running_server(tmp_path, http={"json_half_precision": True}) as url:
+    with running_server(tmp_path, http={"json_half_precision": True}) as (url, _):
         body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP16",
                             "data": [0.1, 2.5, -3]}]}
         answer = httpx.post(f"{url}/v2/models/half/infer", json=body).json()
@@ -142,7 +142,7 @@ def test_json_half_precision_opt_in(tmp_path: Path) -> None:
 def test_corrupt_model_is_unavailable_and_others_serve(tmp_path: Path) -> None:
     onnx_models.write(tmp_path, "good", onnx_models.plus_one())
     onnx_models.write(tmp_path, "broken", b"this is not an onnx file")
-    with running_server(tmp_path, ready=False) as url:
+    with running_server(tmp_path, ready=False) as (url, _):
         deadline_ok = False
         for _ in range(200):
             if httpx.get(f"{url}/v2/models/good/ready").status_code == 200:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -46,9 +46,14 @@ def wait_ready(url: str, timeout_s: float = 30.0, path: str = "/v2/health/ready"
     raise TimeoutError(f"{url}{path} not ready after {timeout_s} s: {last}")
 
 
+class Endpoints(NamedTuple):
+    http: str  # base URL, http://127.0.0.1:PORT
+    grpc: str  # target, 127.0.0.1:PORT
+
+
 @contextmanager
-def running_server(repo: Path, ready: bool = True, **overrides: Any) -> Iterator[str]:
-    """An in-process server on a free port (port 0), torn down afterwards; yields its URL."""
+def running_server(repo: Path, ready: bool = True, **overrides: Any) -> Iterator[Endpoints]:
+    """An in-process server on free ports (port 0), torn down afterwards."""
     data: dict[str, Any] = {"host": "127.0.0.1", "repository": {"path": repo},
                             "http": {"port": 0}, "grpc": {"port": 0}}
     for group, values in overrides.items():
@@ -57,7 +62,7 @@ def running_server(repo: Path, ready: bool = True, **overrides: Any) -> Iterator
     thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    while server.http_port is None:
+    while server.http_port is None or server.grpc_port is None:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the server did not start")
         time.sleep(0.01)
@@ -65,7 +70,7 @@ def running_server(repo: Path, ready: bool = True, **overrides: Any) -> Iterator
     try:
         if ready:
             wait_ready(url)
-        yield url
+        yield Endpoints(url, f"127.0.0.1:{server.grpc_port}")
     finally:
         server.stop()
         thread.join(timeout=15)
