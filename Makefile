@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 
-.PHONY: serve test lint check models bench clean
+.PHONY: serve test lint check models protos bench clean
 
 $(VENV)/.runtime: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,13 +24,16 @@ test: $(VENV)/.dev ## install what the tests need, then run them all
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev ## ruff and mypy
-	$(PY) -m ruff check app tests tools bench
+	$(PY) -m ruff check app tests bench model_repository protos
 	$(PY) -m mypy
 
 check: lint test
 
 models: $(VENV)/.dev ## regenerate model_repository/ (reproducible, no downloads)
-	$(PY) tools/make_example_models.py
+	$(PY) model_repository/make_example_models.py
+
+protos: $(VENV)/.dev ## regenerate app/protos_gen/ from protos/inference.proto
+	$(PY) protos/generate.py
 
 bench: $(VENV)/.dev ## REST benchmark against KServe (see bench/README.md)
 	PY=$(abspath $(PY)) bash bench/rest_bench.sh

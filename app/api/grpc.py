@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import descriptor_pool, json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -221,5 +221,14 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings) -> grp
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(service), server)
     names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    reflection.enable_server_reflection(names, server, pool=_reflection_pool())
     return server
+
+
+def _reflection_pool() -> descriptor_pool.DescriptorPool:
+    """Our messages live in a private pool (see protos/generate.py); reflection needs them
+    beside the health service's."""
+    pool = descriptor_pool.DescriptorPool()
+    for file in (pb.DESCRIPTOR, health_pb2.DESCRIPTOR):
+        pool.AddSerializedFile(file.serialized_pb)
+    return pool

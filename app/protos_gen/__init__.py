@@ -1,0 +1,1 @@
+"""Code generated from protos/inference.proto by `make protos`; do not edit."""

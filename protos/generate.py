@@ -1,0 +1,36 @@
+"""Generate app/protos_gen/ from protos/inference.proto (the one way: make protos, and a test)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PROTO = REPO / "protos" / "inference.proto"
+PACKAGE = "app/protos_gen"
+DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
+PRIVATE_POOL = (
+    "# A private pool: tritonclient registers the same `inference.*` names in the default\n"
+    "# pool, and both must be importable in one process.\n"
+    "POOL = _descriptor_pool.DescriptorPool()\n"
+    "DESCRIPTOR = POOL.AddSerializedFile("
+)
+
+
+def generate(out: Path) -> None:
+    """Write <out>/app/protos_gen/inference_pb2{.py,.pyi,_grpc.py}."""
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{PACKAGE}={PROTO.parent}",
+         f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}", str(PROTO)],
+        check=True,
+    )
+    module = out / PACKAGE / "inference_pb2.py"
+    text = module.read_text()
+    if DEFAULT_POOL not in text:
+        raise SystemExit(f"{module}: protoc's output changed shape; update protos/generate.py")
+    module.write_text(text.replace(DEFAULT_POOL, PRIVATE_POOL))
+
+
+if __name__ == "__main__":
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO)
