@@ -1,0 +1,55 @@
+"""Flags over environment variables, and bad values as one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.cli import build_parser, load_settings, main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONNX_SERVE_HTTP__PORT", "9000")
+    monkeypatch.setenv("ONNX_SERVE_HTTP__MAX_BODY_BYTES", "1234")
+    monkeypatch.setenv("ONNX_SERVE_HOST", "127.0.0.2")
+    settings = load_settings(build_parser().parse_args(["--http-port", "9100"]))
+    assert settings.http.port == 9100
+    assert settings.http.max_body_bytes == 1234  # the rest of the group keeps its env value
+    assert settings.host == "127.0.0.2"
+
+
+def test_defaults() -> None:
+    settings = load_settings(build_parser().parse_args([]))
+    assert (settings.host, settings.http.port, settings.grpc.port) == ("0.0.0.0", 8000, 8001)
+    assert settings.repository.path == Path("model_repository")
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--http-port", "x"], {}, "http.port: Input should be a valid integer"),
+    (["--grpc-port", "70000"], {}, "grpc.port: Input should be less than or equal to 65535"),
+    (["--log-level", "loud"], {}, "log_level"),
+    ([], {"ONNX_SERVE_HTTP__PORT": "-5"}, "http.port"),
+    (["--model-repository", "/no/such/folder"], {}, "is not a folder"),
+])
+def test_bad_values_exit_2_with_one_line(
+    argv: list[str], env: dict[str, str], message: str,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("onnx-serve: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_real_process_prints_no_traceback() -> None:
+    done = subprocess.run([sys.executable, "-m", "app", "--http-port", "x"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "http.port" in done.stderr

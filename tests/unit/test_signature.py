@@ -1,0 +1,86 @@
+"""Signatures from onnxruntime's reported inputs/outputs, and validation messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.errors import InvalidInput
+from app.models.signature import Signature, UnsupportedModel
+from app.types import InferRequest, RequestedOutput
+
+
+@dataclass
+class Arg:
+    """What onnxruntime's NodeArg exposes: a plain record."""
+
+    name: str
+    type: str
+    shape: list[Any]
+
+
+def signature(max_batch_size: int | None = None, **kinds: list[Any]) -> Signature:
+    inputs = [Arg("x", "tensor(float)", kinds.get("x", ["batch", 784]))]
+    outputs = [Arg("y", "tensor(int64)", kinds.get("y", [None, 3]))]
+    return Signature.from_session(inputs, outputs, max_batch_size, default_max_batch_size=64)
+
+
+def request(**inputs: tuple[str, np.ndarray]) -> InferRequest:
+    return InferRequest("m", {k: v[1] for k, v in inputs.items()},
+                        {k: v[0] for k, v in inputs.items()})
+
+
+def test_dynamic_dims_become_minus_one_and_batching_is_derived() -> None:
+    sig = signature()
+    assert sig.inputs[0].shape == (-1, 784) and sig.outputs[0].shape == (-1, 3)
+    assert sig.inputs[0].datatype == "FP32" and sig.outputs[0].datatype == "INT64"
+    assert sig.max_batch_size == 64
+
+
+def test_no_batch_dimension_means_no_batching() -> None:
+    assert signature(x=[2, 784]).max_batch_size == 0
+    with pytest.raises(UnsupportedModel, match="dynamic first dimension"):
+        signature(max_batch_size=8, x=[2, 784])
+    assert signature(max_batch_size=0).max_batch_size == 0
+
+
+def test_non_tensor_types_are_unsupported() -> None:
+    with pytest.raises(UnsupportedModel, match="seq"):
+        Signature.from_session([Arg("x", "tensor(float)", [1])],
+                               [Arg("y", "seq(map(int64,tensor(float)))", [])], None, 64)
+
+
+def test_valid_request_passes() -> None:
+    signature().validate(request(x=("FP32", np.zeros((2, 784), np.float32))))
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({"x": ("INT64", np.zeros((2, 3), np.int64))},
+     "input 'x': expected FP32 [-1,784], got INT64 [2,3]"),
+    ({"x": ("FP32", np.zeros((2, 783), np.float32))}, "got FP32 [2,783]"),
+    ({"x": ("FP32", np.zeros(784, np.float32))}, "got FP32 [784]"),
+    ({}, "missing input 'x'"),
+    ({"x": ("FP32", np.zeros((1, 784), np.float32)), "z": ("FP32", np.zeros(1))},
+     "unexpected input 'z'"),
+])
+def test_validation_messages(inputs: dict[str, tuple[str, np.ndarray]], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message.replace("[", r"\[").replace("]", r"\]")):
+        signature().validate(request(**inputs))
+
+
+def test_batch_sizes_must_agree() -> None:
+    sig = Signature.from_session(
+        [Arg("a", "tensor(float)", [None, 2]), Arg("b", "tensor(float)", [None, 2])],
+        [Arg("y", "tensor(float)", [None, 2])], None, 64)
+    with pytest.raises(InvalidInput, match="disagree on the batch size"):
+        sig.validate(request(a=("FP32", np.zeros((1, 2))), b=("FP32", np.zeros((2, 2)))))
+
+
+def test_unknown_output() -> None:
+    req = InferRequest("m", {"x": np.zeros((1, 784), np.float32)}, {"x": "FP32"},
+                       outputs=(RequestedOutput("nope"),))
+    with pytest.raises(InvalidInput, match="unknown output 'nope'"):
+        signature().validate(req)

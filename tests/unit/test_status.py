@@ -1,0 +1,36 @@
+"""One status table for both transports, covering every error code and error class."""
+
+from __future__ import annotations
+
+import grpc
+
+from app import errors
+from app.api.status import GRPC_STATUS, HTTP_STATUS
+from app.errors import ErrorCode
+
+
+def test_every_code_maps_on_both_transports() -> None:
+    assert set(HTTP_STATUS) == set(ErrorCode) == set(GRPC_STATUS)
+
+
+def test_protocol_table() -> None:
+    assert HTTP_STATUS[ErrorCode.INVALID_INPUT] == 400
+    assert HTTP_STATUS[ErrorCode.NOT_FOUND] == 404
+    assert HTTP_STATUS[ErrorCode.UNAVAILABLE] == 503
+    assert HTTP_STATUS[ErrorCode.OVERLOADED] == 429
+    assert HTTP_STATUS[ErrorCode.DEADLINE_EXCEEDED] == 504
+    assert HTTP_STATUS[ErrorCode.TOO_LARGE] == 413
+    assert HTTP_STATUS[ErrorCode.UNSUPPORTED] == 501
+    assert HTTP_STATUS[ErrorCode.INTERNAL] == 500
+    assert GRPC_STATUS[ErrorCode.OVERLOADED] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert GRPC_STATUS[ErrorCode.UNSUPPORTED] == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_every_error_class_has_its_own_code() -> None:
+    classes = [c for c in vars(errors).values()
+               if isinstance(c, type) and issubclass(c, errors.ServingError)
+               and c is not errors.ServingError]
+    assert len(classes) >= 8
+    for cls in classes:
+        assert cls.__doc__, f"{cls.__name__} needs a one-line docstring"
+        assert cls.code in HTTP_STATUS
