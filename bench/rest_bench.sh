@@ -14,6 +14,7 @@ DUR="${DUR:-10}"; WARMUP="${WARMUP:-2}"; CONC="${CONC:-1,8,32}"; THREADS="${THRE
 mkdir -p "$REPO/bench/results" "$PEERS/logs"
 OUT="${OUT:-$REPO/bench/results/rest-$(date +%Y%m%d-%H%M%S).jsonl}"
 LG="$PEERS/loadgen-venv/bin/python"
+cd "$REPO"
 
 # Peer environments, exactly as ../shared/bench/peers/README.md installs them.
 [ -x "$PEERS/kserve-venv/bin/python" ] || { python3 -m venv "$PEERS/kserve-venv";

@@ -30,6 +30,8 @@ def main(path: Path) -> None:
         other = max((r.get("other_cpu_pct") or 0.0) for r in by_server.values())
         print(f"| {model} | {mode} | {conc} | {' | '.join(cell(ours))} | "
               f"{' | '.join(cell(peer))} | {ratio} | {other:.0f} |")
+    print("\nbinary: binary input and output for onnx-serve; KServe's peer runtime accepts the "
+          "binary input but answers in JSON (it sets binary_data only on gRPC).")
 
 
 if __name__ == "__main__":

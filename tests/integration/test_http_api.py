@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.support import onnx_models
-from tests.support.server import running_server
+from tests.support.server import running_server, wait_for
 
 
 def infer_plus(url: str, path: str) -> httpx.Response:
@@ -143,12 +143,7 @@ def test_corrupt_model_is_unavailable_and_others_serve(tmp_path: Path) -> None:
     onnx_models.write(tmp_path, "good", onnx_models.plus_one())
     onnx_models.write(tmp_path, "broken", b"this is not an onnx file")
     with running_server(tmp_path, ready=False) as (url, _):
-        deadline_ok = False
-        for _ in range(200):
-            if httpx.get(f"{url}/v2/models/good/ready").status_code == 200:
-                deadline_ok = True
-                break
-        assert deadline_ok
+        wait_for(lambda: httpx.get(f"{url}/v2/models/good/ready").status_code == 200)
         assert httpx.get(f"{url}/v2/health/ready").status_code == 503
         broken = httpx.get(f"{url}/v2/models/broken/ready")
         assert (broken.status_code, broken.json()["ready"]) == (503, False)
@@ -156,3 +151,19 @@ def test_corrupt_model_is_unavailable_and_others_serve(tmp_path: Path) -> None:
         assert failed.status_code == 503
         assert "UNAVAILABLE" in failed.json()["error"]
         assert infer_plus(url, "/v2/models/good/infer").status_code == 200
+
+
+def test_bf16_model_is_unavailable_with_a_reason(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    bf16 = onnx_models.graph_model([helper.make_node("Identity", ["x"], ["y"])],
+                  [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [None, 2])],
+                  [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [None, 2])])
+    onnx_models.write(tmp_path, "bf16", bf16)
+    with running_server(tmp_path, ready=False) as (url, _):
+        def index() -> list[dict[str, str]]:
+            return list(httpx.post(f"{url}/v2/repository/index", json={}).json())
+
+        wait_for(lambda: bool(index()) and index()[0]["state"] != "LOADING")
+        assert index()[0]["state"] == "UNAVAILABLE"
+        assert "tensor(bfloat16)" in index()[0]["reason"]

@@ -28,7 +28,7 @@ ONNX_TYPES: dict[str, int] = {
 Dims = Sequence[int | str | None]
 
 
-def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
+def graph_model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
            outputs: list[onnx.ValueInfoProto],
            initializers: Sequence[onnx.TensorProto] = ()) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "test", inputs, outputs, initializer=list(initializers))
@@ -41,7 +41,7 @@ def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
 def identity(datatype: str, dims: Dims = ("batch", 3)) -> onnx.ModelProto:
     """y = x for one v2 datatype."""
     kind = ONNX_TYPES[datatype]
-    return _model(
+    return graph_model(
         [helper.make_node("Identity", ["x"], ["y"])],
         [helper.make_tensor_value_info("x", kind, list(dims))],
         [helper.make_tensor_value_info("y", kind, list(dims))],
@@ -51,7 +51,7 @@ def identity(datatype: str, dims: Dims = ("batch", 3)) -> onnx.ModelProto:
 def add_two(dims: Dims = ("batch", 4)) -> onnx.ModelProto:
     """Two FP32 inputs a, b -> sum = a + b and diff = a - b."""
     f = TensorProto.FLOAT
-    return _model(
+    return graph_model(
         [helper.make_node("Add", ["a", "b"], ["sum"]),
          helper.make_node("Sub", ["a", "b"], ["diff"])],
         [helper.make_tensor_value_info("a", f, list(dims)),
@@ -65,7 +65,7 @@ def plus_one(dims: Dims = ("batch", 4), value: float = 1.0) -> onnx.ModelProto:
     """FP32 y = x + value (versions of one model differ by value)."""
     f = TensorProto.FLOAT
     one = helper.make_tensor("one", f, [], [value])
-    return _model(
+    return graph_model(
         [helper.make_node("Add", ["x", "one"], ["y"])],
         [helper.make_tensor_value_info("x", f, list(dims))],
         [helper.make_tensor_value_info("y", f, list(dims))],

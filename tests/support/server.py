@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,6 +28,15 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0, what: str = "") -> None:
+    """Poll `condition` until it holds; fail after the deadline (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not true after {timeout_s} s: {what or condition}")
+        time.sleep(0.02)
 
 
 def wait_ready(url: str, timeout_s: float = 30.0, path: str = "/v2/health/ready") -> None:
