@@ -73,7 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from app.server import run  # imported late: `--help` and bad flags stay fast
+    from app.server import BindError, run  # imported late: `--help` and bad flags stay fast
 
-    run(settings)
+    try:
+        run(settings)
+    except BindError as err:
+        print(f"onnx-serve: error: {err}", file=sys.stderr)
+        return 1
     return 0

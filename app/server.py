@@ -30,6 +30,10 @@ def build_manager(settings: Settings) -> ModelManager:
     )
 
 
+class BindError(Exception):
+    """A listener could not bind its address (the port is taken, or the host is not local)."""
+
+
 class Server:
     """Every component of one server process, built once from Settings.
 
@@ -57,7 +61,11 @@ class Server:
         gRPC share this event loop. Returns after SIGINT/SIGTERM or `stop`."""
         host = self.settings.host
         grpc_server = create_grpc_server(self.service, self.settings.grpc)  # binds this loop
-        self.grpc_port = grpc_server.add_insecure_port(f"{host}:{self.settings.grpc.port}")
+        address = f"{host}:{self.settings.grpc.port}"
+        try:
+            self.grpc_port = grpc_server.add_insecure_port(address)
+        except RuntimeError as err:
+            raise BindError(f"cannot listen for gRPC on {address} (port taken?)") from err
         await grpc_server.start()
         loading = asyncio.create_task(self.manager.load_all(), name="load-models")
         log.info("serving repository %s on http://%s:%d and grpc %s:%d",

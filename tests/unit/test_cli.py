@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,17 @@ def test_real_process_prints_no_traceback() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "http.port" in done.stderr
+
+
+def test_taken_grpc_port_is_a_one_line_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "app", "--host", "127.0.0.1", "--http-port", "0",
+             "--grpc-port", str(port), "--model-repository", str(REPO / "model_repository")],
+            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"onnx-serve: error: cannot listen for gRPC on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
