@@ -20,6 +20,10 @@ _FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "http_port": ("http", "port"),
     "grpc_port": ("grpc", "port"),
     "log_level": (None, "log_level"),
+    "model_control_mode": ("repository", "control_mode"),
+    "load_model": ("repository", "load_models"),
+    "repository_poll_secs": ("repository", "poll_interval_s"),
+    "strict_readiness": ("repository", "strict_readiness"),
 }
 
 
@@ -36,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--http-port", metavar="PORT", help="HTTP port (default 8000)")
     parser.add_argument("--grpc-port", metavar="PORT", help="gRPC port (default 8001)")
     parser.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    parser.add_argument("--model-control-mode", metavar="MODE",
+                        help="none (load all at start), poll (and watch the repository) or "
+                        "explicit (load only what --load-model or the API asks); default none")
+    parser.add_argument("--load-model", metavar="NAME", action="append",
+                        help="explicit mode: load this model at start (repeatable; '*' = all)")
+    parser.add_argument("--repository-poll-secs", metavar="SECONDS",
+                        help="poll mode: rescan at least this often (default 5)")
+    parser.add_argument("--strict-readiness", metavar="BOOL",
+                        help="true: ready only when every model is READY (default); "
+                        "false: ready once the server answers")
     parser.add_argument("--version", action="version", version=f"onnx-serve {__version__}")
     return parser
 

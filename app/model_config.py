@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.models.manager import LoadedModel
+from app.models.version import LoadedModel
 from app.types import TensorSpec
 
 BACKEND = "onnxruntime"

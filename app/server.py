@@ -12,6 +12,7 @@ from app.api.grpc import create_grpc_server
 from app.api.rest import create_app
 from app.models.manager import ModelManager
 from app.models.session_pool import SessionConfig
+from app.repository.watcher import RepositoryWatcher
 from app.service import InferenceService
 from app.settings import Settings
 
@@ -26,7 +27,8 @@ def build_manager(settings: Settings) -> ModelManager:
         inter_op_threads=settings.devices.inter_op_threads,
     )
     return ModelManager(
-        settings.repository.path, sessions, settings.batching.default_max_batch_size
+        settings.repository.path, sessions, settings.batching.default_max_batch_size,
+        strict_readiness=settings.repository.strict_readiness,
     )
 
 
@@ -43,7 +45,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.manager = build_manager(settings)
-        self.service = InferenceService(self.manager)
+        self.service = InferenceService(self.manager, settings.repository.control_mode)
         config = uvicorn.Config(
             create_app(self.service, settings.http),
             host=settings.host,
@@ -67,7 +69,7 @@ class Server:
         except RuntimeError as err:
             raise BindError(f"cannot listen for gRPC on {address} (port taken?)") from err
         await grpc_server.start()
-        loading = asyncio.create_task(self.manager.load_all(), name="load-models")
+        loading = asyncio.create_task(self._manage_repository(), name="repository")
         log.info("serving repository %s on http://%s:%d and grpc %s:%d",
                  self.settings.repository.path.resolve(), host, self.settings.http.port,
                  host, self.grpc_port)
@@ -78,7 +80,17 @@ class Server:
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
-            self.manager.close()
+            await self.manager.close()
+
+    async def _manage_repository(self) -> None:
+        """Startup loading by control mode; in poll mode, then watch for changes."""
+        repository = self.settings.repository
+        explicit = repository.control_mode == "explicit"
+        await self.manager.start(list(repository.load_models) if explicit else None)
+        if repository.control_mode == "poll":
+            watcher = RepositoryWatcher(repository.path, self.manager,
+                                        repository.poll_interval_s, repository.settle_s)
+            await watcher.run()
 
     @property
     def http_port(self) -> int | None:

@@ -1,4 +1,4 @@
-"""InferenceService: health, metadata and inference, the same for every transport."""
+"""InferenceService: health, metadata, inference and repository operations, for every transport."""
 
 from __future__ import annotations
 
@@ -6,16 +6,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from app import __version__
-from app.errors import InvalidInput, ModelNotReady
+from app.errors import InvalidInput, ModelNotReady, Unsupported
 from app.model_config import effective_config
-from app.models.manager import ModelManager, ModelState, VersionStatus
+from app.models.manager import ModelManager
+from app.models.version import ModelState
+from app.repository.config import ConfigError, parse_config_json
+from app.repository.paths import check_model_name
+from app.repository.scan import scan_repository
 from app.types import InferRequest, InferResponse, TensorSpec
 
 SERVER_NAME = "onnx-serve"
 #: Triton's platform string for ONNX models, which tritonclient users already know.
 PLATFORM = "onnxruntime_onnx"
 #: Only what is implemented; later features add themselves here when they land.
-EXTENSIONS = ("binary_tensor_data", "model_configuration")
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +46,23 @@ class RawInputTarget:
     batched: bool
 
 
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One row of Triton's repository index; version and state are empty for a model on
+    disk that is not loaded."""
+
+    name: str
+    version: str = ""
+    state: str = ""
+    reason: str = ""
+
+
 class InferenceService:
     """Transport-neutral operations; raises ServingError subclasses for every client failure."""
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, control_mode: str = "none") -> None:
         self._manager = manager
+        self._control_mode = control_mode
 
     def live(self) -> bool:
         return True
@@ -58,24 +74,19 @@ class InferenceService:
         """Return when readiness may have changed (a model's state, startup, draining)."""
         await self._manager.wait_for_change()
 
-    def repository_index(self, ready_only: bool) -> list[VersionStatus]:
-        """Every known version with its state and reason (Triton's repository index)."""
-        return [s for s in self._manager.statuses()
-                if not ready_only or s.state is ModelState.READY]
-
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(SERVER_NAME, __version__, EXTENSIONS)
 
     def model_ready(self, name: str, version: str | None) -> bool:
         """Whether the model (version) can serve now; unknown models raise ModelNotFound."""
         try:
-            self._manager.resolve(name, version)
+            self._manager.resolve(check_model_name(name), version)
         except ModelNotReady:
             return False
         return True
 
     def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
-        model = self._manager.resolve(name, version)
+        model = self._manager.resolve(check_model_name(name), version)
         ready = tuple(
             s.key.version for s in self._manager.statuses(name) if s.state is ModelState.READY
         )
@@ -89,11 +100,11 @@ class InferenceService:
 
     def model_config(self, name: str, version: str | None) -> dict[str, Any]:
         """The effective configuration, in Triton's ModelConfig JSON field names."""
-        return effective_config(self._manager.resolve(name, version), PLATFORM)
+        return effective_config(self._manager.resolve(check_model_name(name), version), PLATFORM)
 
     def raw_input_target(self, name: str, version: str | None) -> RawInputTarget:
         """The single input a raw binary request fills; refused for multi-input models."""
-        signature = self._manager.resolve(name, version).signature
+        signature = self._manager.resolve(check_model_name(name), version).signature
         if len(signature.inputs) != 1:
             raise InvalidInput(
                 f"a raw binary request (Inference-Header-Content-Length: 0) needs a model with "
@@ -102,14 +113,21 @@ class InferenceService:
         return RawInputTarget(signature.inputs[0], signature.max_batch_size > 0)
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        """Validate against the resolved version's signature, run, and return chosen outputs."""
-        model = self._manager.resolve(request.model_name, request.version)
-        model.signature.validate(request)
-        if request.outputs is None:
-            names = model.signature.output_names()
-        else:
-            names = tuple(o.name for o in request.outputs)
-        arrays = await model.pool.run(request.inputs, names)
+        """Validate against the resolved version's signature, run, and return chosen outputs.
+
+        The request holds a lease on that version until it is answered, so a reload or an
+        unload in the meantime waits for it instead of pulling the sessions away.
+        """
+        model = self._manager.acquire(check_model_name(request.model_name), request.version)
+        try:
+            model.signature.validate(request)
+            if request.outputs is None:
+                names = model.signature.output_names()
+            else:
+                names = tuple(o.name for o in request.outputs)
+            arrays = await model.pool.run(request.inputs, names)
+        finally:
+            model.release()
         datatypes = {s.name: s.datatype for s in model.signature.outputs}
         return InferResponse(
             model_name=request.model_name,
@@ -118,3 +136,40 @@ class InferenceService:
             output_datatypes={n: datatypes[n] for n in names},
             id=request.id,
         )
+
+    async def repository_index(self, ready_only: bool) -> list[IndexEntry]:
+        """Every model on disk or in memory: loaded versions with state, the rest by name."""
+        entries = [IndexEntry(s.key.name, s.key.version, s.state.value, s.reason)
+                   for s in self._manager.statuses()]
+        if ready_only:
+            return [e for e in entries if e.state == ModelState.READY.value]
+        listed = {e.name for e in entries}
+        reasons = self._manager.known()
+        entries += [IndexEntry(name, state=ModelState.UNAVAILABLE.value, reason=reason)
+                    for name, reason in reasons.items() if name not in listed]
+        on_disk = await self._manager.in_loader(scan_repository, self._manager.root)
+        entries += [IndexEntry(name) for name in on_disk
+                    if name not in listed and name not in reasons]
+        return sorted(entries, key=lambda e: (e.name, e.version.zfill(20)))
+
+    async def repository_load(self, name: str, config_json: str | None) -> None:
+        """Load or reload a model now (explicit mode), optionally with a config override."""
+        self._require_explicit("load")
+        override = None
+        if config_json is not None:
+            try:
+                override = parse_config_json(config_json)
+            except ConfigError as err:
+                raise InvalidInput(str(err)) from err
+        await self._manager.load(check_model_name(name), override)
+
+    async def repository_unload(self, name: str) -> None:
+        self._require_explicit("unload")
+        await self._manager.unload(check_model_name(name))
+
+    def _require_explicit(self, action: str) -> None:
+        if self._control_mode != "explicit":
+            raise Unsupported(
+                f"cannot {action} models through the API in model control mode "
+                f"'{self._control_mode}'; start the server with --model-control-mode explicit"
+            )

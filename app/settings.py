@@ -43,6 +43,32 @@ class GrpcSettings(_Group):
 
 class RepositorySettings(_Group):
     path: Path = Field(Path("model_repository"), description="The model repository folder.")
+    control_mode: Literal["none", "poll", "explicit"] = Field(
+        "none",
+        description="none: load every model at start, then leave the repository alone; "
+        "poll: also watch it and apply changes (new/removed/replaced versions and configs); "
+        "explicit: load only `load_models` at start, then what the repository API asks.",
+    )
+    load_models: list[str] = Field(
+        default_factory=list,
+        description="Models to load at start in explicit mode ('*' means all).",
+    )
+    poll_interval_s: float = Field(
+        5.0, gt=0, le=3600,
+        description="Poll mode: rescan this often even without file events (network "
+        "volumes and ConfigMaps may send none). A change is applied once it is stable "
+        "across two scans at least settle_s apart.",
+    )
+    settle_s: float = Field(
+        0.5, ge=0, le=60,
+        description="Poll mode: a model's files must stay unchanged this long before they are "
+        "loaded, so a file still being copied is never loaded half-written.",
+    )
+    strict_readiness: bool = Field(
+        True,
+        description="true: /v2/health/ready needs every model that should be loaded to be "
+        "READY; false: ready as soon as the server answers.",
+    )
 
 
 class DeviceSettings(_Group):

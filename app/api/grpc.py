@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from app.api.status import GRPC_STATUS
 from app.codecs.grpc import decode_request, encode_response
-from app.errors import ServingError, Unsupported
+from app.errors import InvalidInput, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
 from app.service import InferenceService
@@ -141,12 +141,31 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return encode_response(response, raw=bool(request.raw_input_contents))
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> Any:
-        models = [
-            pb.RepositoryIndexResponse.ModelIndex(name=s.key.name, version=s.key.version,
-                                                  state=s.state.value, reason=s.reason)
-            for s in self._service.repository_index(request.ready)
-        ]
+        entries = await self._service.repository_index(request.ready)
+        models = [pb.RepositoryIndexResponse.ModelIndex(name=e.name, version=e.version,
+                                                        state=e.state, reason=e.reason)
+                  for e in entries]
         return pb.RepositoryIndexResponse(models=models)
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
+                                  context: Any) -> Any:
+        unknown = sorted(k for k in request.parameters if k != "config")
+        if unknown:
+            raise Unsupported(f"load parameter '{unknown[0]}' is not supported "
+                              "(only 'config', a JSON model configuration)")
+        config = None
+        if "config" in request.parameters:
+            param = request.parameters["config"]
+            if param.WhichOneof("parameter_choice") != "string_param":
+                raise InvalidInput("parameter 'config' must be a JSON string")
+            config = param.string_param
+        await self._service.repository_load(request.model_name, config)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
+                                    context: Any) -> Any:
+        await self._service.repository_unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
 
 def _unsupported(feature: str) -> Callable[..., Awaitable[Any]]:
@@ -159,8 +178,6 @@ def _unsupported(feature: str) -> Callable[..., Awaitable[Any]]:
 # Declared in the protocol; answered UNIMPLEMENTED (with a message) until they exist.
 for _name, _feature in {
     "ModelStatistics": "the statistics extension",
-    "RepositoryModelLoad": "loading models through the repository API",
-    "RepositoryModelUnload": "unloading models through the repository API",
     "SystemSharedMemoryStatus": "system shared memory",
     "SystemSharedMemoryRegister": "system shared memory",
     "SystemSharedMemoryUnregister": "system shared memory",

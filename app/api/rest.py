@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from app import __version__
 from app.api.openapi import INFER_OPENAPI, error_responses
 from app.api.status import HTTP_STATUS
 from app.codecs.rest import RestLimits, decode_raw_request, decode_request, encode_response
-from app.errors import ErrorCode, InvalidInput, RequestTooLarge, ServingError
+from app.errors import ErrorCode, InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.service import InferenceService, ModelMetadata
 from app.settings import HttpSettings
 from app.types import InferRequest
@@ -104,11 +105,29 @@ class RestApi:
             ready_only = document.get("ready", False)
             if not isinstance(ready_only, bool):
                 raise InvalidInput("'ready' must be true or false")
-        return _json([
-            {"name": s.key.name, "version": s.key.version, "state": s.state.value}
-            | ({"reason": s.reason} if s.reason else {})
-            for s in self._service.repository_index(ready_only)
-        ])
+        entries = await self._service.repository_index(ready_only)
+        return _json([{k: v for k, v in asdict(e).items() if v} for e in entries])
+
+    async def repository_load(self, model_name: str, request: Request) -> Response:
+        body = await self._read_body(request)
+        parameters = _parse_object(body).get("parameters", {}) if body.strip() else {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput("'parameters' must be a JSON object")
+        unknown = sorted(k for k in parameters if k != "config")
+        if unknown:
+            raise Unsupported(f"load parameter '{unknown[0]}' is not supported "
+                              "(only 'config', a JSON model configuration)")
+        config = parameters.get("config")
+        if config is not None and not isinstance(config, (str, dict)):
+            raise InvalidInput("parameter 'config' must be a JSON string or object")
+        text = orjson.dumps(config).decode() if isinstance(config, dict) else config
+        await self._service.repository_load(model_name, text)
+        return _json({})
+
+    async def repository_unload(self, model_name: str, request: Request) -> Response:
+        await self._read_body(request)  # parameters such as unload_dependents have no effect
+        await self._service.repository_unload(model_name)
+        return _json({})
 
     async def model_infer(self, model_name: str, request: Request) -> Response:
         return await self._infer(request, model_name, None)
@@ -212,6 +231,11 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
                               tags=["health" if suffix == "/ready" else "metadata"])
     app.add_api_route("/v2/repository/index", api.repository_index, methods=["POST"],
                       tags=["repository"], responses=error_responses(400))
+    repository_errors = error_responses(400, 404, 501)
+    app.add_api_route("/v2/repository/models/{model_name}/load", api.repository_load,
+                      methods=["POST"], tags=["repository"], responses=repository_errors)
+    app.add_api_route("/v2/repository/models/{model_name}/unload", api.repository_unload,
+                      methods=["POST"], tags=["repository"], responses=repository_errors)
     infer_errors = error_responses(400, 404, 413, 500, 503)
     for prefix in ("/v2", "/v1"):
         for path, handler in ((model, api.model_infer), (version, api.version_infer)):

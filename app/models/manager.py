@@ -1,126 +1,264 @@
-"""Which model versions exist, their state (LOADING/READY/UNAVAILABLE), and loading them."""
+"""Every model of one repository: load new versions before retiring old ones, leases, states."""
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from app.errors import ModelNotFound, ModelNotReady
+from app.errors import InvalidInput, ModelNotFound, ModelNotReady
 from app.models.session_pool import SessionConfig, SessionPool
-from app.models.signature import Signature, UnsupportedModel
+from app.models.signature import Signature
+from app.models.version import LoadedModel, ModelState, VersionStatus
 from app.repository.config import ConfigError, ModelConfig, load_config
-from app.repository.scan import ModelSource, scan_repository
+from app.repository.paths import model_folder
+from app.repository.scan import ModelSource, scan_model, scan_repository
 from app.types import ModelKey
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-
-class ModelState(enum.Enum):
-    """Triton's state names, as the repository index reports them."""
-
-    LOADING = "LOADING"
-    READY = "READY"
-    UNAVAILABLE = "UNAVAILABLE"
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedModel:
-    """A READY version: what the service needs to validate and run requests."""
-
-    key: ModelKey
-    signature: Signature
-    pool: SessionPool
-    config: ModelConfig
+UNLOADED = "unloaded"
 
 
 @dataclass(slots=True)
-class VersionStatus:
-    """One version's state and, when it is not READY, the reason."""
+class ModelRecord:
+    """One model name: its versions, labels, and what its files looked like when synced."""
 
-    key: ModelKey
-    state: ModelState
-    reason: str = ""
-    model: LoadedModel | None = None
+    name: str
+    versions: dict[int, VersionStatus] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    fingerprint: object = None
+    wanted: bool = True  # False once explicitly unloaded: readiness no longer waits for it
+    reason: str = ""  # a problem of the whole model (bad config, no version to serve)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class ModelManager:
-    """Holds every known version of every model in one repository.
+    """Holds every model version the server knows, and changes them safely.
 
-    All methods run on the event loop; blocking work (session creation) goes to a small
-    loader executor so a slow load never stalls inference or health checks.
+    All methods run on the event loop. Blocking work (scans, session creation, closing)
+    goes to a small loader executor, so loading never stalls inference or health checks.
+    Changes to one model are serialised by its lock; different models change in parallel.
     """
 
-    def __init__(self, root: Path, sessions: SessionConfig, default_max_batch_size: int) -> None:
-        self._root = root
+    def __init__(self, root: Path, sessions: SessionConfig, default_max_batch_size: int,
+                 strict_readiness: bool = True) -> None:
+        self.root = root
         self._sessions = sessions
         self._default_max_batch_size = default_max_batch_size
-        self._models: dict[str, dict[int, VersionStatus]] = {}
+        self._strict = strict_readiness
+        self._records: dict[str, ModelRecord] = {}
         self._loader = ThreadPoolExecutor(2, thread_name_prefix="model-loader")
+        self._retiring: set[asyncio.Task[None]] = set()
         self._startup_done = False
         self._changed = asyncio.Event()
 
-    async def load_all(self) -> None:
-        """Scan the repository and load every version its policy selects."""
-        loop = asyncio.get_running_loop()
-        sources = await loop.run_in_executor(self._loader, scan_repository, self._root)
-        await asyncio.gather(*(self._load_model(source) for source in sources.values()))
+    # ---- lifecycle -------------------------------------------------------------------
+    async def start(self, names: list[str] | None) -> None:
+        """Load `names` (every model on disk when None or ['*']) and mark startup done."""
+        if names is None or "*" in names:
+            sources = await self.in_loader(scan_repository, self.root)
+            await asyncio.gather(*(self.sync(n, source=s) for n, s in sources.items()))
+        else:
+            await asyncio.gather(*(self._start_one(name) for name in names))
         self._startup_done = True
         self._notify()
 
-    async def _load_model(self, source: ModelSource) -> None:
-        versions = self._models.setdefault(source.name, {})
+    async def _start_one(self, name: str) -> None:
         try:
-            config = load_config(source.config_path)
-        except ConfigError as err:
-            self._fail_model(source, str(err))
-            return
-        selected = config.version_policy.select(list(source.versions))
-        if not selected:
-            self._fail_model(source, "no version folder matches the version policy")
-            return
-        for number in selected:
-            versions[number] = VersionStatus(ModelKey(source.name, str(number)), ModelState.LOADING)
-        await asyncio.gather(*(
-            self._load_version(versions[n], source.versions[n] / config.default_model_filename,
-                               config)
-            for n in selected
-        ))
+            await self.load(name)
+        except (ModelNotFound, InvalidInput) as err:
+            record = self._records.setdefault(name, ModelRecord(name))
+            record.reason = err.message
+            log.error("model '%s' is UNAVAILABLE: %s", name, err.message)
 
-    def _fail_model(self, source: ModelSource, reason: str) -> None:
-        log.error("model '%s' is UNAVAILABLE: %s", source.name, reason)
-        numbers = sorted(source.versions) or [0]
-        self._models[source.name] = {
-            n: VersionStatus(ModelKey(source.name, str(n)), ModelState.UNAVAILABLE, reason)
-            for n in numbers
-        }
+    async def load(self, name: str, override: ModelConfig | None = None) -> None:
+        """(Re)load a model from its folder now, even if its files did not change."""
+        folder = model_folder(self.root, name)
+        if not folder.is_dir():
+            raise ModelNotFound(f"no model '{name}' in the repository")
+        failures = await self.sync(name, override=override, force=True)
+        if failures:
+            raise InvalidInput(f"failed to load '{name}': {'; '.join(failures)}")
 
-    async def _load_version(self, status: VersionStatus, path: Path, config: ModelConfig) -> None:
-        loop = asyncio.get_running_loop()
+    async def unload(self, name: str) -> None:
+        """Retire every version (in-flight requests finish first); the name stays indexed."""
+        record = self._records.get(name)
+        if record is None or not record.wanted:
+            raise ModelNotFound(f"model '{name}' is not loaded")
+        async with record.lock:
+            for status in record.versions.values():
+                if status.model is not None:
+                    self._retire_later(status.model)
+                status.model, status.state, status.reason = None, ModelState.UNAVAILABLE, UNLOADED
+            record.wanted, record.fingerprint = False, None
+            self._notify()
+        log.info("model '%s' unloaded", name)
+
+    async def reconcile(self, stable: dict[str, ModelSource], present: set[str]) -> None:
+        """Poll mode: sync models whose settled files differ; drop models gone from disk."""
+        changed = [name for name, source in stable.items()
+                   if (record := self._records.get(name)) is None
+                   or record.fingerprint != source.fingerprint]
+        gone = [name for name in self._records if name not in present]
+        await asyncio.gather(*(self.sync(name, source=stable[name]) for name in changed),
+                             *(self._remove(name) for name in gone))
+
+    async def close(self) -> None:
+        """Close every session pool; call after the servers have stopped."""
+        for record in self._records.values():
+            for status in record.versions.values():
+                if status.model is not None:
+                    self._retire_later(status.model)
+                    status.model = None
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
+    # ---- syncing one model -----------------------------------------------------------
+    async def sync(self, name: str, source: ModelSource | None = None,
+                   override: ModelConfig | None = None, force: bool = False) -> list[str]:
+        """Make the model match its folder: load what is new or changed, swap each version
+        in only once it is READY, then retire what was replaced or is no longer wanted.
+        Returns what failed (empty when all went well)."""
+        record = self._records.setdefault(name, ModelRecord(name))
+        async with record.lock:
+            if source is None:
+                source = await self.in_loader(scan_model, model_folder(self.root, name))
+            try:
+                config = override or load_config(source.config_path)
+            except ConfigError as err:
+                return self._fail(record, source, str(err))
+            wanted = config.version_policy.select(list(source.versions))
+            if not wanted:
+                return self._fail(record, source, "no version folder matches the version policy")
+            stamp = {v: (source.fingerprints[v], source.config_fingerprint, override)
+                     for v in wanted}
+            todo = [v for v in wanted if force or _stale(record.versions.get(v), stamp[v])]
+            for v in todo:
+                record.versions.setdefault(v, VersionStatus(ModelKey(name, str(v)),
+                                                            ModelState.LOADING))
+            self._notify()
+            results = await asyncio.gather(*(
+                self._load_version(ModelKey(name, str(v)),
+                                   source.versions[v] / config.default_model_filename,
+                                   config, stamp[v])
+                for v in todo
+            ))
+            failures = [f"version {v}: {result}" for v, result in zip(todo, results, strict=True)
+                        if isinstance(result, str)]
+            for v, result in zip(todo, results, strict=True):
+                self._swap_in(record.versions[v], result)
+            for v in [v for v in record.versions if v not in wanted]:
+                gone = record.versions.pop(v)
+                if gone.model is not None:
+                    self._retire_later(gone.model)
+            record.labels, record.fingerprint = dict(config.version_labels), source.fingerprint
+            record.wanted, record.reason = True, ""
+            self._notify()
+            return failures
+
+    def _swap_in(self, status: VersionStatus, result: LoadedModel | str) -> None:
+        if isinstance(result, LoadedModel):
+            if status.model is not None:
+                self._retire_later(status.model)
+            status.model, status.state, status.reason = result, ModelState.READY, ""
+        elif status.model is not None:  # keep serving what worked; say why it was not replaced
+            status.reason = f"reload failed, still serving the previous files: {result}"
+            log.error("model %s: %s", status.key, status.reason)
+        else:
+            status.state, status.reason = ModelState.UNAVAILABLE, result
+            log.error("model %s is UNAVAILABLE: %s", status.key, result)
+
+    def _fail(self, record: ModelRecord, source: ModelSource, reason: str) -> list[str]:
+        """A model-level failure: whatever already serves keeps serving."""
+        log.error("model '%s': %s", record.name, reason)
+        record.reason, record.fingerprint, record.wanted = reason, source.fingerprint, True
+        self._notify()
+        return [reason]
+
+    async def _load_version(self, key: ModelKey, path: Path, config: ModelConfig,
+                            stamp: object) -> LoadedModel | str:
         started = time.monotonic()
         try:
-            sessions = await loop.run_in_executor(
-                self._loader, SessionPool.build_sessions, path, self._sessions
-            )
+            sessions = await self.in_loader(SessionPool.build_sessions, path, self._sessions)
             first = sessions[0]
-            signature = Signature.from_session(
-                first.get_inputs(), first.get_outputs(), config.max_batch_size,
-                self._default_max_batch_size,
-            )
-        except (UnsupportedModel, Exception) as err:  # any bad file must not stop the server
-            status.state, status.reason = ModelState.UNAVAILABLE, _reason(path, err)
-            log.error("model %s is UNAVAILABLE: %s", status.key, status.reason)
-            self._notify()
+            signature = Signature.from_session(first.get_inputs(), first.get_outputs(),
+                                               config.max_batch_size,
+                                               self._default_max_batch_size)
+        except Exception as err:  # any bad file becomes a reason, never a crash
+            return _reason(path, err)
+        log.info("model %s is READY (%.2f s)", key, time.monotonic() - started)
+        return LoadedModel(key, signature, SessionPool(sessions, f"{key.name}-{key.version}"),
+                           config, stamp)
+
+    async def _remove(self, name: str) -> None:
+        record = self._records.get(name)
+        if record is None:
             return
-        pool = SessionPool(sessions, label=f"{status.key.name}-{status.key.version}")
-        status.model = LoadedModel(status.key, signature, pool, config)
-        status.state, status.reason = ModelState.READY, ""
-        log.info("model %s is READY (%.2f s)", status.key, time.monotonic() - started)
-        self._notify()
+        async with record.lock:
+            for status in record.versions.values():
+                if status.model is not None:
+                    self._retire_later(status.model)
+            del self._records[name]
+            self._notify()
+        log.info("model '%s' left the repository", name)
+
+    def _retire_later(self, model: LoadedModel) -> None:
+        task = asyncio.create_task(model.retire(), name=f"retire-{model.key}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    # ---- lookups ---------------------------------------------------------------------
+    def acquire(self, name: str, version: str | None) -> LoadedModel:
+        """The version to run a request on, with a lease the caller must release."""
+        return self.resolve(name, version).acquire()
+
+    def resolve(self, name: str, version: str | None) -> LoadedModel:
+        """The named version (number or label), or the highest READY one when none is named."""
+        record = self._records.get(name)
+        if record is None:
+            raise ModelNotFound(f"unknown model '{name}'")
+        if version is None:
+            ready = [s for _, s in sorted(record.versions.items()) if s.model is not None]
+            if not ready or not record.wanted:
+                raise ModelNotReady(f"model '{name}' has no ready version "
+                                    f"({self._describe(record)})")
+            return ready[-1].model  # type: ignore[return-value]
+        number = int(version) if version.isdigit() else record.labels.get(version)
+        status = record.versions.get(number) if number is not None else None
+        if status is None:
+            raise ModelNotFound(f"unknown version '{version}' of model '{name}'")
+        if status.model is None:
+            raise ModelNotReady(f"model '{name}' version {status.key.version} is "
+                                f"{status.state.value}: {status.reason}")
+        return status.model
+
+    def statuses(self, name: str | None = None) -> list[VersionStatus]:
+        """Every known version (of one model, or of all), ordered by name then version."""
+        if name is not None and name not in self._records:
+            raise ModelNotFound(f"unknown model '{name}'")
+        names = [name] if name is not None else sorted(self._records)
+        return [s for n in names for _, s in sorted(self._records[n].versions.items())]
+
+    def known(self) -> dict[str, str]:
+        """Model name -> model-level reason ('' when none), for the repository index."""
+        return {name: record.reason for name, record in sorted(self._records.items())}
+
+    def all_ready(self) -> bool:
+        """Strict: startup is over and every wanted model has all its versions READY."""
+        if not self._strict:
+            return True
+        return self._startup_done and all(
+            not record.reason and record.versions
+            and all(s.state is ModelState.READY for s in record.versions.values())
+            for record in self._records.values() if record.wanted
+        )
 
     async def wait_for_change(self) -> None:
         """Return after the next state change of any version (or of startup)."""
@@ -131,55 +269,26 @@ class ModelManager:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def resolve(self, name: str, version: str | None) -> LoadedModel:
-        """The version to serve: the named one, or the highest READY one when none is named."""
-        versions = self._models.get(name)
-        if versions is None:
-            raise ModelNotFound(f"unknown model '{name}'")
-        if version is None:
-            ready = [s for _, s in sorted(versions.items()) if s.state is ModelState.READY]
-            if not ready:
-                states = "; ".join(_describe(s) for _, s in sorted(versions.items()))
-                raise ModelNotReady(f"model '{name}' has no ready version ({states})")
-            assert ready[-1].model is not None
-            return ready[-1].model
-        status = versions.get(int(version)) if version.isdigit() else None
-        if status is None:
-            raise ModelNotFound(f"unknown version '{version}' of model '{name}'")
-        if status.model is None:
-            raise ModelNotReady(
-                f"model '{name}' version {version} is {status.state.value}: {status.reason}"
-            )
-        return status.model
+    @staticmethod
+    def _describe(record: ModelRecord) -> str:
+        parts = [record.reason] if record.reason else []
+        parts += [f"version {s.key.version} is {s.state.value}"
+                  + (f": {s.reason}" if s.reason else "")
+                  for _, s in sorted(record.versions.items())]
+        return "; ".join(parts) or "no versions"
 
-    def statuses(self, name: str | None = None) -> list[VersionStatus]:
-        """Every known version (of one model, or of all), ordered by name then version."""
-        if name is not None and name not in self._models:
-            raise ModelNotFound(f"unknown model '{name}'")
-        names = [name] if name is not None else sorted(self._models)
-        return [s for n in names for _, s in sorted(self._models[n].items())]
-
-    def all_ready(self) -> bool:
-        """True once startup loading is over and every known version is READY (strict readiness)."""
-        return self._startup_done and all(s.state is ModelState.READY for s in self.statuses())
-
-    def close(self) -> None:
-        """Close every session pool; call after the servers have stopped."""
-        for status in self.statuses():
-            if status.model is not None:
-                status.model.pool.close()
-                status.model = None
-        self._loader.shutdown(wait=False, cancel_futures=True)
+    async def in_loader(self, function: Callable[..., T], *args: object) -> T:
+        """Run blocking repository work (scans, session builds) on the loader threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._loader, function, *args)
 
 
-def _describe(status: VersionStatus) -> str:
-    text = f"version {status.key.version} is {status.state.value}"
-    return f"{text}: {status.reason}" if status.reason else text
+def _stale(status: VersionStatus | None, stamp: object) -> bool:
+    return status is None or status.model is None or status.model.fingerprint != stamp
 
 
 def _reason(path: Path, err: Exception) -> str:
     """A readable reason without onnxruntime's multi-line noise."""
-    text = " ".join(str(err).split())
     if not path.exists():
         return f"{path.name} not found in {path.parent}"
+    text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text[:500]}"

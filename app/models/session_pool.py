@@ -12,7 +12,7 @@ from pathlib import Path
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from app.errors import InferenceFailed, InvalidInput
+from app.errors import InferenceFailed, InvalidInput, ModelNotReady
 from app.types import Array
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class SessionPool:
         for session in self._sessions:
             self._free.put_nowait(session)
         self._executor = ThreadPoolExecutor(len(self._sessions), thread_name_prefix=label)
+        self._label = label
+        self._closed = False
 
     @staticmethod
     def build_sessions(path: Path, config: SessionConfig) -> list[ort.InferenceSession]:
@@ -67,6 +69,8 @@ class SessionPool:
 
     async def run(self, feed: Mapping[str, Array], output_names: Sequence[str]) -> list[Array]:
         """Run one request on a free session in this pool's executor."""
+        if self._closed:  # leases make this unreachable; fail fast rather than wait forever
+            raise ModelNotReady(f"{self._label} has been unloaded")
         session = await self._free.get()
         try:
             loop = asyncio.get_running_loop()
@@ -79,6 +83,7 @@ class SessionPool:
 
     def close(self) -> None:
         """Release the sessions and stop the executor; their memory goes with them."""
+        self._closed = True
         self._executor.shutdown(wait=True)
         self._sessions.clear()
         while not self._free.empty():

@@ -63,10 +63,36 @@ class ModelConfig(_Strict):
     default_model_filename: str = Field(
         DEFAULT_MODEL_FILENAME, description="File inside each version folder to load.",
     )
+    version_labels: dict[str, int] = Field(
+        default_factory=dict,
+        description="Names for versions, usable wherever a version number is "
+        "(e.g. {stable: 3, canary: 4} -> /v2/models/m/versions/stable/infer).",
+    )
+
+    @model_validator(mode="after")
+    def _labels_are_names(self) -> ModelConfig:
+        numeric = [label for label in self.version_labels if label.isdigit()]
+        if numeric:
+            raise ValueError(f"version_labels: a label cannot be a number ({numeric[0]!r})")
+        return self
 
 
 class ConfigError(Exception):
     """A config file that cannot be read or does not validate; the message names the key."""
+
+
+def _first_error(err: ValidationError, source: str) -> ConfigError:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return ConfigError(f"{source}: {where}: {first['msg']}")
+
+
+def parse_config_json(text: str) -> ModelConfig:
+    """A config given through the load API (JSON), with the same schema as config.yaml."""
+    try:
+        return ModelConfig.model_validate_json(text)
+    except ValidationError as err:
+        raise _first_error(err, "config") from err
 
 
 def load_config(path: Path | None) -> ModelConfig:
@@ -80,6 +106,4 @@ def load_config(path: Path | None) -> ModelConfig:
     try:
         return ModelConfig.model_validate(document)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{path.name}: {where}: {first['msg']}") from err
+        raise _first_error(err, path.name) from err

@@ -1,8 +1,9 @@
-"""Read a repository folder into a snapshot of models and versions (no loading, no side effects)."""
+"""Read a repository folder into a snapshot of models, versions and file fingerprints."""
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,34 +12,55 @@ log = logging.getLogger(__name__)
 CONFIG_FILENAME = "config.yaml"
 DEFAULT_MODEL_FILENAME = "model.onnx"
 
+#: What a folder's files look like: (relative path, size, mtime_ns) of each, sorted.
+#: Equal fingerprints mean "unchanged" for the watcher; stat follows symlinks so a
+#: Kubernetes ConfigMap update (an atomic swap of its `..data` link) shows as a change.
+Fingerprint = tuple[tuple[str, int, int], ...]
+
 
 @dataclass(frozen=True, slots=True)
 class ModelSource:
-    """One model folder: its version folders (version -> folder) and optional config file."""
+    """One model folder: version folders, optional config file, and their fingerprints."""
 
     name: str
     path: Path
     versions: dict[int, Path] = field(default_factory=dict)
     config_path: Path | None = None
+    fingerprints: dict[int, Fingerprint] = field(default_factory=dict)
+    config_fingerprint: Fingerprint = ()
+
+    @property
+    def fingerprint(self) -> tuple[Fingerprint, tuple[tuple[int, Fingerprint], ...]]:
+        """Everything that, changed, means the model must be looked at again."""
+        return self.config_fingerprint, tuple(sorted(self.fingerprints.items()))
 
 
 def scan_repository(root: Path) -> dict[str, ModelSource]:
     """Models under `root` as `<root>/<model>/<version>/`; version folders are numeric.
 
-    Non-numeric or zero-padded version folders are skipped with a log line (Triton does the
-    same), and so are hidden entries.
+    Non-numeric or zero-padded version folders are skipped with a log line (as Triton does),
+    hidden entries are skipped, and so is a model folder that links outside the root.
     """
     models: dict[str, ModelSource] = {}
+    real_root = root.resolve()
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or not entry.is_dir():
             continue
-        models[entry.name] = _scan_model(entry)
+        if not entry.resolve().is_relative_to(real_root):
+            log.warning("ignoring '%s': it links outside the repository", entry.name)
+            continue
+        models[entry.name] = scan_model(entry)
     return models
 
 
-def _scan_model(folder: Path) -> ModelSource:
+def scan_model(folder: Path) -> ModelSource:
+    """One model folder (it may have vanished since it was listed: then it has no versions)."""
     versions: dict[int, Path] = {}
-    for entry in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        entries = []
+    for entry in entries:
         if not entry.is_dir() or entry.name.startswith("."):
             continue
         if not entry.name.isdigit() or (entry.name.startswith("0") and entry.name != "0"):
@@ -47,4 +69,30 @@ def _scan_model(folder: Path) -> ModelSource:
             continue
         versions[int(entry.name)] = entry
     config = folder / CONFIG_FILENAME
-    return ModelSource(folder.name, folder, versions, config if config.is_file() else None)
+    has_config = config.is_file()
+    return ModelSource(
+        folder.name, folder, versions, config if has_config else None,
+        {number: fingerprint(path) for number, path in versions.items()},
+        _stat(config, CONFIG_FILENAME) if has_config else (),
+    )
+
+
+def fingerprint(folder: Path) -> Fingerprint:
+    """Sizes and modification times of every visible file below `folder`."""
+    found: list[tuple[str, int, int]] = []
+    for current, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(current, name)
+            found.extend(_stat(path, str(path.relative_to(folder))))
+    return tuple(found)
+
+
+def _stat(path: Path, label: str) -> Fingerprint:
+    try:
+        info = path.stat()
+    except OSError:  # removed or a dangling link: it is simply not there
+        return ()
+    return ((label, info.st_size, info.st_mtime_ns),)

@@ -1,0 +1,66 @@
+"""One model version in memory: its state, its sessions, and the leases that keep it alive."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass, field
+
+from app.models.session_pool import SessionPool
+from app.models.signature import Signature
+from app.repository.config import ModelConfig
+from app.types import ModelKey
+
+
+class ModelState(enum.Enum):
+    """Triton's state names, as the repository index reports them."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(eq=False, slots=True)
+class LoadedModel:
+    """A version that can run: signature, sessions, and the config it was loaded with.
+
+    Leases: every request holds one while it uses the model (`acquire`/`release`, on the
+    event loop). `retire` waits for the last lease to go, then closes the sessions, so a
+    version replaced or unloaded mid-request finishes that request first.
+    """
+
+    key: ModelKey
+    signature: Signature
+    pool: SessionPool
+    config: ModelConfig
+    fingerprint: object  # what the files looked like when loaded (see repository/scan.py)
+    leases: int = 0
+    _retiring: bool = False
+    _drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def acquire(self) -> LoadedModel:
+        self.leases += 1
+        return self
+
+    def release(self) -> None:
+        self.leases -= 1
+        if self._retiring and self.leases == 0:
+            self._drained.set()
+
+    async def retire(self) -> None:
+        """Stop once in-flight requests are done, then free the sessions (off the loop)."""
+        self._retiring = True
+        if self.leases == 0:
+            self._drained.set()
+        await self._drained.wait()
+        await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
+
+
+@dataclass(slots=True)
+class VersionStatus:
+    """One version's state and, when it is not READY (or a reload failed), the reason."""
+
+    key: ModelKey
+    state: ModelState
+    reason: str = ""
+    model: LoadedModel | None = None

@@ -1,0 +1,72 @@
+"""Poll mode: notice repository changes (file events, or a periodic rescan) and apply the
+ones that have settled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import watchfiles
+
+from app.models.manager import ModelManager
+from app.repository.scan import ModelSource, scan_repository
+
+log = logging.getLogger(__name__)
+
+
+class RepositoryWatcher:
+    """Rescans on file events and every `interval_s` (network volumes and ConfigMaps may
+    send no events); a model is synced only when two scans at least `settle_s` apart saw
+    the same files, so a copy still in progress is never loaded half-written. A rename
+    into place changes the listing at once and is complete, so it settles after one pause.
+    """
+
+    def __init__(self, root: Path, manager: ModelManager, interval_s: float,
+                 settle_s: float) -> None:
+        self._root = root
+        self._manager = manager
+        self._interval_s = interval_s
+        self._settle_s = settle_s
+        self._event = asyncio.Event()
+
+    async def run(self) -> None:
+        """Watch until cancelled."""
+        events = asyncio.create_task(self._watch_events(), name="repository-events")
+        previous: dict[str, object] = {}
+        try:
+            while True:
+                self._event.clear()
+                current = await self._manager.in_loader(scan_repository, self._root)
+                stable = {n: s for n, s in current.items() if previous.get(n) == s.fingerprint}
+                settled = len(stable) == len(current) and set(previous) == set(current)
+                await self._apply(stable, set(current))
+                previous = {n: s.fingerprint for n, s in current.items()}
+                await self._wait(self._settle_s if not settled else self._interval_s)
+        finally:
+            events.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await events
+
+    async def _apply(self, stable: dict[str, ModelSource], present: set[str]) -> None:
+        try:
+            await self._manager.reconcile(stable, present)
+        except Exception:  # the repository's content must never stop the watcher
+            log.exception("applying repository changes failed; will retry on the next scan")
+
+    async def _wait(self, timeout_s: float) -> None:
+        """Until a file event (then a settle pause, to gather its burst) or the timeout."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout_s)
+        except TimeoutError:
+            return
+        await asyncio.sleep(self._settle_s)
+
+    async def _watch_events(self) -> None:
+        try:
+            async for _ in watchfiles.awatch(self._root, debounce=100, recursive=True):
+                self._event.set()
+        except Exception as err:  # e.g. inotify limits: the periodic rescan still works
+            log.warning("file events unavailable (%s); rescanning every %.1f s",
+                        err, self._interval_s)
