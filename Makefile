@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
+# jemalloc returns memory freed by unloaded models; glibc keeps ~4 copies (bench/reload_rss.py).
+JEMALLOC := $(firstword $(wildcard /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2))
 
 .PHONY: serve test lint check models protos bench clean
 
@@ -18,7 +20,8 @@ $(VENV)/.dev: $(VENV)/.runtime
 	touch $@
 
 serve: $(VENV)/.runtime ## serve model_repository/ on HTTP 8000 / gRPC 8001
-	$(PY) -m app --model-repository model_repository --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
+	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC)) $(PY) -m app --model-repository model_repository \
+		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
 test: $(VENV)/.dev ## install what the tests need, then run them all
 	$(PY) -m pytest

@@ -238,3 +238,21 @@ def test_retired_pools_leave_no_threads(explicit: tuple[Path, Endpoints]) -> Non
     cycles(6)
     wait_for(lambda: not pool_threads(), 10, "retired pool threads end")
     assert threading.active_count() <= settled
+
+
+def test_external_data_model(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    folder = tmp_path / "ext" / "1"
+    folder.mkdir(parents=True)
+    model = onnx_models.plus_one(value=4.0)
+    model.graph.initializer[0].CopyFrom(  # raw_data, which is what moves to external files
+        numpy_helper.from_array(np.array(4.0, dtype=np.float32), "one"))
+    onnx.save_model(model, folder / "model.onnx",
+                    save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    assert (folder / "weights.bin").exists()
+    with running_server(tmp_path) as (url, _):
+        assert added(url, "ext") == 4.0
