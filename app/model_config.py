@@ -10,10 +10,22 @@ from app.types import TensorSpec
 BACKEND = "onnxruntime"
 
 
-def _tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
+def _tensor(spec: TensorSpec, batched: bool, reshape: tuple[int, ...] | None) -> dict[str, Any]:
     # Triton lists dims without the batch dimension when the model batches.
     dims = list(spec.shape[1:] if batched else spec.shape)
-    return {"name": spec.name, "data_type": f"TYPE_{_type(spec.datatype)}", "dims": dims}
+    entry: dict[str, Any] = {"name": spec.name, "data_type": f"TYPE_{_type(spec.datatype)}",
+                             "dims": dims}
+    if reshape is not None:
+        entry["reshape"] = {"shape": list(reshape)}
+    return entry
+
+
+def _model_shape(model: LoadedModel, output: str) -> tuple[int, ...] | None:
+    """An output's reshape is the model's shape; the signature keeps the client's."""
+    for override in model.config.output:
+        if override.name == output and override.reshape is not None:
+            return tuple(override.reshape.shape)
+    return None
 
 
 def _type(datatype: str) -> str:
@@ -29,8 +41,10 @@ def effective_config(model: LoadedModel, platform: str) -> dict[str, Any]:
         "platform": platform,
         "backend": BACKEND,
         "max_batch_size": signature.max_batch_size,
-        "input": [_tensor(s, batched) for s in signature.inputs],
-        "output": [_tensor(s, batched) for s in signature.outputs],
+        "input": [_tensor(s, batched, signature.reshape_inputs.get(s.name))
+                  for s in signature.inputs],
+        "output": [_tensor(s, batched, _model_shape(model, s.name))
+                   for s in signature.outputs],
         "instance_group": [{"name": model.key.name, "kind": "KIND_CPU",
                             "count": model.pool.size}],
         "default_model_filename": model.config.default_model_filename,

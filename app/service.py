@@ -125,14 +125,15 @@ class InferenceService:
                 names = model.signature.output_names()
             else:
                 names = tuple(o.name for o in request.outputs)
-            arrays = await model.pool.run(request.inputs, names)
+            arrays = await model.pool.run(model.signature.to_model(request.inputs), names)
         finally:
             model.release()
         datatypes = {s.name: s.datatype for s in model.signature.outputs}
         return InferResponse(
             model_name=request.model_name,
             model_version=model.key.version,
-            outputs=dict(zip(names, arrays, strict=True)),
+            outputs={n: model.signature.from_model(n, a)
+                     for n, a in zip(names, arrays, strict=True)},
             output_datatypes={n: datatypes[n] for n in names},
             id=request.id,
         )

@@ -190,7 +190,8 @@ class ModelManager:
             first = sessions[0]
             signature = Signature.from_session(first.get_inputs(), first.get_outputs(),
                                                config.max_batch_size,
-                                               self._default_max_batch_size)
+                                               self._default_max_batch_size,
+                                               config.input, config.output)
         except Exception as err:  # any bad file becomes a reason, never a crash
             return _reason(path, err)
         log.info("model %s is READY (%.2f s)", key, time.monotonic() - started)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.codecs import dtypes
 from app.errors import InvalidInput
-from app.types import InferRequest, TensorSpec
+from app.repository.config import TensorOverride
+from app.types import Array, InferRequest, TensorSpec
 
 
 class _OrtArg(Protocol):
@@ -33,6 +34,39 @@ def _spec(arg: _OrtArg, role: str) -> TensorSpec:
     return TensorSpec(arg.name, dt.name, shape)
 
 
+def _fits(shape: Sequence[int], dims: Sequence[int]) -> bool:
+    """Same rank, and every dim equal where both are fixed."""
+    return len(shape) == len(dims) and all(
+        a < 0 or b < 0 or a == b for a, b in zip(shape, dims, strict=True))
+
+
+def _override(specs: tuple[TensorSpec, ...], overrides: Sequence[TensorOverride], batched: bool,
+              role: str) -> tuple[tuple[TensorSpec, ...], dict[str, tuple[int, ...]]]:
+    """Client-facing specs after config overrides, and {name: shape to reshape to} where the
+    model's shape differs (the model's for inputs, the client's for outputs)."""
+    by_name = {s.name: s for s in specs}
+    reshapes: dict[str, tuple[int, ...]] = {}
+    batch = (-1,) if batched else ()
+    for override in overrides:
+        spec = by_name.get(override.name)
+        if spec is None:
+            raise UnsupportedModel(f"config {role} '{override.name}' is not one of the model's "
+                                   f"{role}s {sorted(by_name)}")
+        wanted = override.data_type and override.data_type.removeprefix("TYPE_")
+        if wanted and (wanted.replace("STRING", "BYTES") != spec.datatype):
+            raise UnsupportedModel(f"config {role} '{spec.name}' says {override.data_type} but "
+                                   f"the model has {spec.datatype}")
+        client = batch + tuple(override.dims)
+        model_side = batch + tuple(override.reshape.shape if override.reshape else override.dims)
+        if not _fits(model_side, spec.shape):
+            raise UnsupportedModel(f"config {role} '{spec.name}' shape {list(model_side)} does "
+                                   f"not fit the model's {list(spec.shape)}")
+        if override.reshape is not None:
+            reshapes[spec.name] = (model_side if role == "input" else client)[len(batch):]
+        by_name[spec.name] = TensorSpec(spec.name, spec.datatype, client)
+    return tuple(by_name[s.name] for s in specs), reshapes
+
+
 def _fmt(datatype: str, shape: Sequence[int]) -> str:
     return f"{datatype} [{','.join(str(d) for d in shape)}]"
 
@@ -48,13 +82,17 @@ class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     max_batch_size: int
+    reshape_inputs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    reshape_outputs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_session(
         cls, inputs: Sequence[_OrtArg], outputs: Sequence[_OrtArg], max_batch_size: int | None,
-        default_max_batch_size: int,
+        default_max_batch_size: int, input_overrides: Sequence[TensorOverride] = (),
+        output_overrides: Sequence[TensorOverride] = (),
     ) -> Signature:
-        """Build from `session.get_inputs()/get_outputs()`; derive batching when not configured."""
+        """Build from `session.get_inputs()/get_outputs()`; derive batching when not
+        configured; apply config input/output overrides, checked against the model."""
         specs_in = tuple(_spec(arg, "input") for arg in inputs)
         specs_out = tuple(_spec(arg, "output") for arg in outputs)
         batchable = all(s.shape and s.shape[0] == -1 for s in specs_in + specs_out)
@@ -65,7 +103,26 @@ class Signature:
                 f"max_batch_size is {max_batch_size} but not every input and output has a "
                 "dynamic first dimension to batch along"
             )
-        return cls(specs_in, specs_out, max_batch_size)
+        batched = max_batch_size > 0
+        specs_in, reshape_in = _override(specs_in, input_overrides, batched, "input")
+        specs_out, reshape_out = _override(specs_out, output_overrides, batched, "output")
+        return cls(specs_in, specs_out, max_batch_size, reshape_in, reshape_out)
+
+    def to_model(self, inputs: Mapping[str, Array]) -> Mapping[str, Array]:
+        """Inputs reshaped to what the model takes, where the config says `reshape`."""
+        if not self.reshape_inputs:
+            return inputs
+        return {name: self._reshaped(array, self.reshape_inputs.get(name))
+                for name, array in inputs.items()}
+
+    def from_model(self, name: str, array: Array) -> Array:
+        """An output reshaped back to what clients were promised."""
+        return self._reshaped(array, self.reshape_outputs.get(name))
+
+    def _reshaped(self, array: Array, shape: tuple[int, ...] | None) -> Array:
+        if shape is None:
+            return array
+        return array.reshape(array.shape[:1] + shape if self.max_batch_size else shape)
 
     def input(self, name: str) -> TensorSpec | None:
         return next((s for s in self.inputs if s.name == name), None)

@@ -51,6 +51,46 @@ class VersionPolicy(_Strict):
         return ordered[-count:]
 
 
+class Reshape(_Strict):
+    shape: list[int] = Field(description="The tensor's shape as the model sees it.")
+
+
+class TensorOverride(_Strict):
+    """Triton's input/output entry: narrows what clients see, checked against the model."""
+
+    name: str = Field(description="An input or output of the model.")
+    data_type: str | None = Field(
+        None, description="TYPE_FP32-style (Triton) or FP32-style; must equal the model's."
+    )
+    dims: list[int] = Field(
+        description="Shape clients use, without the batch dimension when the model batches; "
+        "-1 is dynamic. Must fit the model's own dims (or `reshape`)."
+    )
+    reshape: Reshape | None = Field(
+        None, description="The model's shape for the same elements (e.g. dims [784] -> "
+        "reshape [1, 28, 28]); the server reshapes on the way in and back on the way out.",
+    )
+
+    @model_validator(mode="after")
+    def _reshape_keeps_elements(self) -> TensorOverride:
+        if self.reshape is not None:
+            if any(d < 0 for d in self.dims + self.reshape.shape):
+                raise ValueError("dims and reshape must be fixed (no -1) when reshaping")
+            if _product(self.dims) != _product(self.reshape.shape):
+                raise ValueError(
+                    f"reshape {self.reshape.shape} does not hold the same number of elements "
+                    f"as dims {self.dims}"
+                )
+        return self
+
+
+def _product(dims: list[int]) -> int:
+    result = 1
+    for d in dims:
+        result *= d
+    return result
+
+
 class ModelConfig(_Strict):
     """The optional per-model file; everything left out is derived from the model itself."""
 
@@ -63,6 +103,10 @@ class ModelConfig(_Strict):
     default_model_filename: str = Field(
         DEFAULT_MODEL_FILENAME, description="File inside each version folder to load.",
     )
+    input: list[TensorOverride] = Field(default_factory=list,
+                                        description="Overrides for some or all inputs.")
+    output: list[TensorOverride] = Field(default_factory=list,
+                                         description="Overrides for some or all outputs.")
     version_labels: dict[str, int] = Field(
         default_factory=dict,
         description="Names for versions, usable wherever a version number is "

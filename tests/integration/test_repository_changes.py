@@ -256,3 +256,39 @@ def test_external_data_model(tmp_path: Path) -> None:
     assert (folder / "weights.bin").exists()
     with running_server(tmp_path) as (url, _):
         assert added(url, "ext") == 4.0
+
+
+def test_config_reshape_end_to_end(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    f = TensorProto.FLOAT
+    model = onnx_models.graph_model(  # takes [B,1,2,2] images, answers [B,1,2,2]
+        [helper.make_node("Relu", ["img"], ["out"])],
+        [helper.make_tensor_value_info("img", f, ["b", 1, 2, 2])],
+        [helper.make_tensor_value_info("out", f, ["b", 1, 2, 2])])
+    onnx_models.write(tmp_path, "img", model)
+    (tmp_path / "img" / "config.yaml").write_text(
+        "input: [{name: img, data_type: TYPE_FP32, dims: [4], reshape: {shape: [1, 2, 2]}}]\n"
+        "output: [{name: out, dims: [4], reshape: {shape: [1, 2, 2]}}]\n")
+    with running_server(tmp_path) as (url, target):
+        body = {"inputs": [{"name": "img", "shape": [2, 4], "datatype": "FP32",
+                            "data": [-1, 2, -3, 4, 5, -6, 7, -8]}]}
+        answer = httpx.post(f"{url}/v2/models/img/infer", json=body).json()["outputs"][0]
+        assert answer["shape"] == [2, 4]
+        assert answer["data"] == [0, 2, 0, 4, 5, 0, 7, 0]
+        config = httpx.get(f"{url}/v2/models/img/config").json()
+        assert config["input"][0] == {"name": "img", "data_type": "TYPE_FP32", "dims": [4],
+                                      "reshape": {"shape": [1, 2, 2]}}
+        with grpc.insecure_channel(target) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            grpc_config = stub.ModelConfig(pb.ModelConfigRequest(name="img")).config
+        assert list(grpc_config.output[0].reshape.shape) == [1, 2, 2]
+
+
+def test_config_that_does_not_fit_the_model_is_a_reason(tmp_path: Path) -> None:
+    onnx_models.write(tmp_path, "m", onnx_models.plus_one())
+    (tmp_path / "m" / "config.yaml").write_text("input: [{name: x, dims: [5]}]\n")
+    with running_server(tmp_path, ready=False) as (url, _):
+        wait_for(lambda: any(e.get("state") == "UNAVAILABLE" for e in index(url)), 10)
+        reason = next(e["reason"] for e in index(url) if e["name"] == "m")
+        assert "does not fit the model's [-1, 4]" in reason

@@ -10,6 +10,7 @@ import pytest
 
 from app.errors import InvalidInput
 from app.models.signature import Signature, UnsupportedModel
+from app.repository.config import TensorOverride
 from app.types import InferRequest, RequestedOutput
 
 
@@ -84,3 +85,39 @@ def test_unknown_output() -> None:
                        outputs=(RequestedOutput("nope"),))
     with pytest.raises(InvalidInput, match="unknown output 'nope'"):
         signature().validate(req)
+
+
+def override(**fields: Any) -> TensorOverride:
+    return TensorOverride.model_validate(fields)
+
+
+def image_signature(*overrides: TensorOverride) -> Signature:
+    return Signature.from_session([Arg("img", "tensor(float)", ["b", 1, 2, 2])],
+                                  [Arg("y", "tensor(float)", ["b", 4])], None, 64,
+                                  input_overrides=overrides)
+
+
+def test_override_narrows_dynamic_dims() -> None:
+    sig = Signature.from_session([Arg("x", "tensor(float)", ["b", None])],
+                                 [Arg("y", "tensor(float)", ["b", None])], None, 64,
+                                 [override(name="x", dims=[784])])
+    assert sig.inputs[0].shape == (-1, 784)
+
+
+def test_reshape_maps_client_shape_to_model_shape() -> None:
+    sig = image_signature(override(name="img", data_type="TYPE_FP32", dims=[4],
+                                   reshape={"shape": [1, 2, 2]}))
+    assert sig.inputs[0].shape == (-1, 4)
+    fed = sig.to_model({"img": np.zeros((3, 4), np.float32)})
+    assert fed["img"].shape == (3, 1, 2, 2)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"name": "nope", "dims": [4]}, "not one of the model's inputs"),
+    ({"name": "img", "data_type": "TYPE_INT64", "dims": [1, 2, 2]}, "the model has FP32"),
+    ({"name": "img", "dims": [4]}, "does not fit the model's"),
+    ({"name": "img", "dims": [4], "reshape": {"shape": [4, 1, 1]}}, "does not fit"),
+])
+def test_overrides_are_checked_against_the_model(bad: dict[str, Any], message: str) -> None:
+    with pytest.raises(UnsupportedModel, match=message):
+        image_signature(override(**bad))
