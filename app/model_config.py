@@ -20,6 +20,27 @@ def _tensor(spec: TensorSpec, batched: bool, reshape: tuple[int, ...] | None) ->
     return entry
 
 
+def _instance_groups(model: LoadedModel) -> list[dict[str, Any]]:
+    """What each instance really runs with: device, provider chain, and why it differs from
+    the request (e.g. a GPU asked for on a CPU-only build)."""
+    groups: list[dict[str, Any]] = []
+    for placement in model.pool.placements:
+        kind = "KIND_GPU" if placement.instance.kind == "gpu" else "KIND_CPU"
+        entry: dict[str, Any] = {"name": f"{model.key.name}_{len(groups)}", "kind": kind,
+                                 "count": 1, "providers": list(placement.names)}
+        if kind == "KIND_GPU":
+            entry["gpus"] = [placement.instance.device_id]
+        if placement.note:
+            entry["note"] = placement.note
+        last = groups[-1] if groups else None
+        if last and all(last.get(k) == entry.get(k) for k in ("kind", "gpus", "providers",
+                                                                "note")):
+            last["count"] += 1
+        else:
+            groups.append(entry)
+    return groups
+
+
 def _model_shape(model: LoadedModel, output: str) -> tuple[int, ...] | None:
     """An output's reshape is the model's shape; the signature keeps the client's."""
     for override in model.config.output:
@@ -45,8 +66,8 @@ def effective_config(model: LoadedModel, platform: str) -> dict[str, Any]:
                   for s in signature.inputs],
         "output": [_tensor(s, batched, _model_shape(model, s.name))
                    for s in signature.outputs],
-        "instance_group": [{"name": model.key.name, "kind": "KIND_CPU",
-                            "count": model.pool.size}],
+        "instance_group": _instance_groups(model),
+        "parameters": {"intra_op_thread_count": {"string_value": str(model.intra_op_threads)}},
         "default_model_filename": model.config.default_model_filename,
         "version_policy": model.config.version_policy.model_dump(exclude_none=True)
         or {"latest": {"num_versions": 1}},

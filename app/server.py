@@ -10,8 +10,8 @@ import uvicorn
 
 from app.api.grpc import create_grpc_server
 from app.api.rest import create_app
+from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
-from app.models.session_pool import SessionConfig
 from app.repository.watcher import RepositoryWatcher
 from app.service import InferenceService
 from app.settings import Settings
@@ -21,13 +21,11 @@ log = logging.getLogger(__name__)
 
 def build_manager(settings: Settings) -> ModelManager:
     """The model manager for `settings.repository`, with the configured session options."""
-    sessions = SessionConfig(
-        instances=settings.devices.instances,
-        intra_op_threads=settings.devices.intra_op_threads,
-        inter_op_threads=settings.devices.inter_op_threads,
-    )
+    devices = settings.devices
+    defaults = ServerDefaults(devices.instances, devices.intra_op_threads,
+                              devices.inter_op_threads, devices.strict_providers)
     return ModelManager(
-        settings.repository.path, sessions, settings.batching.default_max_batch_size,
+        settings.repository.path, defaults, settings.batching.default_max_batch_size,
         strict_readiness=settings.repository.strict_readiness,
     )
 

@@ -72,13 +72,21 @@ class RepositorySettings(_Group):
 
 
 class DeviceSettings(_Group):
-    instances: int = Field(1, ge=1, description="onnxruntime sessions per model version.")
+    instances: int = Field(
+        1, ge=1, le=64,
+        description="CPU sessions per model version when its config has no instance_group.")
     intra_op_threads: int = Field(
-        1, ge=0,
-        description="Threads inside one session run; 0 lets onnxruntime use every core. "
-        "1 measured fastest on small CPU boxes where the server shares cores with I/O.",
+        0, ge=0, le=1024,
+        description="Threads inside one session run; 0 (auto) shares the CPUs this process "
+        "may use (cgroup quota, affinity) among every CPU instance loaded. A model's "
+        "intra_op_thread_count parameter wins.",
     )
     inter_op_threads: int = Field(1, ge=0, description="Threads across independent graph nodes.")
+    strict_providers: bool = Field(
+        False,
+        description="A GPU/TensorRT instance that this onnxruntime build cannot run fails the "
+        "load (true) instead of running on CPU with a warning (false).",
+    )
 
 
 class BatchingSettings(_Group):

@@ -116,7 +116,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> Any:
         config = self._service.model_config(request.name, request.version or None)
-        return pb.ModelConfigResponse(config=json_format.ParseDict(config, pb.ModelConfig()))
+        # Our extra fields (each instance's providers) have no place in Triton's message.
+        message = json_format.ParseDict(config, pb.ModelConfig(), ignore_unknown_fields=True)
+        return pb.ModelConfigResponse(config=message)
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:
         return await self._infer(request)

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from app.errors import InvalidInput, ModelNotFound, ModelNotReady
-from app.models.session_pool import SessionConfig, SessionPool
-from app.models.signature import Signature
+from app.models.loader import ServerDefaults, build_version
+from app.models.session_pool import SessionPool
+from app.models.threads import ThreadBudget, available_cpus
 from app.models.version import LoadedModel, ModelState, VersionStatus
 from app.repository.config import ConfigError, ModelConfig, load_config
 from app.repository.paths import model_folder
@@ -47,10 +48,11 @@ class ModelManager:
     Changes to one model are serialised by its lock; different models change in parallel.
     """
 
-    def __init__(self, root: Path, sessions: SessionConfig, default_max_batch_size: int,
+    def __init__(self, root: Path, defaults: ServerDefaults, default_max_batch_size: int,
                  strict_readiness: bool = True) -> None:
         self.root = root
-        self._sessions = sessions
+        self._defaults = defaults
+        self.threads = ThreadBudget(available_cpus(), defaults.intra_op_threads)
         self._default_max_batch_size = default_max_batch_size
         self._strict = strict_readiness
         self._records: dict[str, ModelRecord] = {}
@@ -167,7 +169,8 @@ class ModelManager:
         if isinstance(result, LoadedModel):
             if status.model is not None:
                 self._retire_later(status.model)
-            status.model, status.state, status.reason = result, ModelState.READY, ""
+            notes = sorted({p.note for p in result.pool.placements if p.note})
+            status.model, status.state, status.reason = result, ModelState.READY, "; ".join(notes)
         elif status.model is not None:  # keep serving what worked; say why it was not replaced
             status.reason = f"reload failed, still serving the previous files: {result}"
             log.error("model %s: %s", status.key, status.reason)
@@ -185,18 +188,19 @@ class ModelManager:
     async def _load_version(self, key: ModelKey, path: Path, config: ModelConfig,
                             stamp: object) -> LoadedModel | str:
         started = time.monotonic()
+        token = f"{key}@{time.monotonic_ns()}"  # this load's share of the thread budget
         try:
-            sessions = await self.in_loader(SessionPool.build_sessions, path, self._sessions)
-            first = sessions[0]
-            signature = Signature.from_session(first.get_inputs(), first.get_outputs(),
-                                               config.max_batch_size,
-                                               self._default_max_batch_size,
-                                               config.input, config.output)
+            built = await self.in_loader(build_version, path, config, self._defaults,
+                                         self.threads, token, self._default_max_batch_size)
         except Exception as err:  # any bad file becomes a reason, never a crash
             return _reason(path, err)
+        cpu_instances = sum(p.instance.kind == "cpu" for p in built.placements)
+        self.threads.register(token, cpu_instances)
         log.info("model %s is READY (%.2f s)", key, time.monotonic() - started)
-        return LoadedModel(key, signature, SessionPool(sessions, f"{key.name}-{key.version}"),
-                           config, stamp)
+        pool = SessionPool(built.sessions, f"{key.name}-{key.version}", built.placements,
+                           built.run_config)
+        return LoadedModel(key, built.signature, pool, config, stamp, built.intra_op_threads,
+                           token)
 
     async def _remove(self, name: str) -> None:
         record = self._records.get(name)
@@ -211,6 +215,7 @@ class ModelManager:
         log.info("model '%s' left the repository", name)
 
     def _retire_later(self, model: LoadedModel) -> None:
+        self.threads.release(model.budget_token)
         task = asyncio.create_task(model.retire(), name=f"retire-{model.key}")
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)

@@ -1,43 +1,38 @@
-"""N onnxruntime sessions of one model version and their executor: where models run."""
+"""The sessions (instances) of one model version and their executor: where models run."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from app.errors import InferenceFailed, InvalidInput, ModelNotReady
+from app.models.devices import Placement
 from app.types import Array
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
-    """How to build each session; 0 threads lets onnxruntime choose."""
-
-    instances: int = 1
-    intra_op_threads: int = 1
-    inter_op_threads: int = 1
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-
-
 class SessionPool:
-    """Owns `instances` sessions and an executor with one thread per session.
+    """Owns one session per instance and an executor with one thread per session.
 
     Thread-safety: `run` may be called concurrently from the event loop; each call holds one
-    session exclusively, so a session never runs two requests at once. `close` must be
-    called once, after the last `run` has returned.
+    free instance exclusively until onnxruntime returns, so an instance never runs two
+    requests at once and a cancelled request frees its instance only once it has stopped.
+    `close` must be called once, after the last `run` has returned.
     """
 
-    def __init__(self, sessions: Sequence[ort.InferenceSession], label: str) -> None:
+    def __init__(self, sessions: Sequence[ort.InferenceSession], label: str,
+                 placements: Sequence[Placement] = (),
+                 run_config: Mapping[str, str] | None = None) -> None:
         self._sessions = list(sessions)
+        self.placements = list(placements)
+        self._run_config = dict(run_config or {})
         self._free: asyncio.Queue[ort.InferenceSession] = asyncio.Queue()
         for session in self._sessions:
             self._free.put_nowait(session)
@@ -45,41 +40,38 @@ class SessionPool:
         self._label = label
         self._closed = False
 
-    @staticmethod
-    def build_sessions(path: Path, config: SessionConfig) -> list[ort.InferenceSession]:
-        """Create the sessions (blocking: call it from a loader thread, not the event loop)."""
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = config.intra_op_threads
-        options.inter_op_num_threads = config.inter_op_threads
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        return [
-            ort.InferenceSession(str(path), sess_options=options, providers=list(config.providers))
-            for _ in range(config.instances)
-        ]
-
     @property
     def size(self) -> int:
         """How many sessions (instances) the pool holds."""
         return len(self._sessions)
 
-    @property
-    def first(self) -> ort.InferenceSession:
-        """A session to read the signature from (all instances share it)."""
-        return self._sessions[0]
-
     async def run(self, feed: Mapping[str, Array], output_names: Sequence[str]) -> list[Array]:
-        """Run one request on a free session in this pool's executor."""
+        """Run one request on a free instance in this pool's executor.
+
+        If the caller is cancelled (client gone, deadline) while onnxruntime runs, the run is
+        asked to terminate, and the instance returns to the pool once it has.
+        """
         if self._closed:  # leases make this unreachable; fail fast rather than wait forever
             raise ModelNotReady(f"{self._label} has been unloaded")
         session = await self._free.get()
+        options = ort.RunOptions()
+        for key, value in self._run_config.items():
+            options.add_run_config_entry(key, value)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, _run, session, list(output_names),
+                                      dict(feed), options)
         try:
-            loop = asyncio.get_running_loop()
-            outputs: list[Array] = await loop.run_in_executor(
-                self._executor, _run, session, list(output_names), dict(feed)
-            )
-            return outputs
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            options.terminate = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait([future])
+            raise
         finally:
-            self._free.put_nowait(session)
+            if future.done():
+                self._free.put_nowait(session)
+            else:  # cancelled again while waiting: free the instance when the run ends
+                future.add_done_callback(lambda _: self._free.put_nowait(session))
 
     def close(self) -> None:
         """Release the sessions and stop the executor; their memory goes with them."""
@@ -90,10 +82,11 @@ class SessionPool:
             self._free.get_nowait()
 
 
-def _run(session: ort.InferenceSession, names: list[str], feed: dict[str, Array]) -> list[Array]:
+def _run(session: ort.InferenceSession, names: list[str], feed: dict[str, Array],
+         options: ort.RunOptions) -> list[Array]:
     """Translate onnxruntime's failures into the server's errors at the pool boundary."""
     try:
-        return list(session.run(names, feed))
+        return list(session.run(names, feed, options))
     except ort_state.InvalidArgument as err:
         raise InvalidInput(f"the model rejected the inputs: {err}") from err
     except (ort_state.Fail, ort_state.RuntimeException, ort_state.EPFail) as err:

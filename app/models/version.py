@@ -34,6 +34,8 @@ class LoadedModel:
     pool: SessionPool
     config: ModelConfig
     fingerprint: object  # what the files looked like when loaded (see repository/scan.py)
+    intra_op_threads: int = 1
+    budget_token: str = ""  # its share of the manager's ThreadBudget
     leases: int = 0
     _retiring: bool = False
     _drained: asyncio.Event = field(default_factory=asyncio.Event)

@@ -5,8 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from app.repository.execution_config import (
+    InstanceGroup,
+    Optimization,
+    ParameterValue,
+    Warmup,
+    unwrap_parameters,
+)
 from app.repository.scan import DEFAULT_MODEL_FILENAME
 
 
@@ -107,11 +121,25 @@ class ModelConfig(_Strict):
                                         description="Overrides for some or all inputs.")
     output: list[TensorOverride] = Field(default_factory=list,
                                          description="Overrides for some or all outputs.")
+    instance_group: list[InstanceGroup] = Field(
+        default_factory=list, description="Where sessions run; default: one KIND_AUTO group.")
+    optimization: Optimization = Field(default_factory=Optimization)
+    parameters: dict[str, ParameterValue] = Field(
+        default_factory=dict,
+        description="onnxruntime settings with Triton's ORT-backend names "
+        "(intra_op_thread_count, execution_mode, enable_mem_arena, gpu_mem_limit, ...).",
+    )
+    model_warmup: list[Warmup] = Field(default_factory=list)
     version_labels: dict[str, int] = Field(
         default_factory=dict,
         description="Names for versions, usable wherever a version number is "
         "(e.g. {stable: 3, canary: 4} -> /v2/models/m/versions/stable/infer).",
     )
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _unwrap_parameters(cls, value: object) -> object:
+        return unwrap_parameters(value)
 
     @model_validator(mode="after")
     def _labels_are_names(self) -> ModelConfig:

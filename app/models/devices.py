@@ -1,0 +1,174 @@
+"""Instances and execution providers: which device each session runs on, with which options.
+
+Pure functions of the config and of what this onnxruntime build offers, so the CUDA and
+TensorRT paths are unit-tested on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from app.models.signature import UnsupportedModel
+from app.repository.execution_config import Accelerator, InstanceGroup, ParameterValue
+from app.types import TensorSpec
+
+log = logging.getLogger(__name__)
+
+CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+ProviderList = list[tuple[str, dict[str, str]]]
+
+#: Triton's TensorRT accelerator keys whose onnxruntime name differs.
+_TRT_RENAMES = {
+    "max_workspace_size_bytes": "trt_max_workspace_size",
+    "int8_calibration_table_name": "trt_int8_calibration_table_name",
+    "int8_use_native_calibration_table": "trt_int8_use_native_calibration_table",
+}
+#: Triton's ORT-backend model parameters that configure the CUDA provider.
+_CUDA_PARAMETERS = ("cudnn_conv_algo_search", "gpu_mem_limit", "arena_extend_strategy",
+                    "do_copy_in_default_stream")
+_CUDNN_SEARCH = {"0": "EXHAUSTIVE", "1": "HEURISTIC", "2": "DEFAULT"}
+_ARENA_EXTEND = {"0": "kNextPowerOfTwo", "1": "kSameAsRequested"}
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One session's place: `gpu` instances carry the CUDA device id."""
+
+    kind: str  # "cpu" or "gpu"
+    device_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """The providers an instance will really use, and why they differ from what was asked."""
+
+    instance: Instance
+    providers: ProviderList
+    note: str = ""
+    names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(name for name, _ in self.providers))
+
+
+def plan_instances(groups: Sequence[InstanceGroup], cuda_available: bool,
+                   gpu_count: int, default_cpu_count: int) -> list[Instance]:
+    """Expand instance groups (Triton semantics) into one Instance per session."""
+    instances: list[Instance] = []
+    for group in groups or (InstanceGroup(kind="KIND_AUTO", count=default_cpu_count),):
+        kind = group.kind
+        if kind == "KIND_AUTO":
+            kind = "KIND_GPU" if cuda_available and gpu_count > 0 else "KIND_CPU"
+        if kind == "KIND_CPU":
+            instances += [Instance("cpu")] * group.count
+        else:
+            gpus = group.gpus or (list(range(gpu_count)) if group.kind == "KIND_AUTO" else [0])
+            instances += [Instance("gpu", gpu) for gpu in gpus for _ in range(group.count)]
+    return instances
+
+
+def place(instance: Instance, accelerators: Sequence[Accelerator],
+          parameters: Mapping[str, ParameterValue], available: Collection[str], strict: bool,
+          inputs: Sequence[TensorSpec] = (), max_batch_size: int = 0) -> Placement:
+    """The provider chain for one instance: TensorRT, then CUDA, then CPU as fallbacks.
+
+    A GPU that this build cannot use falls back to CPU with a note, or fails the load when
+    `strict`; onnxruntime itself rejects unknown provider options at session creation.
+    """
+    if instance.kind == "cpu":
+        return Placement(instance, [(CPU, {})])
+    wanted = [a.name.lower() for a in accelerators]
+    unknown = [name for name in wanted if name not in ("tensorrt", "cuda")]
+    if unknown:
+        raise UnsupportedModel(f"unknown gpu_execution_accelerator '{unknown[0]}' "
+                               "(onnx-serve knows tensorrt and cuda)")
+    if CUDA not in available:
+        return _fallback(instance, f"GPU {instance.device_id} requested but this onnxruntime "
+                         f"build has no CUDA (available: {', '.join(sorted(available))})", strict)
+    cuda = cuda_options(instance.device_id, parameters, _params(accelerators, "cuda"))
+    chain: ProviderList = [(CUDA, cuda), (CPU, {})]
+    note = ""
+    if "tensorrt" in wanted:
+        if TENSORRT in available:
+            trt = tensorrt_options(instance.device_id, _params(accelerators, "tensorrt"),
+                                   inputs, max_batch_size)
+            chain.insert(0, (TENSORRT, trt))
+        elif strict:
+            raise UnsupportedModel("TensorRT requested but this onnxruntime build has none")
+        else:
+            note = "TensorRT requested but this onnxruntime build has none; using CUDA"
+            log.warning("%s", note)
+    return Placement(instance, chain, note)
+
+
+def _fallback(instance: Instance, why: str, strict: bool) -> Placement:
+    if strict:
+        raise UnsupportedModel(f"{why}; not falling back to CPU (strict providers)")
+    log.warning("%s; running this instance on CPU", why)
+    return Placement(Instance("cpu"), [(CPU, {})], f"{why}; running on CPU")
+
+
+def _params(accelerators: Sequence[Accelerator], name: str) -> dict[str, ParameterValue]:
+    for accelerator in accelerators:
+        if accelerator.name.lower() == name:
+            return dict(accelerator.parameters)
+    return {}
+
+
+def _text(value: ParameterValue) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+def cuda_options(device_id: int, parameters: Mapping[str, ParameterValue],
+                 accelerator: Mapping[str, ParameterValue]) -> dict[str, str]:
+    """CUDA provider options from Triton's model parameters and `cuda` accelerator keys."""
+    options = {"device_id": str(device_id)}
+    for key in _CUDA_PARAMETERS:
+        if key in parameters:
+            value = _text(parameters[key])
+            if key == "cudnn_conv_algo_search":
+                value = _CUDNN_SEARCH.get(value, value)
+            elif key == "arena_extend_strategy":
+                value = _ARENA_EXTEND.get(value, value)
+            elif key == "do_copy_in_default_stream":
+                value = "True" if value in ("1", "True", "true") else "False"
+            options[key] = value
+    options.update({key: _text(value) for key, value in accelerator.items()})
+    return options
+
+
+def tensorrt_options(device_id: int, accelerator: Mapping[str, ParameterValue],
+                     inputs: Sequence[TensorSpec], max_batch_size: int) -> dict[str, str]:
+    """TensorRT options from Triton's accelerator keys (renamed where ORT's differ; the rest
+    pass through), with optimisation profiles derived from max_batch_size when not given."""
+    options = {"device_id": str(device_id)}
+    for key, value in accelerator.items():
+        if key == "precision_mode":
+            precision = str(value).upper()
+            if precision not in ("FP32", "FP16", "INT8"):
+                raise UnsupportedModel(f"TensorRT precision_mode '{value}' is not FP32/FP16/INT8")
+            options["trt_fp16_enable"] = _text(precision in ("FP16", "INT8"))
+            options["trt_int8_enable"] = _text(precision == "INT8")
+        else:
+            options[_TRT_RENAMES.get(key, key)] = _text(value)
+    if "trt_profile_min_shapes" not in options:
+        options.update(tensorrt_profiles(inputs, max_batch_size))
+    return options
+
+
+def tensorrt_profiles(inputs: Sequence[TensorSpec], max_batch_size: int) -> dict[str, str]:
+    """min/opt/max shapes 1 / max / max along the batch dimension, so one engine serves every
+    batch the batcher forms and is cached across restarts. Only when every other dim is fixed."""
+    if max_batch_size <= 0 or not inputs or any(-1 in s.shape[1:] for s in inputs):
+        return {}
+
+    def shapes(batch: int) -> str:
+        return ",".join(f"{s.name}:{'x'.join(str(d) for d in (batch, *s.shape[1:]))}"
+                        for s in inputs)
+
+    return {"trt_profile_min_shapes": shapes(1), "trt_profile_opt_shapes": shapes(max_batch_size),
+            "trt_profile_max_shapes": shapes(max_batch_size)}

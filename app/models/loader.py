@@ -1,0 +1,196 @@
+"""Build one model version's sessions from its config: placement, options, threads, warmup.
+
+Blocking: runs on the manager's loader threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from app.codecs import dtypes
+from app.models.devices import CUDA, Placement, place, plan_instances
+from app.models.signature import Signature, UnsupportedModel
+from app.models.threads import ThreadBudget
+from app.repository.config import ModelConfig
+from app.repository.execution_config import ParameterValue, Warmup
+from app.types import Array, TensorSpec
+
+log = logging.getLogger(__name__)
+
+#: Triton's optimization.graph.level -> onnxruntime's level.
+_GRAPH_LEVELS = {
+    -1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    0: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    2: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+#: Triton ORT-backend parameters that are not session options (they go elsewhere).
+_ELSEWHERE = {"cudnn_conv_algo_search", "gpu_mem_limit", "arena_extend_strategy",
+              "do_copy_in_default_stream", "memory.enable_memory_arena_shrinkage"}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerDefaults:
+    """What the server settings say when a model's config does not."""
+
+    instances: int = 1
+    intra_op_threads: int = 0  # 0: sized by ThreadBudget
+    inter_op_threads: int = 1
+    strict_providers: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltVersion:
+    sessions: list[ort.InferenceSession]
+    placements: list[Placement]
+    signature: Signature
+    intra_op_threads: int
+    run_config: dict[str, str]
+
+
+def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
+                  budget: ThreadBudget, budget_key: str,
+                  default_max_batch_size: int) -> BuiltVersion:
+    """Sessions for every instance of one version, warmed up; raises on any failure."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.name} not found in {path.parent}")
+    available = ort.get_available_providers()
+    instances = plan_instances(config.instance_group, CUDA in available, _gpu_count(available),
+                               defaults.instances)
+    gpu_accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    inputs: Sequence[TensorSpec] = ()
+    if any(i.kind == "gpu" for i in instances) and CUDA in available:
+        inputs = _probe_inputs(path)  # TensorRT profiles need input shapes before building
+    placements = [place(i, gpu_accelerators, config.parameters, available,
+                        defaults.strict_providers, inputs, config.max_batch_size or 0)
+                  for i in instances]
+    cpu_count = sum(p.instance.kind == "cpu" for p in placements)
+    threads, why = _intra_threads(config.parameters, budget, budget_key, cpu_count)
+    log.info("%s: %d instance(s) %s; intra-op threads %d per session (%s)", path.parent,
+             len(placements), [list(p.names) for p in placements], threads, why)
+    sessions = [ort.InferenceSession(str(path), sess_options=_options(config, defaults, threads),
+                                     providers=[n for n, _ in p.providers],
+                                     provider_options=[o for _, o in p.providers])
+                for p in placements]
+    first = sessions[0]
+    signature = Signature.from_session(first.get_inputs(), first.get_outputs(),
+                                       config.max_batch_size, default_max_batch_size,
+                                       config.input, config.output)
+    run_config = {}
+    shrink = config.parameters.get("memory.enable_memory_arena_shrinkage")
+    if shrink is not None:
+        run_config["memory.enable_memory_arena_shrinkage"] = str(shrink)
+    for warmup in config.model_warmup:
+        _warm(sessions, warmup, signature, path.parent)
+    return BuiltVersion(sessions, placements, signature, threads, run_config)
+
+
+def _intra_threads(parameters: Mapping[str, ParameterValue], budget: ThreadBudget, key: str,
+                   cpu_instances: int) -> tuple[int, str]:
+    if "intra_op_thread_count" in parameters:
+        return int(parameters["intra_op_thread_count"]), "model parameter intra_op_thread_count"
+    return budget.threads_for(key, cpu_instances)
+
+
+def _options(config: ModelConfig, defaults: ServerDefaults, threads: int) -> ort.SessionOptions:
+    """Session options from Triton's ORT-backend parameter names; `session.*` keys pass
+    through as onnxruntime session config entries; anything else is refused by name."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = defaults.inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    level = config.optimization.graph.level
+    if level not in _GRAPH_LEVELS:
+        raise UnsupportedModel(f"optimization.graph.level {level} is not one of -1, 0, 1, 2")
+    options.graph_optimization_level = _GRAPH_LEVELS[level]
+    for key, value in config.parameters.items():
+        text = str(value)
+        if key == "intra_op_thread_count" or key in _ELSEWHERE:
+            continue
+        if key == "inter_op_thread_count":
+            options.inter_op_num_threads = int(text)
+        elif key == "execution_mode":
+            parallel = text in ("1", "parallel")
+            options.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if parallel
+                                      else ort.ExecutionMode.ORT_SEQUENTIAL)
+        elif key == "enable_mem_arena":
+            options.enable_cpu_mem_arena = text in ("1", "True", "true")
+        elif key == "enable_mem_pattern":
+            options.enable_mem_pattern = text in ("1", "True", "true")
+        elif key == "use_deterministic_compute":
+            options.use_deterministic_compute = text in ("1", "True", "true")
+        elif key == "optimized_model_filepath":
+            options.optimized_model_filepath = text
+        elif key.startswith("session."):
+            options.add_session_config_entry(key, text)
+        else:
+            raise UnsupportedModel(f"unknown model parameter '{key}'")
+    return options
+
+
+def _gpu_count(available: Sequence[str]) -> int:
+    if CUDA not in available:
+        return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return 1
+
+
+def _probe_inputs(path: Path) -> list[TensorSpec]:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    probe = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    shapes = [tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in probe.get_inputs()]
+    return [TensorSpec(i.name, "", shape) for i, shape in zip(probe.get_inputs(), shapes,
+                                                              strict=True)]
+
+
+def _warm(sessions: Sequence[ort.InferenceSession], warmup: Warmup, signature: Signature,
+          folder: Path) -> None:
+    """Triton's model_warmup: `count` runs on every instance (TensorRT engines build here)."""
+    feed = warmup_inputs(warmup, signature, folder)
+    started = time.monotonic()
+    log.info("%s: warming up '%s' (%d run(s) on %d instance(s); TensorRT engines, if any, "
+             "are built now)", folder, warmup.name, warmup.count, len(sessions))
+    try:
+        for session in sessions:
+            for _ in range(warmup.count):
+                session.run(None, dict(signature.to_model(feed)))
+    except Exception as err:
+        raise UnsupportedModel(f"warmup '{warmup.name}' failed: {err}") from err
+    log.info("%s: warmup '%s' took %.2f s", folder, warmup.name, time.monotonic() - started)
+
+
+def warmup_inputs(warmup: Warmup, signature: Signature, folder: Path) -> dict[str, Array]:
+    """Zero, random or file data (from the version folder's `warmup/`), as Triton builds it."""
+    feed: dict[str, Array] = {}
+    rng = np.random.default_rng(0)
+    for name, spec in warmup.inputs.items():
+        dt = dtypes.by_name(spec.data_type.removeprefix("TYPE_").replace("STRING", "BYTES"))
+        if dt is None:
+            raise UnsupportedModel(f"warmup '{warmup.name}': unknown data_type {spec.data_type}")
+        batch = [warmup.batch_size] if signature.max_batch_size > 0 and warmup.batch_size else []
+        shape = batch + spec.dims
+        count = int(np.prod(shape)) if shape else 1
+        if spec.input_data_file is not None:
+            raw = (folder / "warmup" / spec.input_data_file).read_bytes()
+            if dt.is_bytes:
+                feed[name] = np.array([raw.decode("utf-8")] * count, dtype=object).reshape(shape)
+            else:
+                feed[name] = np.frombuffer(raw, dtype=dt.numpy, count=count).reshape(shape)
+        elif dt.is_bytes:
+            feed[name] = np.full(shape, "" if spec.zero_data else "warmup", dtype=object)
+        elif spec.zero_data:
+            feed[name] = np.zeros(shape, dtype=dt.numpy)
+        else:
+            feed[name] = rng.random(shape).astype(dt.numpy)
+    return feed
