@@ -21,7 +21,7 @@ NUMPY = {"FP32": np.float32, "INT64": np.int64, "BOOL": np.bool_, "BYTES": np.ob
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with server_process(EXAMPLES) as (url, _):
+    with server_process(EXAMPLES) as (url, _, _):
         yield url
 
 

@@ -25,7 +25,7 @@ def block(marker: str, language: str, after: int = 0) -> str:
 
 @pytest.fixture(scope="module")
 def address() -> Iterator[str]:
-    with server_process(REPO_ROOT / "model_repository") as (url, _):
+    with server_process(REPO_ROOT / "model_repository") as (url, _, _):
         yield url.removeprefix("http://")
 
 

@@ -23,7 +23,7 @@ from tests.support.server import server_process
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     repo = build_repository(tmp_path_factory.mktemp("repo"))
-    with server_process(repo) as (_, grpc_port):
+    with server_process(repo) as (_, grpc_port, _):
         yield f"127.0.0.1:{grpc_port}"
 
 

@@ -85,10 +85,16 @@ def running_server(repo: Path, ready: bool = True, **overrides: Any) -> Iterator
         thread.join(timeout=15)
 
 
+class Process(NamedTuple):
+    http: str  # base URL
+    grpc_port: int
+    pid: int
+
+
 @contextmanager
 def server_process(repo: Path, extra: Sequence[str] = (),
-                   env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
-    """`python -m app` as a real process on free ports; yields (HTTP URL, gRPC port)."""
+                   env: dict[str, str] | None = None) -> Iterator[Process]:
+    """`python -m app` as a real process on free ports."""
     http_port, grpc_port = free_port(), free_port()
     command = [sys.executable, "-m", "app", "--model-repository", str(repo), "--host",
                "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
@@ -97,7 +103,7 @@ def server_process(repo: Path, extra: Sequence[str] = (),
     url = f"http://127.0.0.1:{http_port}"
     try:
         wait_ready(url, timeout_s=60)
-        yield url, grpc_port
+        yield Process(url, grpc_port, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -1,0 +1,145 @@
+"""Instances, providers, threads and warmup with real CPU sessions."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from app.models import session_pool
+from tests.support import onnx_models
+from tests.support.server import running_server, server_process, wait_for
+
+SIDE = 512
+
+
+def slow_model(steps: int = 60) -> onnx.ModelProto:
+    """y = x @ W, `steps` times over: tens of milliseconds per run on one thread."""
+    weight = numpy_helper.from_array(
+        (np.eye(SIDE) + 1e-4).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", [f"h{i}" if i else "x", "w"], [f"h{i + 1}"])
+             for i in range(steps)]
+    nodes.append(helper.make_node("Identity", [f"h{steps}"], ["y"]))
+    f = TensorProto.FLOAT
+    return onnx_models.graph_model(
+        nodes, [helper.make_tensor_value_info("x", f, ["b", SIDE])],
+        [helper.make_tensor_value_info("y", f, ["b", SIDE])], [weight])
+
+
+def body(rows: int = 8) -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "shape": [rows, SIDE], "datatype": "FP32",
+                        "data": [0.5] * (rows * SIDE)}]}
+
+
+def test_instances_run_concurrently_and_never_share(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    onnx_models.write(tmp_path, "slow", slow_model())
+    (tmp_path / "slow" / "config.yaml").write_text("instance_group: [{kind: cpu, count: 2}]\n")
+    windows: list[tuple[int, float, float]] = []
+    real_run = session_pool._run
+
+    def spy(session: Any, *args: Any) -> Any:  # records when each real run starts and ends
+        start = time.monotonic()
+        try:
+            return real_run(session, *args)
+        finally:
+            windows.append((id(session), start, time.monotonic()))
+
+    monkeypatch.setattr(session_pool, "_run", spy)
+    with running_server(tmp_path) as (url, _), ThreadPoolExecutor(8) as clients:
+        answers = list(clients.map(lambda _: httpx.post(f"{url}/v2/models/slow/infer",
+                                                        json=body(), timeout=60), range(8)))
+    assert all(a.status_code == 200 for a in answers)
+    assert len({session for session, _, _ in windows}) == 2
+    overlapping = [(a, b) for i, a in enumerate(windows) for b in windows[i + 1:]
+                   if a[1] < b[2] and b[1] < a[2]]
+    assert any(a[0] != b[0] for a, b in overlapping), "two instances never ran at once"
+    assert all(a[0] != b[0] for a, b in overlapping), "one instance ran two requests at once"
+
+
+def test_gpu_request_on_a_cpu_only_build(tmp_path: Path) -> None:
+    onnx_models.write(tmp_path, "g", onnx_models.plus_one())
+    (tmp_path / "g" / "config.yaml").write_text(
+        "instance_group: [{kind: KIND_GPU, gpus: [0]}]\n"
+        "optimization: {execution_accelerators: {gpu_execution_accelerator: "
+        "[{name: tensorrt, parameters: {precision_mode: FP16}}]}}\n")
+    with running_server(tmp_path) as (url, _):
+        group = httpx.get(f"{url}/v2/models/g/config").json()["instance_group"]
+        assert group[0]["kind"] == "KIND_CPU"
+        assert group[0]["providers"] == ["CPUExecutionProvider"]
+        assert "has no CUDA" in group[0]["note"]
+        index = httpx.post(f"{url}/v2/repository/index", json={}).json()
+        assert index[0]["state"] == "READY" and "running on CPU" in index[0]["reason"]
+    with running_server(tmp_path, ready=False, devices={"strict_providers": True}) as (url, _):
+        def state() -> dict[str, str]:
+            return dict(httpx.post(f"{url}/v2/repository/index", json={}).json()[0])
+
+        wait_for(lambda: state()["state"] == "UNAVAILABLE", 10)
+        assert "not falling back to CPU" in state()["reason"]
+
+
+def write_with_config(root: Path, text: str) -> None:
+    onnx_models.write(root, "m", onnx_models.plus_one(value=2.0))
+    (root / "m" / "config.yaml").write_text(text)
+
+
+def test_warmup_and_parameters_apply(tmp_path: Path) -> None:
+    warm = tmp_path / "m" / "1" / "warmup"
+    write_with_config(tmp_path, (
+        "parameters: {intra_op_thread_count: {string_value: '1'}, enable_mem_pattern: '0',\n"
+        "             session.intra_op.allow_spinning: '0'}\n"
+        "model_warmup:\n"
+        "  - {name: zeros, batch_size: 4, count: 2, inputs: {x: {data_type: TYPE_FP32,\n"
+        "     dims: [4], zero_data: true}}}\n"
+        "  - {name: file, batch_size: 1, inputs: {x: {data_type: TYPE_FP32, dims: [4],\n"
+        "     input_data_file: x.bin}}}\n"))
+    warm.mkdir()
+    (warm / "x.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    with running_server(tmp_path) as (url, _):
+        config = httpx.get(f"{url}/v2/models/m/config").json()
+        assert config["parameters"]["intra_op_thread_count"] == {"string_value": "1"}
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("model_warmup: [{name: bad, inputs: {nope: {data_type: TYPE_FP32, dims: [4], "
+     "zero_data: true}}}]\n", "warmup 'bad' failed"),
+    ("parameters: {no_such_knob: '1'}\n", "unknown model parameter 'no_such_knob'"),
+    ("optimization: {graph: {level: 7}}\n", "graph.level 7"),
+])
+def test_bad_execution_config_is_a_reason(tmp_path: Path, text: str, reason: str) -> None:
+    write_with_config(tmp_path, text)
+    with running_server(tmp_path, ready=False) as (url, _):
+        def entry() -> dict[str, str]:
+            return dict(httpx.post(f"{url}/v2/repository/index", json={}).json()[0])
+
+        wait_for(lambda: entry().get("state") == "UNAVAILABLE", 10)
+        assert reason in entry()["reason"]
+
+
+def ready_thread_count(repo: Path, env: dict[str, str] | None = None) -> int:
+    """OS threads of a real server process once all its models are READY."""
+    with server_process(repo, env=env) as server:
+        return len(list(Path(f"/proc/{server.pid}/task").iterdir()))
+
+
+def test_three_models_with_two_instances_stay_within_the_cpu_budget(tmp_path: Path) -> None:
+    empty, full = tmp_path / "empty", tmp_path / "full"
+    empty.mkdir()
+    for name in ("a", "b", "c"):
+        onnx_models.write(full, name, onnx_models.plus_one())
+        (full / name / "config.yaml").write_text("instance_group: [{kind: cpu, count: 2}]\n")
+    budget = len(os.sched_getaffinity(0))
+    baseline = ready_thread_count(empty)
+    auto = ready_thread_count(full)
+    forced = ready_thread_count(full, {"ONNX_SERVE_DEVICES__INTRA_OP_THREADS": "2"})
+    # Each session with N intra-op threads starts N-1 of its own; the loader adds one thread.
+    assert auto - baseline <= budget, (baseline, auto)
+    assert forced - auto >= 6, (auto, forced)  # the check can see oversubscription

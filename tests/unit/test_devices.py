@@ -1,0 +1,100 @@
+"""Provider chains and options for CPU, CUDA and TensorRT, built without a GPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.models.devices import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    Instance,
+    place,
+    plan_instances,
+    tensorrt_profiles,
+)
+from app.models.signature import UnsupportedModel
+from app.repository.execution_config import Accelerator, InstanceGroup
+from app.types import TensorSpec
+
+GPU_BUILD = [TENSORRT, CUDA, CPU]
+INPUTS = [TensorSpec("x", "FP32", (-1, 3, 224, 224)), TensorSpec("mask", "BOOL", (-1, 7))]
+
+
+def test_auto_is_one_instance_per_gpu_else_cpu() -> None:
+    auto = [InstanceGroup(kind="KIND_AUTO")]
+    assert plan_instances(auto, True, 2, 1) == [Instance("gpu", 0), Instance("gpu", 1)]
+    assert plan_instances(auto, False, 0, 1) == [Instance("cpu")]
+    assert plan_instances([], False, 0, 2) == [Instance("cpu"), Instance("cpu")]
+
+
+def test_explicit_groups_expand_per_device() -> None:
+    groups = [InstanceGroup(kind="cpu", count=2), InstanceGroup(kind="gpu", count=2, gpus=[1, 3])]
+    assert plan_instances(groups, True, 4, 1) == [
+        Instance("cpu"), Instance("cpu"), Instance("gpu", 1), Instance("gpu", 1),
+        Instance("gpu", 3), Instance("gpu", 3)]
+
+
+def test_cuda_options_use_onnxruntime_names() -> None:
+    parameters = {"cudnn_conv_algo_search": "1", "gpu_mem_limit": "4294967296",
+                  "arena_extend_strategy": "1", "do_copy_in_default_stream": "1"}
+    cuda = [Accelerator(name="cuda", parameters={"cudnn_conv_use_max_workspace": "1"})]
+    placement = place(Instance("gpu", 1), cuda, parameters, GPU_BUILD, strict=False)
+    assert placement.providers == [
+        (CUDA, {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC",
+                "gpu_mem_limit": "4294967296", "arena_extend_strategy": "kSameAsRequested",
+                "do_copy_in_default_stream": "True", "cudnn_conv_use_max_workspace": "1"}),
+        (CPU, {})]
+
+
+def test_tensorrt_options_fallback_chain_and_profiles() -> None:
+    trt = [Accelerator(name="tensorrt", parameters={
+        "precision_mode": "FP16", "max_workspace_size_bytes": "1073741824",
+        "trt_engine_cache_enable": "true", "trt_engine_cache_path": "/cache",
+        "trt_timing_cache_enable": True, "trt_builder_optimization_level": 5})]
+    placement = place(Instance("gpu", 0), trt, {}, GPU_BUILD, strict=False, inputs=INPUTS,
+                      max_batch_size=16)
+    assert placement.names == (TENSORRT, CUDA, CPU)
+    assert placement.providers[0][1] == {
+        "device_id": "0", "trt_fp16_enable": "True", "trt_int8_enable": "False",
+        "trt_max_workspace_size": "1073741824", "trt_engine_cache_enable": "true",
+        "trt_engine_cache_path": "/cache", "trt_timing_cache_enable": "True",
+        "trt_builder_optimization_level": "5",
+        "trt_profile_min_shapes": "x:1x3x224x224,mask:1x7",
+        "trt_profile_opt_shapes": "x:16x3x224x224,mask:16x7",
+        "trt_profile_max_shapes": "x:16x3x224x224,mask:16x7"}
+    assert placement.providers[1] == (CUDA, {"device_id": "0"})
+
+
+def test_given_profiles_win_and_unknown_dims_derive_none() -> None:
+    trt = [Accelerator(name="tensorrt", parameters={"trt_profile_min_shapes": "x:2x3x8x8"})]
+    options = place(Instance("gpu"), trt, {}, GPU_BUILD, False, INPUTS, 16).providers[0][1]
+    assert options["trt_profile_min_shapes"] == "x:2x3x8x8"
+    assert "trt_profile_max_shapes" not in options
+    assert tensorrt_profiles([TensorSpec("x", "FP32", (-1, -1))], 8) == {}
+    assert tensorrt_profiles(INPUTS, 0) == {}
+
+
+def test_gpu_on_a_cpu_only_build_falls_back_or_fails_when_strict() -> None:
+    fallback = place(Instance("gpu", 0), [], {}, [CPU], strict=False)
+    assert fallback.names == (CPU,) and fallback.instance == Instance("cpu")
+    assert "has no CUDA" in fallback.note and "running on CPU" in fallback.note
+    with pytest.raises(UnsupportedModel, match="not falling back to CPU"):
+        place(Instance("gpu", 0), [], {}, [CPU], strict=True)
+
+
+def test_tensorrt_missing_but_cuda_present() -> None:
+    trt = [Accelerator(name="tensorrt")]
+    placement = place(Instance("gpu"), trt, {}, [CUDA, CPU], strict=False)
+    assert placement.names == (CUDA, CPU) and "using CUDA" in placement.note
+    with pytest.raises(UnsupportedModel, match="TensorRT requested"):
+        place(Instance("gpu"), trt, {}, [CUDA, CPU], strict=True)
+
+
+@pytest.mark.parametrize("accelerator, message", [
+    (Accelerator(name="openvino"), "unknown gpu_execution_accelerator 'openvino'"),
+    (Accelerator(name="tensorrt", parameters={"precision_mode": "FP8"}), "not FP32/FP16/INT8"),
+])
+def test_bad_accelerators_are_load_errors(accelerator: Accelerator, message: str) -> None:
+    with pytest.raises(UnsupportedModel, match=message):
+        place(Instance("gpu"), [accelerator], {}, GPU_BUILD, strict=False, inputs=INPUTS)

@@ -1,0 +1,67 @@
+"""CPU budget from a faked cgroup tree, and thread sizing across instances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.models.threads import CpuBudget, ThreadBudget, available_cpus
+
+
+def cgroup(tmp_path: Path, lines: str, files: dict[str, str]) -> tuple[Path, Path]:
+    root = tmp_path / "sys" / "fs" / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    proc = tmp_path / "cgroup"
+    proc.write_text(lines)
+    return root, proc
+
+
+def test_v2_quota_limits_the_cpus(tmp_path: Path) -> None:
+    root, proc = cgroup(tmp_path, "0::/kubepods/pod1/ctr\n",
+                        {"kubepods/pod1/ctr/cpu.max": "150000 100000\n"})
+    assert available_cpus(root, proc, affinity=64) == CpuBudget(2, "cgroup CPU quota 1.5")
+
+
+def test_v2_quota_on_an_ancestor_counts(tmp_path: Path) -> None:
+    root, proc = cgroup(tmp_path, "0::/kubepods/pod1/ctr\n",
+                        {"kubepods/pod1/ctr/cpu.max": "max 100000\n",
+                         "kubepods/pod1/cpu.max": "300000 100000\n"})
+    assert available_cpus(root, proc, affinity=64).cpus == 3
+
+
+def test_no_quota_means_affinity(tmp_path: Path) -> None:
+    root, proc = cgroup(tmp_path, "0::/\n", {"cpu.max": "max 100000\n"})
+    assert available_cpus(root, proc, affinity=2) == CpuBudget(2, "CPU affinity (2 CPUs)")
+
+
+def test_affinity_below_the_quota_wins(tmp_path: Path) -> None:
+    root, proc = cgroup(tmp_path, "0::/\n", {"cpu.max": "800000 100000\n"})
+    assert available_cpus(root, proc, affinity=3).cpus == 3
+
+
+def test_v1_quota(tmp_path: Path) -> None:
+    root, proc = cgroup(tmp_path, "4:cpu,cpuacct:/docker/abc\n",
+                        {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "250000\n",
+                         "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n"})
+    assert available_cpus(root, proc, affinity=16).cpus == 3
+    unlimited, proc2 = cgroup(tmp_path / "b", "4:cpu:/\n", {"cpu/cpu.cfs_quota_us": "-1\n",
+                                                              "cpu/cpu.cfs_period_us": "100000"})
+    assert available_cpus(unlimited, proc2, affinity=4).cpus == 4
+
+
+def test_budget_is_shared_by_every_cpu_instance() -> None:
+    budget = ThreadBudget(CpuBudget(8, "test"))
+    assert budget.threads_for("a", 2)[0] == 4
+    budget.register("a", 2)
+    threads, why = budget.threads_for("b", 2)
+    assert threads == 2 and "over 4 CPU instances" in why
+    budget.register("b", 2)
+    assert budget.threads_for("c", 4)[0] == 1
+    budget.release("a")
+    assert budget.threads_for("c", 2)[0] == 2
+
+
+def test_never_below_one_and_configured_wins() -> None:
+    assert ThreadBudget(CpuBudget(2, "t")).threads_for("a", 6)[0] == 1
+    assert ThreadBudget(CpuBudget(2, "t"), configured=3).threads_for("a", 6) == (3, "configured 3")
