@@ -66,6 +66,8 @@ class SessionPool:
             options.terminate = True
             with contextlib.suppress(Exception):
                 await asyncio.wait([future])
+            if future.done() and not future.cancelled():
+                future.exception()  # "terminated" is expected; retrieving it keeps logs quiet
             raise
         finally:
             if future.done():

@@ -127,7 +127,11 @@ def test_bad_execution_config_is_a_reason(tmp_path: Path, text: str, reason: str
 def ready_thread_count(repo: Path, env: dict[str, str] | None = None) -> int:
     """OS threads of a real server process once all its models are READY."""
     with server_process(repo, env=env) as server:
-        return len(list(Path(f"/proc/{server.pid}/task").iterdir()))
+        samples = []
+        for _ in range(5):  # threads that come and go (gRPC polling) must not count
+            samples.append(len(list(Path(f"/proc/{server.pid}/task").iterdir())))
+            time.sleep(0.05)
+        return min(samples)
 
 
 def test_three_models_with_two_instances_stay_within_the_cpu_budget(tmp_path: Path) -> None:
@@ -143,3 +147,35 @@ def test_three_models_with_two_instances_stay_within_the_cpu_budget(tmp_path: Pa
     # Each session with N intra-op threads starts N-1 of its own; the loader adds one thread.
     assert auto - baseline <= budget, (baseline, auto)
     assert forced - auto >= 6, (auto, forced)  # the check can see oversubscription
+
+
+def test_cancelled_run_terminates_and_frees_its_instance(tmp_path: Path) -> None:
+    import asyncio
+
+    import onnxruntime as ort
+
+    from app.models.session_pool import SessionPool
+
+    path = onnx_models.write(tmp_path, "slow", slow_model(steps=400))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {"x": np.full((512, SIDE), 0.5, np.float32)}
+
+    async def scenario() -> tuple[float, float]:
+        pool = SessionPool([session], "one")
+        started = time.monotonic()
+        await pool.run(feed, ["y"])
+        full = time.monotonic() - started
+        first = asyncio.create_task(pool.run(feed, ["y"]))
+        await asyncio.sleep(full / 5)  # let onnxruntime get going on the only instance
+        first.cancel()
+        cancelled = time.monotonic()
+        await pool.run({"x": np.zeros((1, SIDE), np.float32)}, ["y"])  # needs that instance
+        pool.close()
+        return full, time.monotonic() - cancelled
+
+    full, freed_after = asyncio.run(scenario())
+    assert full > 0.3, f"the model is too fast to show anything ({full:.2f} s)"
+    assert freed_after < full / 2, (full, freed_after)  # not waiting out the cancelled run
