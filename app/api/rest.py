@@ -17,7 +17,13 @@ from starlette.exceptions import HTTPException
 from app import __version__
 from app.api.openapi import INFER_OPENAPI, error_responses
 from app.api.status import HTTP_STATUS
-from app.codecs.rest import RestLimits, decode_raw_request, decode_request, encode_response
+from app.codecs.rest import (
+    RestLimits,
+    decode_raw_request,
+    decode_request,
+    encode_response,
+    parse_json_object,
+)
 from app.errors import ErrorCode, InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.service import InferenceService, ModelMetadata
 from app.settings import HttpSettings
@@ -101,7 +107,7 @@ class RestApi:
         body = await self._read_body(request)
         ready_only = False
         if body.strip():
-            document = _parse_object(body)
+            document = parse_json_object(body)
             ready_only = document.get("ready", False)
             if not isinstance(ready_only, bool):
                 raise InvalidInput("'ready' must be true or false")
@@ -110,7 +116,7 @@ class RestApi:
 
     async def repository_load(self, model_name: str, request: Request) -> Response:
         body = await self._read_body(request)
-        parameters = _parse_object(body).get("parameters", {}) if body.strip() else {}
+        parameters = parse_json_object(body).get("parameters", {}) if body.strip() else {}
         if not isinstance(parameters, dict):
             raise InvalidInput("'parameters' must be a JSON object")
         unknown = sorted(k for k in parameters if k != "config")
@@ -185,16 +191,6 @@ class RestApi:
                 raise RequestTooLarge(_too_large(size, limit))
             chunks.append(chunk)
         return b"".join(chunks)
-
-
-def _parse_object(body: bytes) -> dict[str, Any]:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as err:
-        raise InvalidInput(f"the request body is not valid JSON: {err}") from err
-    if not isinstance(document, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    return document
 
 
 def _too_large(size: int, limit: int) -> str:

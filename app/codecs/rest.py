@@ -41,7 +41,7 @@ def decode_request(
         raise InvalidInput(
             f"Inference-Header-Content-Length is {json_end} but the body has only {len(body)} bytes"
         )
-    document = _parse_json(body[:json_end])
+    document = parse_json_object(body[:json_end])
     binary = memoryview(body)[json_end:]
 
     raw_inputs = _required_list(document, "inputs", "request")
@@ -247,7 +247,8 @@ def _integers(where: str, data: Any, array: Array, dt: dtypes.DataType) -> Array
     return array.astype(dt.numpy)
 
 
-def _parse_json(raw: bytes | memoryview) -> dict[str, Any]:
+def parse_json_object(raw: bytes | memoryview) -> dict[str, Any]:
+    """A request body that must be one JSON object (inference, index, load requests)."""
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as err:
