@@ -8,7 +8,7 @@ import logging
 
 import uvicorn
 
-from app.api.grpc import create_grpc_server
+from app.api.grpc import bind, create_grpc_server
 from app.api.rest import create_app
 from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
@@ -63,9 +63,11 @@ class Server:
         grpc_server = create_grpc_server(self.service, self.settings.grpc)  # binds this loop
         address = f"{host}:{self.settings.grpc.port}"
         try:
-            self.grpc_port = grpc_server.add_insecure_port(address)
+            self.grpc_port = bind(grpc_server, address, self.settings.grpc)
         except RuntimeError as err:
-            raise BindError(f"cannot listen for gRPC on {address} (port taken?)") from err
+            raise BindError(f"cannot listen for gRPC on {address} (port taken?): {err}") from err
+        except OSError as err:
+            raise BindError(f"cannot read the gRPC TLS files: {err}") from err
         await grpc_server.start()
         loading = asyncio.create_task(self._manage_repository(), name="repository")
         log.info("serving repository %s on http://%s:%d and grpc %s:%d",

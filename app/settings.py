@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,6 +39,27 @@ class GrpcSettings(_Group):
     max_tensor_elements: int = Field(
         1 << 28, ge=1, description="Largest element count of one input tensor (shape product)."
     )
+    tls_cert_path: Path | None = Field(None, description="PEM certificate chain: serve TLS.")
+    tls_key_path: Path | None = Field(None, description="PEM private key of that certificate.")
+    tls_client_ca_path: Path | None = Field(
+        None, description="PEM CA bundle: require client certificates signed by it (mutual TLS).")
+    keepalive_time_s: float = Field(
+        7200.0, gt=0, description="Ping an idle client connection after this long.")
+    keepalive_timeout_s: float = Field(
+        20.0, gt=0, description="Close a connection whose ping is not answered within this.")
+    keepalive_min_client_ping_interval_s: float = Field(
+        10.0, ge=0, description="Clients pinging more often than this are told to back off.")
+    response_compression: Literal["none", "gzip", "deflate"] = Field(
+        "none", description="Compress responses (requests a client compressed are always "
+        "accepted).")
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> GrpcSettings:
+        if (self.tls_cert_path is None) != (self.tls_key_path is None):
+            raise ValueError("tls_cert_path and tls_key_path go together")
+        if self.tls_client_ca_path is not None and self.tls_cert_path is None:
+            raise ValueError("tls_client_ca_path (mutual TLS) needs tls_cert_path and tls_key_path")
+        return self
 
 
 class RepositorySettings(_Group):

@@ -226,13 +226,23 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
             await waiting
 
 
+_COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip,
+                "deflate": grpc.Compression.Deflate}
+
+
 def create_grpc_server(service: InferenceService, settings: GrpcSettings) -> grpc.aio.Server:
     """A grpc.aio server (not yet bound or started) with every service registered."""
     limit = settings.max_message_bytes
     server = grpc.aio.server(
         interceptors=[ErrorInterceptor()],
         options=[("grpc.max_receive_message_length", limit),
-                 ("grpc.max_send_message_length", limit)],
+                 ("grpc.max_send_message_length", limit),
+                 ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
+                 ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+                 ("grpc.keepalive_permit_without_calls", 1),
+                 ("grpc.http2.min_ping_interval_without_data_ms",
+                  int(settings.keepalive_min_client_ping_interval_s * 1000))],
+        compression=_COMPRESSION[settings.response_compression],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
         InferenceServicer(service, settings), server
@@ -242,6 +252,19 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings) -> grp
              reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server, pool=_reflection_pool())
     return server
+
+
+def bind(server: grpc.aio.Server, address: str, settings: GrpcSettings) -> int:
+    """Listen on `address`, with TLS (and client certificates) when the settings say so."""
+    if settings.tls_cert_path is None or settings.tls_key_path is None:
+        return server.add_insecure_port(address)
+    client_ca = settings.tls_client_ca_path
+    credentials = grpc.ssl_server_credentials(
+        [(settings.tls_key_path.read_bytes(), settings.tls_cert_path.read_bytes())],
+        root_certificates=client_ca.read_bytes() if client_ca else None,
+        require_client_auth=client_ca is not None,
+    )
+    return server.add_secure_port(address, credentials)
 
 
 def _reflection_pool() -> descriptor_pool.DescriptorPool:

@@ -36,6 +36,7 @@ def test_defaults() -> None:
     (["--log-level", "loud"], {}, "log_level"),
     ([], {"ONNX_SERVE_HTTP__PORT": "-5"}, "http.port"),
     (["--model-repository", "/no/such/folder"], {}, "is not a folder"),
+    ([], {"ONNX_SERVE_GRPC__TLS_CERT_PATH": "/x.crt"}, "tls_cert_path and tls_key_path go"),
 ])
 def test_bad_values_exit_2_with_one_line(
     argv: list[str], env: dict[str, str], message: str,
