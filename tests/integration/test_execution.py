@@ -21,7 +21,7 @@ from tests.support.server import running_server, server_process, wait_for
 SIDE = 512
 
 
-def slow_model(steps: int = 60) -> onnx.ModelProto:
+def slow_model(steps: int = 200) -> onnx.ModelProto:
     """y = x @ W, `steps` times over: tens of milliseconds per run on one thread."""
     weight = numpy_helper.from_array(
         (np.eye(SIDE) + 1e-4).astype(np.float32), "w")
@@ -56,7 +56,7 @@ def test_instances_run_concurrently_and_never_share(tmp_path: Path,
     monkeypatch.setattr(session_pool, "_run", spy)
     with running_server(tmp_path) as (url, _), ThreadPoolExecutor(8) as clients:
         answers = list(clients.map(lambda _: httpx.post(f"{url}/v2/models/slow/infer",
-                                                        json=body(), timeout=60), range(8)))
+                                                        json=body(64), timeout=60), range(8)))
     assert all(a.status_code == 200 for a in answers)
     assert len({session for session, _, _ in windows}) == 2
     overlapping = [(a, b) for i, a in enumerate(windows) for b in windows[i + 1:]
