@@ -1,0 +1,51 @@
+"""The dependency direction of DESIGN.md, enforced by walking every module's imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+APP = Path(__file__).resolve().parents[2] / "app"
+
+
+def imports() -> dict[str, set[str]]:
+    """module name -> absolute names it imports (app.* and third-party roots)."""
+    found: dict[str, set[str]] = {}
+    for path in APP.rglob("*.py"):
+        if "protos_gen" in path.parts:
+            continue
+        module = ".".join(path.relative_to(APP.parent).with_suffix("").parts)
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+        found[module.removesuffix(".__init__")] = names
+    return found
+
+
+def importers_of(prefix: str) -> set[str]:
+    return {module for module, names in imports().items()
+            if any(n == prefix or n.startswith(prefix + ".") for n in names)}
+
+
+def test_nothing_imports_the_transports_or_the_composition_root() -> None:
+    assert importers_of("app.api") <= {"app.server", "app.api.rest", "app.api.grpc"}
+    assert importers_of("app.server") <= {"app.cli"}
+
+
+@pytest.mark.parametrize("module, forbidden", [
+    ("app.errors", ("fastapi", "starlette", "grpc", "onnxruntime", "app")),
+    ("app.types", ("fastapi", "grpc", "onnxruntime", "app.models", "app.api")),
+    ("app.codecs.rest", ("fastapi", "starlette", "grpc", "app.models", "app.service")),
+    ("app.codecs.grpc", ("fastapi", "starlette", "app.models", "app.service")),
+    ("app.service", ("fastapi", "starlette", "grpc", "uvicorn")),
+    ("app.models.manager", ("fastapi", "grpc", "app.service")),
+])
+def test_inner_layers_do_not_reach_outwards(module: str, forbidden: tuple[str, ...]) -> None:
+    names = imports()[module]
+    bad = sorted(n for n in names for f in forbidden if n == f or n.startswith(f + "."))
+    assert not bad, f"{module} imports {bad}"
