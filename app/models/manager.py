@@ -143,8 +143,10 @@ class ModelManager:
                      for v in wanted}
             todo = [v for v in wanted if force or _stale(record.versions.get(v), stamp[v])]
             for v in todo:
-                record.versions.setdefault(v, VersionStatus(ModelKey(name, str(v)),
-                                                            ModelState.LOADING))
+                status = record.versions.setdefault(
+                    v, VersionStatus(ModelKey(name, str(v)), ModelState.LOADING))
+                if status.model is None:  # e.g. unloaded before: it is loading now
+                    status.state, status.reason = ModelState.LOADING, ""
             self._notify()
             results = await asyncio.gather(*(
                 self._load_version(ModelKey(name, str(v)),
