@@ -23,7 +23,9 @@ def build_manager(settings: Settings) -> ModelManager:
     """The model manager for `settings.repository`, with the configured session options."""
     devices = settings.devices
     defaults = ServerDefaults(devices.instances, devices.intra_op_threads,
-                              devices.inter_op_threads, devices.strict_providers)
+                              devices.inter_op_threads, devices.strict_providers,
+                              settings.batching.default_max_queue_size,
+                              devices.intra_op_spinning)
     return ModelManager(
         settings.repository.path, defaults, settings.batching.default_max_batch_size,
         strict_readiness=settings.repository.strict_readiness,

@@ -9,17 +9,19 @@ from app import __version__
 from app.errors import InvalidInput, ModelNotReady, Unsupported
 from app.model_config import effective_config
 from app.models.manager import ModelManager
-from app.models.version import ModelState
+from app.models.version import LoadedModel, ModelState, VersionStatus
 from app.repository.config import ConfigError, parse_config_json
 from app.repository.paths import check_model_name
 from app.repository.scan import scan_repository
+from app.statistics import model_statistics
 from app.types import InferRequest, InferResponse, TensorSpec
 
 SERVER_NAME = "onnx-serve"
 #: Triton's platform string for ONNX models, which tritonclient users already know.
 PLATFORM = "onnxruntime_onnx"
 #: Only what is implemented; later features add themselves here when they land.
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository")
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository",
+              "schedule_policy", "statistics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,9 @@ class InferenceService:
                 names = model.signature.output_names()
             else:
                 names = tuple(o.name for o in request.outputs)
-            arrays = await model.pool.run(model.signature.to_model(request.inputs), names)
+            priority, timeout_us = _schedule_parameters(request)
+            arrays = await model.batcher.submit(model.signature.to_model(request.inputs), names,
+                                                priority=priority, timeout_us=timeout_us)
         finally:
             model.release()
         datatypes = {s.name: s.datatype for s in model.signature.outputs}
@@ -137,6 +141,24 @@ class InferenceService:
             output_datatypes={n: datatypes[n] for n in names},
             id=request.id,
         )
+
+    def model_statistics(self, name: str, version: str | None) -> list[dict[str, Any]]:
+        """Triton's statistics: every ready version of every model (empty name), of one
+        model (empty version), or of one version."""
+        if not name:
+            if version:
+                raise InvalidInput("statistics of a version need the model's name")
+            statuses = self._manager.statuses()
+        elif version:
+            statuses = [self._status_of(self._manager.resolve(check_model_name(name), version))]
+        else:
+            statuses = self._manager.statuses(check_model_name(name))
+        return [model_statistics(s.model.key, s.model.batcher.stats)
+                for s in statuses if s.model is not None]
+
+    @staticmethod
+    def _status_of(model: LoadedModel) -> VersionStatus:
+        return VersionStatus(model.key, ModelState.READY, model=model)
 
     async def repository_index(self, ready_only: bool) -> list[IndexEntry]:
         """Every model on disk or in memory: loaded versions with state, the rest by name."""
@@ -174,3 +196,16 @@ class InferenceService:
                 f"cannot {action} models through the API in model control mode "
                 f"'{self._control_mode}'; start the server with --model-control-mode explicit"
             )
+
+
+def _schedule_parameters(request: InferRequest) -> tuple[int, int | None]:
+    """Triton's schedule_policy extension: request parameters `priority` and `timeout` (µs)."""
+    values: list[int | None] = []
+    for key in ("priority", "timeout"):
+        value = request.parameters.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 0):
+            raise InvalidInput(f"parameter '{key}' must be a non-negative integer, "
+                               f"got {value!r}")
+        values.append(value)
+    return values[0] or 0, values[1]

@@ -103,6 +103,12 @@ class DeviceSettings(_Group):
         "intra_op_thread_count parameter wins.",
     )
     inter_op_threads: int = Field(1, ge=0, description="Threads across independent graph nodes.")
+    intra_op_spinning: bool = Field(
+        False,
+        description="Let idle intra-op threads spin-wait for work (onnxruntime's default). Off "
+        "by default: spinning threads take the CPU the event loop needs (bench/README.md); "
+        "a model's session.intra_op.allow_spinning parameter wins.",
+    )
     strict_providers: bool = Field(
         False,
         description="A GPU/TensorRT instance that this onnxruntime build cannot run fails the "
@@ -115,6 +121,12 @@ class BatchingSettings(_Group):
         64, ge=0,
         description="max_batch_size for models whose config does not set it but whose "
         "inputs and outputs all have a dynamic first dimension.",
+    )
+    default_max_queue_size: int = Field(
+        1024, ge=1,
+        description="Requests that may wait per model version and priority level when the "
+        "model's queue policy does not say; more get 429 / RESOURCE_EXHAUSTED at once, so "
+        "memory stays bounded under overload.",
     )
 
 

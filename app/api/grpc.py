@@ -120,6 +120,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         message = json_format.ParseDict(config, pb.ModelConfig(), ignore_unknown_fields=True)
         return pb.ModelConfigResponse(config=message)
 
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> Any:
+        stats = self._service.model_statistics(request.name, request.version or None)
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:
         return await self._infer(request)
 
@@ -179,7 +183,6 @@ def _unsupported(feature: str) -> Callable[..., Awaitable[Any]]:
 
 # Declared in the protocol; answered UNIMPLEMENTED (with a message) until they exist.
 for _name, _feature in {
-    "ModelStatistics": "the statistics extension",
     "SystemSharedMemoryStatus": "system shared memory",
     "SystemSharedMemoryRegister": "system shared memory",
     "SystemSharedMemoryUnregister": "system shared memory",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -35,6 +36,8 @@ HEADER_LENGTH = "inference-header-content-length"
 #: Bodies (and outputs) above this size are decoded/encoded in a worker thread so a big
 #: tensor never stalls the event loop; small ones are faster inline.
 OFFLOAD_BYTES = 256 * 1024
+#: The status a request gets when its client disconnected first (nginx's 499).
+CLIENT_CLOSED = 499
 
 
 def _json(content: Any, status_code: int = 200) -> Response:
@@ -103,6 +106,15 @@ class RestApi:
     async def version_config(self, model_name: str, version: str) -> Response:
         return _json(self._service.model_config(model_name, version))
 
+    async def all_statistics(self) -> Response:
+        return _json({"model_stats": self._service.model_statistics("", None)})
+
+    async def model_statistics(self, model_name: str) -> Response:
+        return _json({"model_stats": self._service.model_statistics(model_name, None)})
+
+    async def version_statistics(self, model_name: str, version: str) -> Response:
+        return _json({"model_stats": self._service.model_statistics(model_name, version)})
+
     async def repository_index(self, request: Request) -> Response:
         body = await self._read_body(request)
         ready_only = False
@@ -144,7 +156,19 @@ class RestApi:
     async def _infer(self, http: Request, name: str, version: str | None) -> Response:
         body = await self._read_body(http)
         request = await self._decode(http, body, name, version)
-        response = await self._service.infer(request)
+        handler = asyncio.current_task()
+        assert handler is not None
+        watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(http, handler))
+        try:
+            response = await self._service.infer(request)
+        except asyncio.CancelledError:
+            if not watcher.done() or watcher.cancelled():
+                raise  # cancelled for another reason (shutdown)
+            if sys.version_info >= (3, 11):
+                handler.uncancel()  # the handler goes on normally: it answers, then ends
+            return Response(status_code=CLIENT_CLOSED)  # nobody reads it; nginx's code
+        finally:
+            watcher.cancel()
         size = sum(a.nbytes for a in response.outputs.values())
         if size > OFFLOAD_BYTES:
             content, json_length = await asyncio.to_thread(encode_response, response, request)
@@ -193,6 +217,14 @@ class RestApi:
         return b"".join(chunks)
 
 
+async def _cancel_on_disconnect(http: Request, handler: asyncio.Task[Any]) -> None:
+    """Cancel the handler when the client goes away, so its request leaves the queue (or
+    its share of a running batch is dropped) instead of running for nobody."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+    handler.cancel()
+
+
 def _too_large(size: int, limit: int) -> str:
     return (f"the request body ({size}+ bytes) exceeds the limit of {limit} bytes "
             "(setting ONNX_SERVE_HTTP__MAX_BODY_BYTES)")
@@ -208,6 +240,9 @@ def create_app(service: InferenceService, settings: HttpSettings) -> FastAPI:
     return app
 
 
+_TAGS = {"/ready": "health", "/stats": "statistics"}
+
+
 def _add_routes(app: FastAPI, api: RestApi) -> None:
     model = "/v2/models/{model_name}"
     version = model + "/versions/{version}"
@@ -215,16 +250,20 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
     app.add_api_route("/v2/health/live", api.live, methods=["GET"], tags=["health"])
     app.add_api_route("/v2/health/ready", api.ready, methods=["GET"], tags=["health"])
     app.add_api_route("/v2", api.server_metadata, methods=["GET"], tags=["metadata"])
+    # Before /v2/models/{model_name}, which would otherwise take "stats" for a model name.
+    app.add_api_route("/v2/models/stats", api.all_statistics, methods=["GET"],
+                      tags=["statistics"])
     # Each route exists with and without /versions/{version}; the handlers differ only there.
     pairs: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = [
         ("", api.model_metadata, api.version_metadata),
         ("/ready", api.model_ready, api.version_ready),
         ("/config", api.model_config, api.version_config),
+        ("/stats", api.model_statistics, api.version_statistics),
     ]
     for suffix, unversioned, versioned in pairs:
         for path, handler in ((model, unversioned), (version, versioned)):
             app.add_api_route(path + suffix, handler, methods=["GET"], responses=errors,
-                              tags=["health" if suffix == "/ready" else "metadata"])
+                              tags=[_TAGS.get(suffix, "metadata")])
     app.add_api_route("/v2/repository/index", api.repository_index, methods=["POST"],
                       tags=["repository"], responses=error_responses(400))
     repository_errors = error_responses(400, 404, 501)

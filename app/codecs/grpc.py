@@ -102,6 +102,11 @@ def _requested_outputs(message: pb.ModelInferRequest) -> tuple[RequestedOutput, 
     return tuple(outputs)
 
 
+#: Typed fields whose packed wire form is the little-endian values themselves.
+_FIXED_WIDTH: dict[str, np.dtype[np.generic]] = {
+    "fp32_contents": np.dtype("<f4"), "fp64_contents": np.dtype("<f8")}
+
+
 def _from_contents(
     name: str, dt: dtypes.DataType, contents: pb.InferTensorContents, shape: list[int],
     count: int,
@@ -128,6 +133,14 @@ def _from_contents(
                     "(ONNX string tensors hold UTF-8 text)"
                 ) from err
         return elements.reshape(shape)
+    packed = _FIXED_WIDTH.get(field)
+    if packed is not None and count and len(contents.ListFields()) == 1:
+        # A packed fixed-width field serializes to a short header and then the raw values:
+        # slicing them off costs microseconds where converting element by element costs
+        # half a millisecond for a 12,288-float image.
+        wire = contents.SerializeToString()
+        flat: Array = np.frombuffer(wire, packed, offset=len(wire) - count * packed.itemsize)
+        return flat.astype(dt.numpy, copy=False).reshape(shape)
     wide: Array = np.array(values, dtype=_WIRE_DTYPE[field])
     if wide.dtype != dt.numpy and wide.size:
         info = np.iinfo(dt.numpy)  # type: ignore[type-var]

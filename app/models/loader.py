@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from app.batching.layout import BatchLayout
+from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
 from app.models.devices import CUDA, Placement, place, plan_instances
+from app.models.scheduling import batch_layout, batch_policy
 from app.models.signature import Signature, UnsupportedModel
 from app.models.threads import ThreadBudget
 from app.repository.config import ModelConfig
@@ -32,6 +35,7 @@ _GRAPH_LEVELS = {
     1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     2: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
 }
+_SPINNING = "session.intra_op.allow_spinning"
 #: Triton ORT-backend parameters that are not session options (they go elsewhere).
 _ELSEWHERE = {"cudnn_conv_algo_search", "gpu_mem_limit", "arena_extend_strategy",
               "do_copy_in_default_stream", "memory.enable_memory_arena_shrinkage"}
@@ -45,15 +49,19 @@ class ServerDefaults:
     intra_op_threads: int = 0  # 0: sized by ThreadBudget
     inter_op_threads: int = 1
     strict_providers: bool = False
+    max_queue_size: int = 1024  # per priority level, when the model's policy does not say
+    intra_op_spinning: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class BuiltVersion:
     sessions: list[ort.InferenceSession]
     placements: list[Placement]
-    signature: Signature
+    signature: Signature  # what clients see (inputs the batcher fills are left out)
     intra_op_threads: int
     run_config: dict[str, str]
+    policy: BatchPolicy
+    layout: BatchLayout
 
 
 def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
@@ -88,9 +96,11 @@ def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
     shrink = config.parameters.get("memory.enable_memory_arena_shrinkage")
     if shrink is not None:
         run_config["memory.enable_memory_arena_shrinkage"] = str(shrink)
+    policy = batch_policy(config, signature, defaults.max_queue_size)
+    layout, visible = batch_layout(config, signature)
     for warmup in config.model_warmup:
         _warm(sessions, warmup, signature, path.parent)
-    return BuiltVersion(sessions, placements, signature, threads, run_config)
+    return BuiltVersion(sessions, placements, visible, threads, run_config, policy, layout)
 
 
 def _intra_threads(parameters: Mapping[str, ParameterValue], budget: ThreadBudget, key: str,
@@ -111,6 +121,8 @@ def _options(config: ModelConfig, defaults: ServerDefaults, threads: int) -> ort
     if level not in _GRAPH_LEVELS:
         raise UnsupportedModel(f"optimization.graph.level {level} is not one of -1, 0, 1, 2")
     options.graph_optimization_level = _GRAPH_LEVELS[level]
+    if _SPINNING not in config.parameters:
+        options.add_session_config_entry(_SPINNING, "1" if defaults.intra_op_spinning else "0")
     for key, value in config.parameters.items():
         text = str(value)
         if key == "intra_op_thread_count" or key in _ELSEWHERE:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from app.batching.batcher import DynamicBatcher
+from app.batching.stats import ModelStats
 from app.errors import InvalidInput, ModelNotFound, ModelNotReady
 from app.models.loader import ServerDefaults, build_version
 from app.models.session_pool import SessionPool
@@ -199,10 +201,12 @@ class ModelManager:
         cpu_instances = sum(p.instance.kind == "cpu" for p in built.placements)
         self.threads.register(token, cpu_instances)
         log.info("model %s is READY (%.2f s)", key, time.monotonic() - started)
-        pool = SessionPool(built.sessions, f"{key.name}-{key.version}", built.placements,
-                           built.run_config)
-        return LoadedModel(key, built.signature, pool, config, stamp, built.intra_op_threads,
-                           token)
+        label = f"{key.name}-{key.version}"
+        pool = SessionPool(built.sessions, label, built.placements, built.run_config)
+        batcher = DynamicBatcher(pool, built.policy, built.layout, ModelStats(),
+                                 f"model '{key.name}' version {key.version}")
+        return LoadedModel(key, built.signature, pool, batcher, config, stamp,
+                           built.intra_op_threads, token)
 
     async def _remove(self, name: str) -> None:
         record = self._records.get(name)

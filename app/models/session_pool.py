@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from app.batching.batcher import Launched, RunFn
 from app.errors import InferenceFailed, InvalidInput, ModelNotReady
 from app.models.devices import Placement
 from app.types import Array
@@ -21,10 +23,10 @@ log = logging.getLogger(__name__)
 class SessionPool:
     """Owns one session per instance and an executor with one thread per session.
 
-    Thread-safety: `run` may be called concurrently from the event loop; each call holds one
-    free instance exclusively until onnxruntime returns, so an instance never runs two
-    requests at once and a cancelled request frees its instance only once it has stopped.
-    `close` must be called once, after the last `run` has returned.
+    Thread-safety: `acquire` and `run` may be called concurrently from the event loop; an
+    acquired instance is held exclusively until the work launched on it returns, so an
+    instance never runs two batches at once and a cancelled run frees its instance only
+    once it has stopped. `close` must be called once, after the last run has returned.
     """
 
     def __init__(self, sessions: Sequence[ort.InferenceSession], label: str,
@@ -45,35 +47,45 @@ class SessionPool:
         """How many sessions (instances) the pool holds."""
         return len(self._sessions)
 
+    async def acquire(self) -> PoolInstance:
+        """Wait for a free instance; it is the caller's until its launched work ends."""
+        if self._closed:  # leases make this unreachable; fail fast rather than wait forever
+            raise ModelNotReady(f"{self._label} has been unloaded")
+        return PoolInstance(self, await self._free.get())
+
     async def run(self, feed: Mapping[str, Array], output_names: Sequence[str]) -> list[Array]:
-        """Run one request on a free instance in this pool's executor.
+        """Run one request on a free instance, bypassing any batcher.
 
         If the caller is cancelled (client gone, deadline) while onnxruntime runs, the run is
         asked to terminate, and the instance returns to the pool once it has.
         """
-        if self._closed:  # leases make this unreachable; fail fast rather than wait forever
-            raise ModelNotReady(f"{self._label} has been unloaded")
-        session = await self._free.get()
+        instance = await self.acquire()
+        launched = instance.launch(lambda run: run(feed, output_names))
+        try:
+            return await asyncio.shield(launched.future)
+        except asyncio.CancelledError:
+            launched.terminate()
+            with contextlib.suppress(Exception):
+                await asyncio.wait([launched.future])
+            if launched.future.done() and not launched.future.cancelled():
+                launched.future.exception()  # "terminated" is expected; keeps logs quiet
+            raise
+
+    def _start(self, session: ort.InferenceSession, work: Callable[[RunFn], Any]) -> Launched:
         options = ort.RunOptions()
         for key, value in self._run_config.items():
             options.add_run_config_entry(key, value)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, _run, session, list(output_names),
-                                      dict(feed), options)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
+
+        def run(feed: Mapping[str, Array], names: Sequence[str]) -> list[Array]:
+            return _run(session, list(names), dict(feed), options)
+
+        future = asyncio.get_running_loop().run_in_executor(self._executor, work, run)
+        future.add_done_callback(lambda _: self._free.put_nowait(session))
+
+        def terminate() -> None:
             options.terminate = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait([future])
-            if future.done() and not future.cancelled():
-                future.exception()  # "terminated" is expected; retrieving it keeps logs quiet
-            raise
-        finally:
-            if future.done():
-                self._free.put_nowait(session)
-            else:  # cancelled again while waiting: free the instance when the run ends
-                future.add_done_callback(lambda _: self._free.put_nowait(session))
+
+        return Launched(future, terminate)
 
     def close(self) -> None:
         """Release the sessions and stop the executor; their memory goes with them."""
@@ -82,6 +94,23 @@ class SessionPool:
         self._sessions.clear()
         while not self._free.empty():
             self._free.get_nowait()
+
+
+class PoolInstance:
+    """One free session of a pool, held until work is launched on it or it is released."""
+
+    __slots__ = ("_pool", "_session")
+
+    def __init__(self, pool: SessionPool, session: ort.InferenceSession) -> None:
+        self._pool = pool
+        self._session = session
+
+    def launch(self, work: Callable[[RunFn], Any]) -> Launched:
+        """Run `work(run)` in the pool's executor; the session is freed when it ends."""
+        return self._pool._start(self._session, work)
+
+    def release(self) -> None:
+        self._pool._free.put_nowait(self._session)
 
 
 def _run(session: ort.InferenceSession, names: list[str], feed: dict[str, Array],

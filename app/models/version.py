@@ -6,6 +6,7 @@ import asyncio
 import enum
 from dataclasses import dataclass, field
 
+from app.batching.batcher import DynamicBatcher
 from app.models.session_pool import SessionPool
 from app.models.signature import Signature
 from app.repository.config import ModelConfig
@@ -32,6 +33,7 @@ class LoadedModel:
     key: ModelKey
     signature: Signature
     pool: SessionPool
+    batcher: DynamicBatcher
     config: ModelConfig
     fingerprint: object  # what the files looked like when loaded (see repository/scan.py)
     intra_op_threads: int = 1
@@ -55,6 +57,7 @@ class LoadedModel:
         if self.leases == 0:
             self._drained.set()
         await self._drained.wait()
+        await self.batcher.close()
         await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
 
 

@@ -14,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.repository.batching_config import DynamicBatching
 from app.repository.execution_config import (
     InstanceGroup,
     Optimization,
@@ -113,6 +114,11 @@ class ModelConfig(_Strict):
         None, ge=0,
         description="Largest batch the batcher forms; 0 disables batching. "
         "Default: derived from a dynamic first dimension.",
+    )
+    dynamic_batching: DynamicBatching = Field(default_factory=DynamicBatching)
+    max_inflight_requests: int = Field(
+        0, ge=0, description="Requests of this model queued or running at once, batching or "
+        "not; more get 429 / RESOURCE_EXHAUSTED. 0 is no cap beyond the queue sizes.",
     )
     default_model_filename: str = Field(
         DEFAULT_MODEL_FILENAME, description="File inside each version folder to load.",

@@ -78,7 +78,7 @@ def test_errors_reach_the_client(client: triton_grpc.InferenceServerClient) -> N
     with pytest.raises(triton_grpc.InferenceServerException, match="unknown model 'nope'"):
         client.infer("nope", [tensor])
     with pytest.raises(triton_grpc.InferenceServerException, match="not supported"):
-        client.get_inference_statistics("plus")
+        client.get_system_shared_memory_status()
 
 
 def grpcurl() -> str | None:

@@ -109,8 +109,8 @@ def test_stream_reports_a_failed_request_and_goes_on(stub: Stub) -> None:
      grpc.StatusCode.INVALID_ARGUMENT, "send it in raw_input_contents"),
     (lambda s: s.ModelMetadata(pb.ModelMetadataRequest(name="plus", version="1")),
      grpc.StatusCode.NOT_FOUND, "unknown version '1'"),
-    (lambda s: s.ModelStatistics(pb.ModelStatisticsRequest(name="plus")),
-     grpc.StatusCode.UNIMPLEMENTED, "statistics extension is not supported"),
+    (lambda s: s.ModelStatistics(pb.ModelStatisticsRequest(name="nope")),
+     grpc.StatusCode.NOT_FOUND, "unknown model 'nope'"),
     (lambda s: s.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest()),
      grpc.StatusCode.UNIMPLEMENTED, "system shared memory"),
 ], ids=["unknown-model", "fp16-typed", "unknown-version", "statistics", "shared-memory"])

@@ -1,0 +1,1 @@
+"""Dynamic batching: the policy that picks batches, the batcher that runs them, their stats."""

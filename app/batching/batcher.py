@@ -1,0 +1,345 @@
+"""The dynamic batcher of one model version: bounded priority queues feeding free instances."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from app.batching.layout import BatchLayout
+from app.batching.policy import BatchPolicy, TimeoutAction, Waiting, decide
+from app.batching.stats import FailureReason, ModelStats
+from app.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotReady,
+    Overloaded,
+    ServingError,
+)
+from app.types import Array
+
+log = logging.getLogger(__name__)
+
+#: Runs one feed on the instance the work was launched on (in that instance's thread).
+RunFn = Callable[[Mapping[str, Array], Sequence[str]], list[Array]]
+
+
+@dataclass(frozen=True, slots=True)
+class Launched:
+    """Work started on an instance: its future (on the event loop) and a way to stop it."""
+
+    future: asyncio.Future[Any]
+    terminate: Callable[[], None]
+
+
+class Instance(Protocol):
+    """A free instance, held by the batcher until it launches work or releases it."""
+
+    def launch(self, work: Callable[[RunFn], Any]) -> Launched:
+        """Run `work(run)` off the event loop; the instance frees itself when it ends."""
+
+    def release(self) -> None:
+        """Give the instance back without running anything."""
+
+
+class Runner(Protocol):
+    """Where batches run (a SessionPool, or a fake one in tests)."""
+
+    async def acquire(self) -> Instance:
+        """Wait for a free instance."""
+
+
+@dataclass(eq=False, slots=True)
+class _Queued:
+    feed: Mapping[str, Array]
+    names: Sequence[str]
+    level: int
+    view: Waiting
+    future: asyncio.Future[list[Array]]
+    running: _Running | None = None
+    timer: asyncio.TimerHandle | None = None  # answers DEADLINE_EXCEEDED while still queued
+
+
+@dataclass(eq=False, slots=True)
+class _Outcome:
+    """What a launched batch produced: per request, its outputs or its own error."""
+
+    results: list[list[Array] | ServingError]
+    input_ns: int = 0
+    infer_ns: int = 0
+    output_ns: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class _Running:
+    items: list[_Queued]
+    names: list[str]  # the union of what the items asked for, in first-asked order
+    rows: int
+    launched_at_ns: int = 0
+    launched: Launched | None = None
+    abandoned: int = 0
+    results: list[list[Array] | BaseException] | None = field(default=None)
+
+
+class DynamicBatcher:
+    """Queues requests by priority and runs them in batches as instances become free.
+
+    A scheduler task (started by the first `submit`) waits for a free instance *first*, then
+    asks the policy for a batch: under load, batches grow by themselves while instances are
+    busy, and a lone request runs at once. Event-loop only; the work launched on an instance
+    (concatenate, run, split) runs in that instance's thread. Leases keep `close` from
+    running while requests are in flight.
+    """
+
+    def __init__(self, runner: Runner, policy: BatchPolicy, layout: BatchLayout,
+                 stats: ModelStats, label: str) -> None:
+        self._runner = runner
+        self._policy = policy
+        self._layout = layout
+        self.stats = stats
+        self._label = label
+        self._queues: list[collections.deque[_Queued]] = [collections.deque()
+                                                           for _ in policy.queues]
+        self._queued = 0
+        self._inflight = 0
+        self._wakeup = asyncio.Event()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._dispatched: collections.deque[_Running] = collections.deque()
+        self._closed = False
+
+    @property
+    def policy(self) -> BatchPolicy:
+        return self._policy
+
+    async def submit(self, feed: Mapping[str, Array], names: Sequence[str], *,
+                     priority: int = 0, timeout_us: int | None = None) -> list[Array]:
+        """Queue one validated request and wait for its outputs (in `names` order).
+
+        `priority` 0 means the default level; `timeout_us` replaces the level's timeout
+        when its policy allows overrides. Raises Overloaded when the queue or the in-flight
+        cap is full, DeadlineExceeded when it timed out in the queue. Cancelling the caller
+        removes the request from the queue, or discards its share of a running batch.
+        """
+        if self._closed:
+            raise ModelNotReady(f"{self._label} has been unloaded")
+        item = self._enqueue(feed, names, priority, timeout_us)
+        started = time.perf_counter_ns()
+        try:
+            outputs = await item.future
+        except asyncio.CancelledError:
+            self._abandon(item)
+            self.stats.request_failed(time.perf_counter_ns() - started, FailureReason.CANCELED)
+            raise
+        except BaseException as err:
+            self.stats.request_failed(time.perf_counter_ns() - started, _reason(err))
+            raise
+        finally:
+            self._inflight -= 1
+        waited = item.running.launched_at_ns - started if item.running else 0
+        self.stats.request_succeeded(time.perf_counter_ns() - started, max(waited, 0))
+        return outputs
+
+    def _enqueue(self, feed: Mapping[str, Array], names: Sequence[str], priority: int,
+                 timeout_us: int | None) -> _Queued:
+        policy = self._policy
+        level = priority or policy.default_priority
+        if not 1 <= level <= policy.priority_levels:
+            raise InvalidInput(f"priority {priority} is not a level of this model "
+                               f"(1 = highest .. {policy.priority_levels}; 0 = default)")
+        queue_policy = policy.queues[level - 1]
+        if policy.max_inflight and self._inflight >= policy.max_inflight:
+            self.stats.request_failed(0, FailureReason.REJECTED)
+            raise Overloaded(f"{self._label} already has {policy.max_inflight} requests in "
+                             "flight (max_inflight_requests); retry later")
+        queue = self._queues[level - 1]
+        if len(queue) >= queue_policy.max_queue_size:
+            self.stats.request_failed(0, FailureReason.REJECTED)
+            raise Overloaded(f"{self._label}: the queue is full ({queue_policy.max_queue_size} "
+                             "requests waiting); retry later")
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        timeout_s = queue_policy.timeout_s
+        if timeout_us is not None and queue_policy.allow_timeout_override:
+            timeout_s = timeout_us / 1e6
+        rows = next(iter(feed.values())).shape[0] if feed and policy.max_batch_size else 1
+        view = Waiting(rows, self._layout.bucket(feed) if policy.max_batch_size else None, now,
+                       now + timeout_s if timeout_s > 0 else None,
+                       queue_policy.timeout_action is TimeoutAction.DELAY)
+        item = _Queued(feed, names, level, view, loop.create_future())
+        if view.deadline is not None and not view.delay_on_timeout:
+            # At the deadline, not when an instance next frees up: it may stay busy long.
+            item.timer = loop.call_at(view.deadline, self._expire, item)
+        queue.append(item)
+        self._queued += 1
+        self._inflight += 1
+        self.stats.pending += 1
+        if self._scheduler is None:
+            self._scheduler = loop.create_task(self._schedule(), name=f"batcher-{self._label}")
+        self._wakeup.set()
+        return item
+
+    # ---- scheduling (the one scheduler task) ---------------------------------------
+    async def _schedule(self) -> None:
+        while True:
+            instance = await self._runner.acquire()
+            try:
+                items = await self._next_batch()
+            except BaseException:
+                instance.release()
+                raise
+            self._launch(instance, items)
+
+    async def _next_batch(self) -> list[_Queued]:
+        loop = asyncio.get_running_loop()
+        while True:
+            wake_at = None
+            if self._queued:
+                pending = [item for queue in self._queues for item in queue]
+                decision = decide([item.view for item in pending], loop.time(), self._policy)
+                for index in decision.expired:
+                    self._expire(pending[index])
+                if decision.run:
+                    items = [pending[index] for index in decision.run]
+                    for item in items:
+                        self._unqueue(item)
+                    return items
+                wake_at = decision.wake_at
+            self._wakeup.clear()
+            timer = None if wake_at is None else loop.call_at(wake_at, self._wakeup.set)
+            try:
+                await self._wakeup.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    def _unqueue(self, item: _Queued) -> None:
+        self._queues[item.level - 1].remove(item)  # batch order is queue order: O(1) mostly
+        self._queued -= 1
+        self.stats.pending -= 1
+        if item.timer is not None:
+            item.timer.cancel()
+
+    def _expire(self, item: _Queued) -> None:
+        if item.running is not None or item not in self._queues[item.level - 1]:
+            return  # already running, or already gone
+        self._unqueue(item)
+        if not item.future.done():
+            item.future.set_exception(DeadlineExceeded(
+                f"{self._label}: the request waited longer than its timeout in the queue"))
+
+    def _abandon(self, item: _Queued) -> None:
+        running = item.running
+        if running is None:
+            if item in self._queues[item.level - 1]:
+                self._unqueue(item)
+            return
+        running.abandoned += 1
+        if running.abandoned == len(running.items) and running.launched is not None:
+            running.launched.terminate()  # nobody waits for this batch any more
+
+    def _launch(self, instance: Instance, items: list[_Queued]) -> None:
+        feeds = [item.feed for item in items]
+        names = list(dict.fromkeys(name for item in items for name in item.names))
+        running = _Running(items, names, sum(item.view.rows for item in items),
+                           time.perf_counter_ns())
+        for item in items:
+            item.running = running
+        self._dispatched.append(running)
+        running.launched = instance.launch(functools.partial(self._work, feeds, names))
+        running.launched.future.add_done_callback(functools.partial(self._finish, running))
+
+    # ---- on the instance's thread ----------------------------------------------------
+    def _work(self, feeds: list[Mapping[str, Array]], names: list[str], run: RunFn) -> _Outcome:
+        t0 = time.perf_counter_ns()
+        feed = self._layout.assemble(feeds)
+        t1 = time.perf_counter_ns()
+        try:
+            outputs = run(feed, names)
+        except ServingError:
+            if len(feeds) == 1:
+                raise
+            # One request may be at fault: run each alone, so only its own answer fails.
+            return _Outcome([self._alone(run, f, names) for f in feeds])
+        t2 = time.perf_counter_ns()
+        if len(feeds) == 1 and not self._layout.padding:
+            results: list[list[Array] | ServingError] = [outputs]
+        else:
+            results = list(self._layout.split(outputs, names, feeds))
+        return _Outcome(results, t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+
+    def _alone(self, run: RunFn, feed: Mapping[str, Array],
+               names: list[str]) -> list[Array] | ServingError:
+        try:
+            outputs = run(self._layout.assemble([feed]), names)
+        except ServingError as err:
+            return err
+        return self._layout.split(outputs, names, [feed])[0]
+
+    # ---- back on the event loop --------------------------------------------------------
+    def _finish(self, running: _Running, future: asyncio.Future[Any]) -> None:
+        count = len(running.items)
+        if future.cancelled():
+            running.results = [ModelNotReady(f"{self._label} was unloaded")] * count
+        elif (error := future.exception()) is not None:
+            if not isinstance(error, ServingError):
+                log.error("%s: batch failed", self._label, exc_info=error)
+                error = InferenceFailed(f"the model failed while running: {error}")
+            running.results = [error] * count
+        else:
+            outcome: _Outcome = future.result()
+            running.results = list(outcome.results)
+            self.stats.batch_ran(running.rows, count, outcome.input_ns, outcome.infer_ns,
+                                 outcome.output_ns)
+        if not self._policy.preserve_ordering:
+            self._dispatched.remove(running)
+            self._deliver(running)
+            return
+        while self._dispatched and self._dispatched[0].results is not None:
+            self._deliver(self._dispatched.popleft())  # answers leave in arrival order
+
+    def _deliver(self, running: _Running) -> None:
+        assert running.results is not None
+        for item, result in zip(running.items, running.results, strict=True):
+            if item.future.done():  # its caller went away
+                continue
+            if isinstance(result, BaseException):
+                if isinstance(result, ServingError):
+                    result = type(result)(result.message)  # one exception object per caller
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(_pick(result, running, item))
+
+    async def close(self) -> None:
+        """Stop the scheduler; queued requests (none, under leases) get ModelNotReady."""
+        self._closed = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+        for queue in self._queues:
+            while queue:
+                item = queue.popleft()
+                if not item.future.done():
+                    item.future.set_exception(ModelNotReady(f"{self._label} was unloaded"))
+
+
+def _pick(outputs: list[Array], running: _Running, item: _Queued) -> list[Array]:
+    """The caller's outputs, in its order, out of the batch's union of names."""
+    if len(item.names) == len(running.names) \
+            and all(a == b for a, b in zip(item.names, running.names, strict=True)):
+        return outputs
+    index = {name: position for position, name in enumerate(running.names)}
+    return [outputs[index[name]] for name in item.names]
+
+
+def _reason(err: BaseException) -> FailureReason:
+    if isinstance(err, (DeadlineExceeded, Overloaded)):
+        return FailureReason.REJECTED
+    if isinstance(err, InferenceFailed | InvalidInput):
+        return FailureReason.BACKEND
+    return FailureReason.OTHER

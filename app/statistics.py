@@ -1,0 +1,44 @@
+"""Per-version statistics as Triton's statistics extension reports them (one JSON shape for
+REST, and for gRPC through the same field names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.batching.stats import Duration, ModelStats
+from app.types import ModelKey
+
+
+def _duration(value: Duration) -> dict[str, int]:
+    return {"count": value.count, "ns": value.ns}
+
+
+def model_statistics(key: ModelKey, stats: ModelStats) -> dict[str, Any]:
+    """One entry of `model_stats`; the response cache does not exist, so its counts are 0."""
+    none = Duration()
+    return {
+        "name": key.name,
+        "version": key.version,
+        "last_inference": stats.last_inference_ms,
+        "inference_count": stats.inference_count,
+        "execution_count": stats.execution_count,
+        "inference_stats": {
+            "success": _duration(stats.success),
+            "fail": _duration(stats.fail),
+            "queue": _duration(stats.queue),
+            "compute_input": _duration(stats.compute_input),
+            "compute_infer": _duration(stats.compute_infer),
+            "compute_output": _duration(stats.compute_output),
+            "cache_hit": _duration(none),
+            "cache_miss": _duration(none),
+        },
+        "response_stats": {},
+        "batch_stats": [
+            {"batch_size": size,
+             "compute_input": _duration(sized.compute_input),
+             "compute_infer": _duration(sized.compute_infer),
+             "compute_output": _duration(sized.compute_output)}
+            for size, sized in sorted(stats.batches.items())
+        ],
+        "memory_usage": [],
+    }
