@@ -9,7 +9,7 @@ import logging
 import uvicorn
 
 from app.api.grpc import bind, create_grpc_server
-from app.api.rest import create_app
+from app.api.http_app import create_app
 from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
 from app.repository.watcher import RepositoryWatcher

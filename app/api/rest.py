@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
+from starlette.types import Receive
 
 from app import __version__
 from app.api.openapi import INFER_OPENAPI, error_responses
@@ -45,10 +46,13 @@ def _json(content: Any, status_code: int = 200) -> Response:
 
 
 def _error(status_code: int, message: str) -> Response:
-    response = _json({"error": message}, status_code)
-    if status_code == 429:
-        response.headers["Retry-After"] = "1"
-    return response
+    return Response(orjson.dumps({"error": message}), status_code,
+                    media_type="application/json", headers=error_headers(status_code))
+
+
+def error_headers(status_code: int) -> dict[str, str]:
+    """429 tells the client when to come back (PROTOCOL.md: load shedding)."""
+    return {"Retry-After": "1"} if status_code == 429 else {}
 
 
 def _metadata_json(meta: ModelMetadata) -> dict[str, Any]:
@@ -154,13 +158,15 @@ class RestApi:
         return await self._infer(request, model_name, version)
 
     async def _infer(self, http: Request, name: str, version: str | None) -> Response:
+        """The FastAPI route; InferFastPath answers the same URLs first (api/fast_infer.py)."""
         body = await self._read_body(http)
-        request = await self._decode(http, body, name, version)
         handler = asyncio.current_task()
         assert handler is not None
-        watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(http, handler))
+        watcher = asyncio.get_running_loop().create_task(
+            cancel_on_disconnect(http.receive, handler))
         try:
-            response = await self._service.infer(request)
+            content, json_length = await self.infer(
+                name, version, http.headers.get(HEADER_LENGTH), body)
         except asyncio.CancelledError:
             if not watcher.done() or watcher.cancelled():
                 raise  # cancelled for another reason (shutdown)
@@ -169,20 +175,25 @@ class RestApi:
             return Response(status_code=CLIENT_CLOSED)  # nobody reads it; nginx's code
         finally:
             watcher.cancel()
-        size = sum(a.nbytes for a in response.outputs.values())
-        if size > OFFLOAD_BYTES:
-            content, json_length = await asyncio.to_thread(encode_response, response, request)
-        else:
-            content, json_length = encode_response(response, request)
         if json_length is None:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream",
                         headers={"Inference-Header-Content-Length": str(json_length)})
 
+    async def infer(self, name: str, version: str | None, header: str | None,
+                    body: bytes) -> tuple[bytes, int | None]:
+        """Decode, infer, encode: the answer's bytes, and its JSON header length when the
+        answer carries binary outputs (None for plain JSON)."""
+        request = await self._decode(header, body, name, version)
+        response = await self._service.infer(request)
+        size = sum(a.nbytes for a in response.outputs.values())
+        if size > OFFLOAD_BYTES:
+            return await asyncio.to_thread(encode_response, response, request)
+        return encode_response(response, request)
+
     async def _decode(
-        self, http: Request, body: bytes, name: str, version: str | None
+        self, header: str | None, body: bytes, name: str, version: str | None
     ) -> InferRequest:
-        header = http.headers.get(HEADER_LENGTH)
         header_length = None
         if header is not None:
             if not header.isdigit():
@@ -201,40 +212,45 @@ class RestApi:
             )
         return decode_request(name, version, body, header_length, self._limits)
 
+    @property
+    def max_body_bytes(self) -> int:
+        return self._settings.max_body_bytes
+
     async def _read_body(self, http: Request) -> bytes:
         """Read at most max_body_bytes; refuse early on a Content-Length that says more."""
         limit = self._settings.max_body_bytes
         declared = http.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestTooLarge(_too_large(int(declared), limit))
+            raise RequestTooLarge(too_large(int(declared), limit))
         chunks: list[bytes] = []
         size = 0
         async for chunk in http.stream():
             size += len(chunk)
             if size > limit:
-                raise RequestTooLarge(_too_large(size, limit))
+                raise RequestTooLarge(too_large(size, limit))
             chunks.append(chunk)
         return b"".join(chunks)
 
 
-async def _cancel_on_disconnect(http: Request, handler: asyncio.Task[Any]) -> None:
-    """Cancel the handler when the client goes away, so its request leaves the queue (or
-    its share of a running batch is dropped) instead of running for nobody."""
-    while (await http.receive())["type"] != "http.disconnect":
+async def cancel_on_disconnect(receive: Receive, handler: asyncio.Task[Any]) -> None:
+    """Cancel the handler when the client goes away (call once the body is read), so its
+    request leaves the queue, or its share of a running batch is dropped, instead of
+    running for nobody."""
+    while (await receive())["type"] != "http.disconnect":
         pass
     handler.cancel()
 
 
-def _too_large(size: int, limit: int) -> str:
+def too_large(size: int, limit: int) -> str:
     return (f"the request body ({size}+ bytes) exceeds the limit of {limit} bytes "
             "(setting ONNX_SERVE_HTTP__MAX_BODY_BYTES)")
 
 
-def create_app(service: InferenceService, settings: HttpSettings) -> FastAPI:
-    """The HTTP application; docs render offline (assets are served by the app itself)."""
+def create_fastapi(api: RestApi) -> FastAPI:
+    """Every route, documented; docs render offline (assets are served by the app itself).
+    api/http_app.py puts the inference fast path in front of it."""
     app = FastAPIOffline(title="onnx-serve", version=__version__,
                          description="KServe v2 / Triton-compatible inference for ONNX models.")
-    api = RestApi(service, settings)
     _add_routes(app, api)
     _add_error_handlers(app)
     return app

@@ -33,7 +33,8 @@ def importers_of(prefix: str) -> set[str]:
 
 
 def test_nothing_imports_the_transports_or_the_composition_root() -> None:
-    assert importers_of("app.api") <= {"app.server", "app.api.rest", "app.api.grpc"}
+    assert importers_of("app.api") <= {"app.server", "app.api.rest", "app.api.grpc",
+                                       "app.api.http_app"}
     assert importers_of("app.server") <= {"app.cli"}
 
 
@@ -44,6 +45,9 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
     ("app.codecs.grpc", ("fastapi", "starlette", "app.models", "app.service")),
     ("app.service", ("fastapi", "starlette", "grpc", "uvicorn")),
     ("app.models.manager", ("fastapi", "grpc", "app.service")),
+    ("app.batching.policy", ("asyncio", "numpy", "onnxruntime", "app")),
+    ("app.batching.batcher", ("onnxruntime", "fastapi", "grpc", "app.models", "app.service")),
+    ("app.batching.layout", ("asyncio", "onnxruntime", "app.models", "app.service")),
 ])
 def test_inner_layers_do_not_reach_outwards(module: str, forbidden: tuple[str, ...]) -> None:
     names = imports()[module]

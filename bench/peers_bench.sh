@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# onnx-serve against every peer and the raw onnxruntime ceiling, one run (issue 5's table):
+# tiny, mlp, cnn from ../shared/bench/peers/make_models.py; HTTP JSON and gRPC; concurrency
+# 1, 8, 32; the shared loadgen.py for everyone, batch 1 per request.
+#   bash bench/peers_bench.sh
+# Env: DUR (8 s per level), WARMUP (2), CONC (1,8,32), MODELS (tiny mlp cnn), PROTOS (http grpc),
+#      PEER_LIST (mlserver kserve pytriton), PEER_THREADS ("1 2": each peer runs once per ORT
+#      intra-op thread count and its better run counts), RETRIES (1), PEERS (/tmp/peers), PY,
+#      OUT (results JSONL; raw_limit output beside it; the markdown table to stdout and OUT.md).
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+SHARED="$REPO/../shared/bench/peers"
+PEERS="${PEERS:-/tmp/peers}"; PY="${PY:-$REPO/.venv/bin/python}"
+DUR="${DUR:-8}"; WARMUP="${WARMUP:-2}"; CONC="${CONC:-1,8,32}"; RETRIES="${RETRIES:-1}"
+MODELS="${MODELS:-tiny mlp cnn}"; PROTOS="${PROTOS:-http grpc}"
+PEER_LIST="${PEER_LIST:-mlserver kserve pytriton}"; PEER_THREADS="${PEER_THREADS:-1 2}"
+mkdir -p "$REPO/bench/results" "$PEERS/logs"
+OUT="${OUT:-$REPO/bench/results/peers-$(date +%Y%m%d-%H%M%S).jsonl}"
+LG="$PEERS/loadgen-venv/bin/python"
+declare -A SHAPE=([tiny]=16 [mlp]=784 [cnn]=3,64,64)
+cd "$REPO"
+
+# Environments, exactly as ../shared/bench/peers/README.md installs them (first use only).
+venv() {  # name, packages...
+  local name=$1; shift
+  [ -x "$PEERS/$name-venv/bin/python" ] && return 0
+  python3 -m venv "$PEERS/$name-venv" && "$PEERS/$name-venv/bin/pip" install -q "$@"
+}
+venv loadgen aiohttp uvloop numpy grpcio 'tritonclient[grpc]'
+venv raw onnx onnxruntime numpy
+for peer in $PEER_LIST; do
+  case $peer in
+    mlserver) venv mlserver mlserver==1.7.1 onnxruntime numpy 'uvloop<0.22' ;;
+    kserve) venv kserve kserve==0.21.0 onnxruntime numpy ;;
+    pytriton) venv pytriton nvidia-pytriton==0.7.0 onnxruntime numpy ;;
+    azureml) venv azureml azureml-inference-server-http==1.5.1 onnxruntime numpy ;;
+  esac
+done
+"$PEERS/raw-venv/bin/python" "$SHARED/make_models.py" "$PEERS/models" >/dev/null
+
+echo "=== raw onnxruntime ceiling (threads 1 and 2)"
+for t in 1 2; do
+  "$PEERS/raw-venv/bin/python" "$SHARED/raw_limit.py" "$PEERS/models" --seconds 3 \
+    --threads "$t" | tee "$OUT.raw$t.txt"
+done
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PID=""
+stop() {
+  [ -n "$PID" ] || return 0
+  kill -INT "$PID" 2>/dev/null || true
+  for _ in $(seq 1 40); do kill -0 "$PID" 2>/dev/null || break; sleep 0.25; done
+  kill -KILL "$PID" 2>/dev/null || true
+  PID=""
+}
+trap stop EXIT
+
+HP=$(free_port); GP=$(free_port)
+echo "=== onnx-serve on $HP/$GP (default settings)"
+"$PY" -m app --model-repository "$PEERS/models" --host 127.0.0.1 --http-port "$HP" \
+  --grpc-port "$GP" --log-level warning >"$PEERS/logs/onnx-serve.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 600); do
+  curl -sf -o /dev/null "http://127.0.0.1:$HP/v2/models/cnn/ready" && break
+  kill -0 "$PID" 2>/dev/null || { echo "onnx-serve exited; see $PEERS/logs" >&2; exit 1; }
+  sleep 0.1
+done
+for m in $MODELS; do
+  for proto in $PROTOS; do
+    port=$HP; [ "$proto" = grpc ] && port=$GP
+    "$LG" "$SHARED/loadgen.py" -u "127.0.0.1:$port" -i "$proto" -m "$m" --shape "${SHAPE[$m]}" \
+      -c "$CONC" -d "$DUR" --warmup "$WARMUP" --server-pid "$PID" --label onnx-serve \
+      --jsonl "$OUT" --retries "$RETRIES"
+  done
+done
+stop
+
+for t in $PEER_THREADS; do
+  echo "=== peers with ORT intra-op threads $t: $PEER_LIST"
+  for peer in $PEER_LIST; do
+    # run_bench.sh labels rows with the peer's name; tag them with the thread count here.
+    ORT_INTRA_OP_THREADS="$t" DUR="$DUR" WARMUP="$WARMUP" CONC="$CONC" MODELS="$MODELS" \
+      PROTOS="$PROTOS" RETRIES="$RETRIES" PEERS="$PEERS" OUT="$OUT.peer" \
+      bash "$SHARED/run_bench.sh" "$peer"
+    sed "s/\"label\": \"$peer\"/\"label\": \"$peer t$t\"/" "$OUT.peer" >>"$OUT"
+    rm -f "$OUT.peer"
+  done
+done
+
+"$PY" "$REPO/bench/peers_table.py" "$OUT" "$OUT.raw1.txt" "$OUT.raw2.txt" | tee "$OUT.md"

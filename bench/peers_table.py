@@ -1,0 +1,91 @@
+"""Markdown tables from one peers_bench.sh run: onnx-serve vs the best peer and the raw
+onnxruntime ceiling, per model, protocol and concurrency.
+
+    python bench/peers_table.py results.jsonl raw1.txt raw2.txt
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from typing import Any
+
+OURS = "onnx-serve"
+
+
+def load_rows(path: str) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+    """(model, protocol, concurrency) -> every row measured, ours and the peers'."""
+    points: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                row = json.loads(line)
+                points[(row["model"], row["protocol"], row["concurrency"])].append(row)
+    return points
+
+
+def load_raw(paths: list[str]) -> dict[tuple[str, int], tuple[float, str]]:
+    """(model, batch) -> best samples/s over the thread counts, and which one."""
+    best: dict[tuple[str, int], tuple[float, str]] = {}
+    for path in paths:
+        threads = "?"
+        with open(path, encoding="utf-8") as lines:
+            for line in lines:
+                if "intra_op_num_threads=" in line:
+                    threads = line.split("intra_op_num_threads=")[1].split(",")[0]
+                parts = line.split()
+                if len(parts) >= 3 and parts[1].isdigit():
+                    key = (parts[0], int(parts[1]))
+                    value = float(parts[2])
+                    if value > best.get(key, (0.0, ""))[0]:
+                        best[key] = (value, threads)
+    return best
+
+
+def cell(row: dict[str, Any]) -> str:
+    return f"{row['infer_s']:,.0f} · {row['p50_ms']:.2f}/{row['p99_ms']:.1f}"
+
+
+def main() -> None:
+    points = load_rows(sys.argv[1])
+    raw = load_raw(sys.argv[2:])
+    print("infer/s · p50/p99 ms. Best peer = highest infer/s among every peer and ORT thread "
+          "count measured. Raw = onnxruntime in-process at batch = concurrency (capped at 64), "
+          "best thread count.\n")
+    print("| model | proto | conc | onnx-serve | best peer | peer | vs best peer | raw ceiling "
+          "| % of raw | other CPU % |")
+    print("|---|---|---:|---|---|---|---:|---:|---:|---:|")
+    for (model, proto, conc), rows in sorted(points.items(),
+                                             key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        ours = [r for r in rows if r["label"] == OURS]
+        peers = [r for r in rows if r["label"] != OURS]
+        if not ours:
+            continue
+        mine = ours[-1]
+        best = max(peers, key=lambda r: r["infer_s"]) if peers else None
+        ceiling = raw.get((model, min(conc, 64)))
+        ratio = f"{mine['infer_s'] / best['infer_s']:.2f}x" if best else "-"
+        share = f"{100 * mine['infer_s'] / ceiling[0]:.0f}%" if ceiling else "-"
+        ceiling_text = f"{ceiling[0]:,.0f} (t{ceiling[1]})" if ceiling else "-"
+        peer_cell = cell(best) if best else "-"
+        peer_name = best["label"] if best else "-"
+        other = mine.get("other_cpu_pct") or 0
+        print(f"| {model} | {proto} | {conc} | {cell(mine)} | {peer_cell} | {peer_name} | "
+              f"{ratio} | {ceiling_text} | {share} | {other:.0f} |")
+    print("\nConcurrency 1, p50 latency against KServe (no batcher: the fastest unbatched peer):\n")
+    print("| model | proto | onnx-serve p50 ms | KServe p50 ms (best thread count) | ratio |")
+    print("|---|---|---:|---:|---:|")
+    for (model, proto, conc), rows in sorted(points.items()):
+        if conc != 1:
+            continue
+        ours = [r for r in rows if r["label"] == OURS]
+        kserve = [r for r in rows if r["label"].startswith("kserve")]
+        if ours and kserve:
+            fastest = min(kserve, key=lambda r: r["p50_ms"])
+            print(f"| {model} | {proto} | {ours[-1]['p50_ms']:.2f} | {fastest['p50_ms']:.2f} "
+                  f"({fastest['label']}) | {ours[-1]['p50_ms'] / fastest['p50_ms']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
