@@ -19,11 +19,20 @@ $(VENV)/.dev: $(VENV)/.runtime
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# Prometheus and promtool for the metrics tests: Debian's package, unpacked (no service is
+# installed or started, no root needed); the binaries are static.
+$(VENV)/.prometheus: | $(VENV)/.runtime
+	rm -rf $(VENV)/debs && mkdir -p $(VENV)/debs
+	cd $(VENV)/debs && (apt-get download prometheus || (apt-get update -qq && apt-get download prometheus))
+	dpkg -x $(VENV)/debs/prometheus_*.deb $(VENV)/prometheus
+	rm -rf $(VENV)/debs
+	touch $@
+
 serve: $(VENV)/.runtime ## serve model_repository/ on HTTP 8000 / gRPC 8001
 	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC)) $(PY) -m app --model-repository model_repository \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
-test: $(VENV)/.dev ## install what the tests need, then run them all
+test: $(VENV)/.dev $(VENV)/.prometheus ## install what the tests need, then run them all
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev ## ruff and mypy

@@ -10,6 +10,7 @@ import uvicorn
 
 from app.api.grpc import bind, create_grpc_server
 from app.api.http_app import create_app
+from app.metrics import build_registry
 from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
 from app.repository.watcher import RepositoryWatcher
@@ -46,8 +47,10 @@ class Server:
         self.settings = settings
         self.manager = build_manager(settings)
         self.service = InferenceService(self.manager, settings.repository.control_mode)
+        self.registry = (build_registry(self.manager, self.service)
+                         if settings.metrics.enabled else None)
         config = uvicorn.Config(
-            create_app(self.service, settings.http),
+            create_app(self.service, settings.http, self.registry),
             host=settings.host,
             port=settings.http.port,
             log_level=settings.log_level,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from app import __version__
-from app.errors import InvalidInput, ModelNotReady, Unsupported
+from app.errors import ErrorCode, InvalidInput, ModelNotReady, ServingError, Unsupported
 from app.model_config import effective_config
 from app.models.manager import ModelManager
 from app.models.version import LoadedModel, ModelState, VersionStatus
@@ -65,6 +67,8 @@ class InferenceService:
     def __init__(self, manager: ModelManager, control_mode: str = "none") -> None:
         self._manager = manager
         self._control_mode = control_mode
+        #: (protocol, outcome) -> requests that named no loaded model (unknown, not ready).
+        self.unresolved: dict[tuple[str, str], int] = {}
 
     def live(self) -> bool:
         return True
@@ -114,13 +118,21 @@ class InferenceService:
             )
         return RawInputTarget(signature.inputs[0], signature.max_batch_size > 0)
 
-    async def infer(self, request: InferRequest) -> InferResponse:
+    async def infer(self, request: InferRequest, protocol: str = "http") -> InferResponse:
         """Validate against the resolved version's signature, run, and return chosen outputs.
 
         The request holds a lease on that version until it is answered, so a reload or an
-        unload in the meantime waits for it instead of pulling the sessions away.
+        unload in the meantime waits for it instead of pulling the sessions away. Every
+        outcome is counted for the metrics, under the model when it resolved.
         """
-        model = self._manager.acquire(check_model_name(request.model_name), request.version)
+        started = time.perf_counter()
+        try:
+            model = self._manager.acquire(check_model_name(request.model_name), request.version)
+        except ServingError as err:
+            key = (protocol, err.code.value)
+            self.unresolved[key] = self.unresolved.get(key, 0) + 1
+            raise
+        outcome = "success"
         try:
             model.signature.validate(request)
             if request.outputs is None:
@@ -130,8 +142,18 @@ class InferenceService:
             priority, timeout_us = _schedule_parameters(request)
             arrays = await model.batcher.submit(model.signature.to_model(request.inputs), names,
                                                 priority=priority, timeout_us=timeout_us)
+        except ServingError as err:
+            outcome = err.code.value
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except BaseException:
+            outcome = ErrorCode.INTERNAL.value
+            raise
         finally:
             model.release()
+            model.batcher.stats.request_done(protocol, outcome, time.perf_counter() - started)
         datatypes = {s.name: s.datatype for s in model.signature.outputs}
         return InferResponse(
             model_name=request.model_name,

@@ -130,6 +130,11 @@ class BatchingSettings(_Group):
     )
 
 
+class MetricsSettings(_Group):
+    enabled: bool = Field(
+        True, description="Serve Prometheus metrics at /metrics on the HTTP port.")
+
+
 class Settings(BaseSettings):
     """Every server setting; built once in cli.py and passed down through constructors."""
 
@@ -144,3 +149,4 @@ class Settings(BaseSettings):
     repository: RepositorySettings = Field(default_factory=RepositorySettings)
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)

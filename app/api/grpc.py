@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from app.api.status import GRPC_STATUS
 from app.codecs.grpc import decode_request, encode_response
-from app.errors import InvalidInput, ServingError, Unsupported
+from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
 from app.service import InferenceService
@@ -91,6 +91,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, service: InferenceService, settings: GrpcSettings) -> None:
         self._service = service
         self._max_elements = settings.max_tensor_elements
+        self._max_message_bytes = settings.max_message_bytes
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self._service.live())
@@ -142,8 +143,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                                                   infer_response=failed)
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        size = request.ByteSize()
+        if size > self._max_message_bytes:
+            raise RequestTooLarge(
+                f"the request ({size} bytes) exceeds the gRPC message limit of "
+                f"{self._max_message_bytes} bytes (setting ONNX_SERVE_GRPC__MAX_MESSAGE_BYTES)")
         decoded = decode_request(request, self._max_elements)
-        response = await self._service.infer(decoded)
+        response = await self._service.infer(decoded, "grpc")
         return encode_response(response, raw=bool(request.raw_input_contents))
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> Any:
@@ -238,7 +244,9 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings) -> grp
     limit = settings.max_message_bytes
     server = grpc.aio.server(
         interceptors=[ErrorInterceptor()],
-        options=[("grpc.max_receive_message_length", limit),
+        # gRPC's own refusal cannot say which setting to change; up to twice the limit the
+        # servicer refuses instead, with a message that names it.
+        options=[("grpc.max_receive_message_length", min(2 * limit, (1 << 31) - 1)),
                  ("grpc.max_send_message_length", limit),
                  ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
                  ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),

@@ -7,6 +7,7 @@ import logging
 import sys
 
 import orjson
+from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.rest import (
@@ -29,8 +30,10 @@ _JSON = [(b"content-type", b"application/json")]
 _BINARY = [(b"content-type", b"application/octet-stream")]
 
 
-def create_app(service: InferenceService, settings: HttpSettings) -> ASGIApp:
-    api = RestApi(service, settings)
+def create_app(service: InferenceService, settings: HttpSettings,
+               registry: CollectorRegistry | None = None) -> ASGIApp:
+    """Every route; /metrics when a registry is given."""
+    api = RestApi(service, settings, registry)
     return InferFastPath(create_fastapi(api), api)
 
 

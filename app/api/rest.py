@@ -13,6 +13,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import Receive
 
@@ -71,9 +72,11 @@ def _metadata_json(meta: ModelMetadata) -> dict[str, Any]:
 class RestApi:
     """Holds the service and limits; its methods are the route handlers."""
 
-    def __init__(self, service: InferenceService, settings: HttpSettings) -> None:
+    def __init__(self, service: InferenceService, settings: HttpSettings,
+                 registry: CollectorRegistry | None = None) -> None:
         self._service = service
         self._settings = settings
+        self.registry = registry
         self._limits = RestLimits(settings.max_tensor_elements, settings.json_half_precision)
 
     async def live(self) -> Response:
@@ -109,6 +112,12 @@ class RestApi:
 
     async def version_config(self, model_name: str, version: str) -> Response:
         return _json(self._service.model_config(model_name, version))
+
+    async def metrics(self) -> Response:
+        assert self.registry is not None
+        # Collection walks every loaded version: a few ms for hundreds of models; off the loop.
+        body = await asyncio.to_thread(generate_latest, self.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def all_statistics(self) -> Response:
         return _json({"model_stats": self._service.model_statistics("", None)})
@@ -266,6 +275,8 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
     app.add_api_route("/v2/health/live", api.live, methods=["GET"], tags=["health"])
     app.add_api_route("/v2/health/ready", api.ready, methods=["GET"], tags=["health"])
     app.add_api_route("/v2", api.server_metadata, methods=["GET"], tags=["metadata"])
+    if api.registry is not None:
+        app.add_api_route("/metrics", api.metrics, methods=["GET"], tags=["metrics"])
     # Before /v2/models/{model_name}, which would otherwise take "stats" for a model name.
     app.add_api_route("/v2/models/stats", api.all_statistics, methods=["GET"],
                       tags=["statistics"])

@@ -141,6 +141,7 @@ class DynamicBatcher:
             raise
         finally:
             self._inflight -= 1
+            self.stats.inflight = self._inflight
         waited = item.running.launched_at_ns - started if item.running else 0
         self.stats.request_succeeded(time.perf_counter_ns() - started, max(waited, 0))
         return outputs
@@ -178,6 +179,7 @@ class DynamicBatcher:
         queue.append(item)
         self._queued += 1
         self._inflight += 1
+        self.stats.inflight = self._inflight
         self.stats.pending += 1
         if self._scheduler is None:
             self._scheduler = loop.create_task(self._schedule(), name=f"batcher-{self._label}")
@@ -250,8 +252,16 @@ class DynamicBatcher:
                            time.perf_counter_ns())
         for item in items:
             item.running = running
+        try:
+            running.launched = instance.launch(functools.partial(self._work, feeds, names))
+        except Exception as err:  # e.g. the pool is shutting down: answer, keep scheduling
+            log.error("%s: cannot start a batch: %s", self._label, err)
+            instance.release()
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(ModelNotReady(f"{self._label}: {err}"))
+            return
         self._dispatched.append(running)
-        running.launched = instance.launch(functools.partial(self._work, feeds, names))
         running.launched.future.add_done_callback(functools.partial(self._finish, running))
 
     # ---- on the instance's thread ----------------------------------------------------

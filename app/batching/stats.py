@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import bisect
 import enum
 import time
 from dataclasses import dataclass, field
+
+#: Seconds; request, queue and compute durations share them so they compare.
+LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                     0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Rows per execution.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class FailureReason(enum.Enum):
@@ -26,6 +33,27 @@ class Duration:
     def add(self, ns: int, count: int = 1) -> None:
         self.count += count
         self.ns += ns
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Counts per bucket (`le` = upper bound, inclusive; the last one is +Inf) and the sum:
+    what a Prometheus histogram exposes, kept without prometheus-client on the hot path."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
+def _latency() -> Histogram:
+    return Histogram(LATENCY_BUCKETS_S)
 
 
 @dataclass(slots=True)
@@ -57,10 +85,29 @@ class ModelStats:
     last_inference_ms: int = 0
     batches: dict[int, BatchSizeStats] = field(default_factory=dict)
     pending: int = 0  # queued, not yet running (a gauge)
+    inflight: int = 0  # queued or running (a gauge)
+    #: (protocol, outcome) -> requests; outcome is "success" or an ErrorCode value.
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+    request_seconds: dict[str, Histogram] = field(default_factory=dict)  # by protocol
+    queue_seconds: Histogram = field(default_factory=_latency)
+    compute_input_seconds: Histogram = field(default_factory=_latency)
+    compute_infer_seconds: Histogram = field(default_factory=_latency)
+    compute_output_seconds: Histogram = field(default_factory=_latency)
+    batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
+
+    def request_done(self, protocol: str, outcome: str, seconds: float) -> None:
+        """One request as its transport saw it end (after encoding, any outcome)."""
+        key = (protocol, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        histogram = self.request_seconds.get(protocol)
+        if histogram is None:
+            histogram = self.request_seconds[protocol] = _latency()
+        histogram.observe(seconds)
 
     def request_succeeded(self, total_ns: int, queue_ns: int) -> None:
         self.success.add(total_ns)
         self.queue.add(queue_ns)
+        self.queue_seconds.observe(queue_ns / 1e9)
         self.last_inference_ms = time.time_ns() // 1_000_000
 
     def request_failed(self, total_ns: int, reason: FailureReason) -> None:
@@ -82,3 +129,7 @@ class ModelStats:
         sized.compute_input.add(input_ns)
         sized.compute_infer.add(infer_ns)
         sized.compute_output.add(output_ns)
+        self.batch_rows.observe(rows)
+        self.compute_input_seconds.observe(input_ns / 1e9)
+        self.compute_infer_seconds.observe(infer_ns / 1e9)
+        self.compute_output_seconds.observe(output_ns / 1e9)

@@ -62,6 +62,9 @@ class ModelManager:
         self._retiring: set[asyncio.Task[None]] = set()
         self._startup_done = False
         self._changed = asyncio.Event()
+        #: For the metrics: how long each loaded version took, and failed loads per model.
+        self.load_seconds: dict[ModelKey, float] = {}
+        self.load_failures: dict[str, int] = {}
 
     # ---- lifecycle -------------------------------------------------------------------
     async def start(self, names: list[str] | None) -> None:
@@ -185,6 +188,7 @@ class ModelManager:
     def _fail(self, record: ModelRecord, source: ModelSource, reason: str) -> list[str]:
         """A model-level failure: whatever already serves keeps serving."""
         log.error("model '%s': %s", record.name, reason)
+        self.load_failures[record.name] = self.load_failures.get(record.name, 0) + 1
         record.reason, record.fingerprint, record.wanted = reason, source.fingerprint, True
         self._notify()
         return [reason]
@@ -197,10 +201,12 @@ class ModelManager:
             built = await self.in_loader(build_version, path, config, self._defaults,
                                          self.threads, token, self._default_max_batch_size)
         except Exception as err:  # any bad file becomes a reason, never a crash
+            self.load_failures[key.name] = self.load_failures.get(key.name, 0) + 1
             return _reason(path, err)
         cpu_instances = sum(p.instance.kind == "cpu" for p in built.placements)
         self.threads.register(token, cpu_instances)
-        log.info("model %s is READY (%.2f s)", key, time.monotonic() - started)
+        self.load_seconds[key] = time.monotonic() - started
+        log.info("model %s is READY (%.2f s)", key, self.load_seconds[key])
         label = f"{key.name}-{key.version}"
         pool = SessionPool(built.sessions, label, built.placements, built.run_config)
         batcher = DynamicBatcher(pool, built.policy, built.layout, ModelStats(),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import onnx_models
+from tests.support.runs import runs  # noqa: F401  (the fixture, for every integration test)
 from tests.support.server import Endpoints, running_server
 
 DATATYPES = tuple(onnx_models.ONNX_TYPES)

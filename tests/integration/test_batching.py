@@ -3,9 +3,7 @@ policy (429, timeouts, priorities), client disconnects, statistics."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,8 @@ import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
-from app.models import session_pool
 from tests.support import onnx_models
+from tests.support.runs import Runs, infer_body
 from tests.support.server import running_server, wait_for
 
 
@@ -53,50 +51,6 @@ def padded() -> onnx.ModelProto:
          helper.make_tensor_value_info("total", i64, ["b"]),
          helper.make_tensor_value_info("seen_n", i64, ["b"])],
         [two, axes])
-
-
-class Runs:
-    """Spies on every real onnxruntime run: batch sizes seen, and a gate that can hold runs
-    (in the pool's worker thread, as a slow model would)."""
-
-    def __init__(self) -> None:
-        self.rows: list[int] = []
-        self.open = threading.Event()
-        self.open.set()
-        self.started = threading.Semaphore(0)
-        self.lock = threading.Lock()
-
-    def hold(self) -> None:
-        self.open.clear()
-
-    def release(self) -> None:
-        self.open.set()
-
-
-@pytest.fixture
-def runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Runs]:
-    spy = Runs()
-    real = session_pool._run
-
-    def run(session: Any, names: Any, feed: dict[str, np.ndarray], options: Any) -> Any:
-        with spy.lock:
-            spy.rows.append(next(iter(feed.values())).shape[0])
-        spy.started.release()
-        spy.open.wait(timeout=30)
-        return real(session, names, feed, options)
-
-    monkeypatch.setattr(session_pool, "_run", run)
-    yield spy
-    spy.release()
-
-
-def infer_body(name: str, array: np.ndarray, datatype: str = "FP32",
-               **parameters: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"inputs": [{"name": name, "shape": list(array.shape),
-                                        "datatype": datatype, "data": array.ravel().tolist()}]}
-    if parameters:
-        body["parameters"] = parameters
-    return body
 
 
 def stats(url: str, model: str) -> dict[str, Any]:

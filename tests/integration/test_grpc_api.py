@@ -175,3 +175,19 @@ def test_reflection_lists_the_services(channel: grpc.Channel) -> None:
     services = ProtoReflectionDescriptorDatabase(channel).get_services()
     assert "inference.GRPCInferenceService" in services
     assert "grpc.health.v1.Health" in services
+
+
+def test_a_request_over_the_limit_names_the_setting(tmp_path: Path) -> None:
+    onnx_models.write(tmp_path, "id", onnx_models.identity("FP32"))
+    with running_server(tmp_path, grpc={"max_message_bytes": 1 << 20}) as (_, target), \
+            grpc.insecure_channel(target, options=[
+                ("grpc.max_send_message_length", 8 << 20)]) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        x = np.zeros((120_000, 3), np.float32)  # 1.4 MB: over the limit, under gRPC's own cut
+        request = pb.ModelInferRequest(model_name="id", raw_input_contents=[x.tobytes()])
+        request.inputs.add(name="x", datatype="FP32", shape=x.shape)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "ONNX_SERVE_GRPC__MAX_MESSAGE_BYTES" in caught.value.details()
+    assert "1048576" in caught.value.details()
