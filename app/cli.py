@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app import __version__
+from app.logs import configure as configure_logging
 from app.settings import Settings
 
 #: flag destination -> (settings group or None, field)
@@ -20,6 +20,7 @@ _FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "http_port": ("http", "port"),
     "grpc_port": ("grpc", "port"),
     "log_level": (None, "log_level"),
+    "log_format": (None, "log_format"),
     "model_control_mode": ("repository", "control_mode"),
     "load_model": ("repository", "load_models"),
     "repository_poll_secs": ("repository", "poll_interval_s"),
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--http-port", metavar="PORT", help="HTTP port (default 8000)")
     parser.add_argument("--grpc-port", metavar="PORT", help="gRPC port (default 8001)")
     parser.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    parser.add_argument("--log-format", help="text (default) or json: one JSON object per line")
     parser.add_argument("--model-control-mode", metavar="MODE",
                         help="none (load all at start), poll (and watch the repository) or "
                         "explicit (load only what --load-model or the API asks); default none")
@@ -83,10 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"onnx-serve: error: model repository '{settings.repository.path}' is not a "
               "folder", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     from app.server import BindError, run  # imported late: `--help` and bad flags stay fast
 
     try:

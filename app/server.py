@@ -54,6 +54,7 @@ class Server:
             host=settings.host,
             port=settings.http.port,
             log_level=settings.log_level,
+            log_config=None,  # uvicorn's lines go through our handler (text or JSON)
             access_log=settings.http.access_log,
             lifespan="off",
             loop="none",

@@ -144,6 +144,8 @@ class Settings(BaseSettings):
 
     host: str = Field("0.0.0.0", description="Address to bind; containers need 0.0.0.0.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text for people; json: one object per line for log collectors.")
     http: HttpSettings = Field(default_factory=HttpSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     repository: RepositorySettings = Field(default_factory=RepositorySettings)

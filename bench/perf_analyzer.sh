@@ -18,7 +18,7 @@ mkdir -p "$OUT" "$PEERS/logs"
 [ -x "$PA_VENV/bin/perf_analyzer" ] || { python3 -m venv "$PA_VENV";
   "$PA_VENV/bin/pip" install -q 'tritonclient[all]==2.51.0' nvidia-cuda-runtime-cu12; }
 ldconfig -p | grep -q libb64.so.0d || apt-get install -y -qq libb64-0d
-CUDART="$("$PA_VENV/bin/python" -c 'import nvidia.cuda_runtime, os; print(os.path.dirname(nvidia.cuda_runtime.__file__))')/lib"
+CUDART="$("$PA_VENV/bin/python" -c 'import nvidia.cuda_runtime as c; print(list(c.__path__)[0])')/lib"
 "$PY" "$SHARED/make_models.py" "$PEERS/models" >/dev/null
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

@@ -27,6 +27,7 @@ from app.settings import HttpSettings
 log = logging.getLogger(__name__)
 
 _JSON = [(b"content-type", b"application/json")]
+_HEADER_LENGTH = HEADER_LENGTH.encode()
 _BINARY = [(b"content-type", b"application/octet-stream")]
 
 
@@ -75,11 +76,15 @@ class InferFastPath:
                      version: str | None) -> None:
         header = None
         declared = None
+        echo: list[tuple[bytes, bytes]] = []
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = value
-            elif key == HEADER_LENGTH.encode():
+            elif key == _HEADER_LENGTH:
                 header = value.decode("latin-1")
+            elif key == b"x-request-id":
+                echo = [(key, value)]  # returned as sent, so callers can match logs and answers
+        send = _with_headers(send, echo) if echo else send
         try:
             body = await self._read_body(receive, declared)
         except ServingError as err:
@@ -131,6 +136,15 @@ class InferFastPath:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def sender(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], *extra]}
+        await send(message)
+
+    return sender
 
 
 async def _send_error(send: Send, err: ServingError) -> None:

@@ -62,8 +62,9 @@ class _Queued:
     level: int
     view: Waiting
     future: asyncio.Future[list[Array]]
-    running: _Running | None = None
+    running: _Running | None = None  # set while its batch runs; cleared once answered
     timer: asyncio.TimerHandle | None = None  # answers DEADLINE_EXCEEDED while still queued
+    launched_at_ns: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -142,7 +143,7 @@ class DynamicBatcher:
         finally:
             self._inflight -= 1
             self.stats.inflight = self._inflight
-        waited = item.running.launched_at_ns - started if item.running else 0
+        waited = item.launched_at_ns - started if item.launched_at_ns else 0
         self.stats.request_succeeded(time.perf_counter_ns() - started, max(waited, 0))
         return outputs
 
@@ -252,6 +253,7 @@ class DynamicBatcher:
                            time.perf_counter_ns())
         for item in items:
             item.running = running
+            item.launched_at_ns = running.launched_at_ns
         try:
             running.launched = instance.launch(functools.partial(self._work, feeds, names))
         except Exception as err:  # e.g. the pool is shutting down: answer, keep scheduling
@@ -324,13 +326,23 @@ class DynamicBatcher:
                 item.future.set_exception(result)
             else:
                 item.future.set_result(_pick(result, running, item))
+        # Break the item <-> batch cycle now: left to the cyclic GC, every request's
+        # tensors would linger until a full collection.
+        for item in running.items:
+            item.running = None
+        running.items = []
+        running.results = None
 
     async def close(self) -> None:
         """Stop the scheduler; queued requests (none, under leases) get ModelNotReady."""
         self._closed = True
-        if self._scheduler is not None:
-            self._scheduler.cancel()
-            await asyncio.gather(self._scheduler, return_exceptions=True)
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            # Dropping our reference matters: the cancelled task's traceback holds the
+            # scheduler's frame, which holds this batcher, its pool and sessions; kept in a
+            # cycle they would wait for a full GC (hundreds of MB over many reloads).
+            scheduler.cancel()
+            await asyncio.gather(scheduler, return_exceptions=True)
         for queue in self._queues:
             while queue:
                 item = queue.popleft()

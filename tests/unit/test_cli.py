@@ -34,6 +34,7 @@ def test_defaults() -> None:
     (["--http-port", "x"], {}, "http.port: Input should be a valid integer"),
     (["--grpc-port", "70000"], {}, "grpc.port: Input should be less than or equal to 65535"),
     (["--log-level", "loud"], {}, "log_level"),
+    (["--log-format", "xml"], {}, "log_format"),
     ([], {"ONNX_SERVE_HTTP__PORT": "-5"}, "http.port"),
     (["--model-repository", "/no/such/folder"], {}, "is not a folder"),
     ([], {"ONNX_SERVE_GRPC__TLS_CERT_PATH": "/x.crt"}, "tls_cert_path and tls_key_path go"),
