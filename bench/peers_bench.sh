@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # onnx-serve against every peer and the raw onnxruntime ceiling, one run (issue 5's table):
-# tiny, mlp, cnn from ../shared/bench/peers/make_models.py; HTTP JSON and gRPC; concurrency
-# 1, 8, 32; the shared loadgen.py for everyone, batch 1 per request.
+# tiny, mlp, cnn from ../shared/bench/peers/make_models.py; HTTP JSON, gRPC with typed contents
+# and gRPC with raw_input_contents; concurrency 1, 8, 32; the shared loadgen.py for everyone,
+# batch 1 per request.
 #   bash bench/peers_bench.sh
-# Env: DUR (8 s per level), WARMUP (2), CONC (1,8,32), MODELS (tiny mlp cnn), PROTOS (http grpc),
+# Env: DUR (8 s per level), WARMUP (2), CONC (1,8,32), MODELS (tiny mlp cnn),
+#      PROTOS (http grpc grpc-raw),
 #      PEER_LIST (mlserver kserve pytriton), PEER_THREADS ("1 2": each peer runs once per ORT
 #      intra-op thread count and its better run counts), RETRIES (1), PEERS (/tmp/peers), PY,
 #      OUT (results JSONL; raw_limit output beside it; the markdown table to stdout and OUT.md).
@@ -12,7 +14,7 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 SHARED="$REPO/../shared/bench/peers"
 PEERS="${PEERS:-/tmp/peers}"; PY="${PY:-$REPO/.venv/bin/python}"
 DUR="${DUR:-8}"; WARMUP="${WARMUP:-2}"; CONC="${CONC:-1,8,32}"; RETRIES="${RETRIES:-1}"
-MODELS="${MODELS:-tiny mlp cnn}"; PROTOS="${PROTOS:-http grpc}"
+MODELS="${MODELS:-tiny mlp cnn}"; PROTOS="${PROTOS:-http grpc grpc-raw}"
 PEER_LIST="${PEER_LIST:-mlserver kserve pytriton}"; PEER_THREADS="${PEER_THREADS:-1 2}"
 mkdir -p "$REPO/bench/results" "$PEERS/logs"
 OUT="${OUT:-$REPO/bench/results/peers-$(date +%Y%m%d-%H%M%S).jsonl}"
@@ -54,6 +56,17 @@ stop() {
   PID=""
 }
 trap stop EXIT
+drive() {  # label http_port grpc_port model proto [loadgen args...]
+  local label=$1 http=$2 grpc=$3 m=$4 proto=$5; shift 5
+  local port=$http flags=(-i http)
+  case $proto in
+    grpc) port=$grpc; flags=(-i grpc) ;;
+    grpc-raw) port=$grpc; flags=(-i grpc --grpc-raw) ;;
+  esac
+  "$LG" "$SHARED/loadgen.py" -u "127.0.0.1:$port" "${flags[@]}" -m "$m" --shape "${SHAPE[$m]}" \
+    -c "$CONC" -d "$DUR" --warmup "$WARMUP" --server-pid "$PID" --label "$label" \
+    --jsonl "$OUT" --retries "$RETRIES" "$@"
+}
 
 HP=$(free_port); GP=$(free_port)
 echo "=== onnx-serve on $HP/$GP (default settings)"
@@ -67,23 +80,52 @@ for _ in $(seq 1 600); do
 done
 for m in $MODELS; do
   for proto in $PROTOS; do
-    port=$HP; [ "$proto" = grpc ] && port=$GP
-    "$LG" "$SHARED/loadgen.py" -u "127.0.0.1:$port" -i "$proto" -m "$m" --shape "${SHAPE[$m]}" \
-      -c "$CONC" -d "$DUR" --warmup "$WARMUP" --server-pid "$PID" --label onnx-serve \
-      --jsonl "$OUT" --retries "$RETRIES"
+    drive onnx-serve "$HP" "$GP" "$m" "$proto"
   done
 done
 stop
 
+# The peers, as ../shared/bench/peers/run_bench.sh starts and stops them, with "grpc-raw"
+# (raw_input_contents) as a third protocol next to http and grpc (typed contents).
+declare -A CFG=(
+  [mlserver]="8080 8081 /v2/models/cnn/ready /v2/models/{model}/infer"
+  [kserve]="8090 8091 /v2/models/cnn/ready /v2/models/{model}/infer"
+  [pytriton]="8000 8001 /v2/models/cnn/ready /v2/models/{model}/infer"
+  [azureml]="5001 - / /score?model={model}"
+)
+stop_peer() {  # SIGINT first: PyTriton shuts its tritonserver and stubs down only on SIGINT
+  [ -n "$PID" ] || return 0
+  kill -INT "$PID" 2>/dev/null || true
+  for _ in $(seq 1 30); do kill -0 "$PID" 2>/dev/null || break; sleep 1; done
+  kill -0 "$PID" 2>/dev/null && { kill -TERM "$PID" 2>/dev/null; sleep 5; }
+  kill -KILL -- "-$PID" 2>/dev/null || true
+  PID=""
+}
 for t in $PEER_THREADS; do
-  echo "=== peers with ORT intra-op threads $t: $PEER_LIST"
   for peer in $PEER_LIST; do
-    # run_bench.sh labels rows with the peer's name; tag them with the thread count here.
-    ORT_INTRA_OP_THREADS="$t" DUR="$DUR" WARMUP="$WARMUP" CONC="$CONC" MODELS="$MODELS" \
-      PROTOS="$PROTOS" RETRIES="$RETRIES" PEERS="$PEERS" OUT="$OUT.peer" \
-      bash "$SHARED/run_bench.sh" "$peer"
-    sed "s/\"label\": \"$peer\"/\"label\": \"$peer t$t\"/" "$OUT.peer" >>"$OUT"
-    rm -f "$OUT.peer"
+    read -r PHP PGP READY HPATH <<<"${CFG[$peer]}"
+    echo "=== $peer with ORT intra-op threads $t"
+    ORT_INTRA_OP_THREADS="$t" PEERS="$PEERS" setsid "$SHARED/$peer/start.sh" \
+      >"$PEERS/logs/$peer.log" 2>&1 &
+    PID=$!
+    ok=0
+    for _ in $(seq 1 120); do
+      curl -sf -o /dev/null "http://127.0.0.1:$PHP$READY" && { ok=1; break; }
+      kill -0 "$PID" 2>/dev/null || break
+      sleep 1
+    done
+    if [ $ok -ne 1 ]; then echo "!!! $peer did not become ready; see $PEERS/logs/$peer.log"
+    else
+      sleep 2
+      for m in $MODELS; do
+        for proto in $PROTOS; do
+          [ "$proto" != http ] && [ "$PGP" = - ] && continue
+          drive "$peer t$t" "$PHP" "$PGP" "$m" "$proto" --http-path "$HPATH"
+        done
+      done
+    fi
+    stop_peer
+    sleep 2
   done
 done
 

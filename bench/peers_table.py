@@ -21,7 +21,8 @@ def load_rows(path: str) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
         for line in lines:
             if line.strip():
                 row = json.loads(line)
-                points[(row["model"], row["protocol"], row["concurrency"])].append(row)
+                proto = "grpc-raw" if row.get("client") == "grpc-raw" else row["protocol"]
+                points[(row["model"], proto, row["concurrency"])].append(row)
     return points
 
 
