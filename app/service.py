@@ -11,7 +11,7 @@ from app import __version__
 from app.errors import ErrorCode, InvalidInput, ModelNotReady, ServingError, Unsupported
 from app.model_config import effective_config
 from app.models.manager import ModelManager
-from app.models.version import LoadedModel, ModelState, VersionStatus
+from app.models.version import ModelState
 from app.repository.config import ConfigError, parse_config_json
 from app.repository.paths import check_model_name
 from app.repository.scan import scan_repository
@@ -167,20 +167,14 @@ class InferenceService:
     def model_statistics(self, name: str, version: str | None) -> list[dict[str, Any]]:
         """Triton's statistics: every ready version of every model (empty name), of one
         model (empty version), or of one version."""
-        if not name:
-            if version:
-                raise InvalidInput("statistics of a version need the model's name")
-            statuses = self._manager.statuses()
-        elif version:
-            statuses = [self._status_of(self._manager.resolve(check_model_name(name), version))]
+        if not name and version:
+            raise InvalidInput("statistics of a version need the model's name")
+        if name and version:
+            models = [self._manager.resolve(check_model_name(name), version)]
         else:
-            statuses = self._manager.statuses(check_model_name(name))
-        return [model_statistics(s.model.key, s.model.batcher.stats)
-                for s in statuses if s.model is not None]
-
-    @staticmethod
-    def _status_of(model: LoadedModel) -> VersionStatus:
-        return VersionStatus(model.key, ModelState.READY, model=model)
+            statuses = self._manager.statuses(check_model_name(name) if name else None)
+            models = [s.model for s in statuses if s.model is not None]
+        return [model_statistics(m.key, m.batcher.stats) for m in models]
 
     async def repository_index(self, ready_only: bool) -> list[IndexEntry]:
         """Every model on disk or in memory: loaded versions with state, the rest by name."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -167,23 +166,11 @@ class RestApi:
         return await self._infer(request, model_name, version)
 
     async def _infer(self, http: Request, name: str, version: str | None) -> Response:
-        """The FastAPI route; InferFastPath answers the same URLs first (api/fast_infer.py)."""
+        """The documented route. In the server, api/http_app.py answers these URLs before
+        FastAPI sees them (and cancels requests whose client disconnects)."""
         body = await self._read_body(http)
-        handler = asyncio.current_task()
-        assert handler is not None
-        watcher = asyncio.get_running_loop().create_task(
-            cancel_on_disconnect(http.receive, handler))
-        try:
-            content, json_length = await self.infer(
-                name, version, http.headers.get(HEADER_LENGTH), body)
-        except asyncio.CancelledError:
-            if not watcher.done() or watcher.cancelled():
-                raise  # cancelled for another reason (shutdown)
-            if sys.version_info >= (3, 11):
-                handler.uncancel()  # the handler goes on normally: it answers, then ends
-            return Response(status_code=CLIENT_CLOSED)  # nobody reads it; nginx's code
-        finally:
-            watcher.cancel()
+        content, json_length = await self.infer(name, version, http.headers.get(HEADER_LENGTH),
+                                                body)
         if json_length is None:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream",

@@ -107,8 +107,6 @@ class DynamicBatcher:
         self._label = label
         self._queues: list[collections.deque[_Queued]] = [collections.deque()
                                                            for _ in policy.queues]
-        self._queued = 0
-        self._inflight = 0
         self._wakeup = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self._dispatched: collections.deque[_Running] = collections.deque()
@@ -141,8 +139,7 @@ class DynamicBatcher:
             self.stats.request_failed(time.perf_counter_ns() - started, _reason(err))
             raise
         finally:
-            self._inflight -= 1
-            self.stats.inflight = self._inflight
+            self.stats.inflight -= 1
         waited = item.launched_at_ns - started if item.launched_at_ns else 0
         self.stats.request_succeeded(time.perf_counter_ns() - started, max(waited, 0))
         return outputs
@@ -155,7 +152,7 @@ class DynamicBatcher:
             raise InvalidInput(f"priority {priority} is not a level of this model "
                                f"(1 = highest .. {policy.priority_levels}; 0 = default)")
         queue_policy = policy.queues[level - 1]
-        if policy.max_inflight and self._inflight >= policy.max_inflight:
+        if policy.max_inflight and self.stats.inflight >= policy.max_inflight:
             self.stats.request_failed(0, FailureReason.REJECTED)
             raise Overloaded(f"{self._label} already has {policy.max_inflight} requests in "
                              "flight (max_inflight_requests); retry later")
@@ -178,9 +175,7 @@ class DynamicBatcher:
             # At the deadline, not when an instance next frees up: it may stay busy long.
             item.timer = loop.call_at(view.deadline, self._expire, item)
         queue.append(item)
-        self._queued += 1
-        self._inflight += 1
-        self.stats.inflight = self._inflight
+        self.stats.inflight += 1
         self.stats.pending += 1
         if self._scheduler is None:
             self._scheduler = loop.create_task(self._schedule(), name=f"batcher-{self._label}")
@@ -202,7 +197,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while True:
             wake_at = None
-            if self._queued:
+            if self.stats.pending:
                 pending = [item for queue in self._queues for item in queue]
                 decision = decide([item.view for item in pending], loop.time(), self._policy)
                 for index in decision.expired:
@@ -223,7 +218,6 @@ class DynamicBatcher:
 
     def _unqueue(self, item: _Queued) -> None:
         self._queues[item.level - 1].remove(item)  # batch order is queue order: O(1) mostly
-        self._queued -= 1
         self.stats.pending -= 1
         if item.timer is not None:
             item.timer.cancel()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +22,11 @@ log = logging.getLogger(__name__)
 class SessionPool:
     """Owns one session per instance and an executor with one thread per session.
 
-    Thread-safety: `acquire` and `run` may be called concurrently from the event loop; an
-    acquired instance is held exclusively until the work launched on it returns, so an
-    instance never runs two batches at once and a cancelled run frees its instance only
-    once it has stopped. `close` must be called once, after the last run has returned.
+    Thread-safety: `acquire` may be called concurrently from the event loop (the caller is
+    the batcher: this is its Runner); an acquired instance is held exclusively until the
+    work launched on it returns, so an instance never runs two batches at once and a
+    cancelled run frees its instance only once it has stopped. `close` must be called once,
+    after the last run has returned.
     """
 
     def __init__(self, sessions: Sequence[ort.InferenceSession], label: str,
@@ -52,24 +52,6 @@ class SessionPool:
         if self._closed:  # leases make this unreachable; fail fast rather than wait forever
             raise ModelNotReady(f"{self._label} has been unloaded")
         return PoolInstance(self, await self._free.get())
-
-    async def run(self, feed: Mapping[str, Array], output_names: Sequence[str]) -> list[Array]:
-        """Run one request on a free instance, bypassing any batcher.
-
-        If the caller is cancelled (client gone, deadline) while onnxruntime runs, the run is
-        asked to terminate, and the instance returns to the pool once it has.
-        """
-        instance = await self.acquire()
-        launched = instance.launch(lambda run: run(feed, output_names))
-        try:
-            return await asyncio.shield(launched.future)
-        except asyncio.CancelledError:
-            launched.terminate()
-            with contextlib.suppress(Exception):
-                await asyncio.wait([launched.future])
-            if launched.future.done() and not launched.future.cancelled():
-                launched.future.exception()  # "terminated" is expected; keeps logs quiet
-            raise
 
     def _start(self, session: ort.InferenceSession, work: Callable[[RunFn], Any]) -> Launched:
         options = ort.RunOptions()

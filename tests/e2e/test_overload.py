@@ -9,9 +9,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from tests.support import onnx_models
 from tests.support.server import server_process
@@ -21,16 +19,9 @@ CLIENTS = 4 * QUEUE
 SIDE = 256
 
 
-def slow_model(steps: int = 60) -> onnx.ModelProto:
-    """y = x @ W, `steps` times: a few milliseconds per run, so the queue stays full."""
-    weight = numpy_helper.from_array((np.eye(SIDE) * 0.5).astype(np.float32), "w")
-    nodes = [helper.make_node("MatMul", [f"h{i}" if i else "x", "w"], [f"h{i + 1}"])
-             for i in range(steps)]
-    nodes.append(helper.make_node("Identity", [f"h{steps}"], ["y"]))
-    f = TensorProto.FLOAT
-    return onnx_models.graph_model(
-        nodes, [helper.make_tensor_value_info("x", f, ["b", SIDE])],
-        [helper.make_tensor_value_info("y", f, ["b", SIDE])], [weight])
+def slow_model() -> onnx.ModelProto:
+    """A few milliseconds per run, so the queue stays full."""
+    return onnx_models.matmul_chain(SIDE, steps=60, scale=0.5)
 
 
 def rss_kib(pid: int) -> int:

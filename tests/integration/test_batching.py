@@ -86,7 +86,7 @@ def test_concurrent_mixed_requests_equal_unbatched_runs(tmp_path: Path, runs: Ru
 
         futures = [pool.submit(over_grpc if i % 2 else over_http, x)
                    for i, x in enumerate(requests)]
-        runs.started.acquire(timeout=30)
+        runs.wait_started()
         time.sleep(0.3)  # more requests reach the queue while the first run is held
         runs.release()
         answers = [f.result() for f in futures]
@@ -120,7 +120,7 @@ def test_padding_batches_lengths_together_and_cuts_answers_back(tmp_path: Path,
             return {o["name"]: o for o in answer.json()["outputs"]}
 
         first = pool.submit(call, 2)
-        runs.started.acquire(timeout=30)
+        runs.wait_started()
         futures = [pool.submit(call, n) for n in lengths]
         time.sleep(0.2)  # let them queue behind the held run
         runs.release()
@@ -180,11 +180,8 @@ def test_a_request_timeout_answers_504_and_never_runs(tmp_path: Path, runs: Runs
     (tmp_path / "small" / "config.yaml").write_text(
         "dynamic_batching: {default_queue_policy: {allow_timeout_override: true}}\n")
     x = np.ones((1, 3), np.float32)
-    runs.hold()
     with running_server(tmp_path) as (url, target), ThreadPoolExecutor(2) as pool:
-        held = pool.submit(lambda: httpx.post(f"{url}/v2/models/small/infer",
-                                              json=infer_body("x", x), timeout=60))
-        runs.started.acquire(timeout=30)
+        held = runs.occupy(pool, url, "small", x)
         late = httpx.post(f"{url}/v2/models/small/infer",
                           json=infer_body("x", x, timeout=20_000), timeout=60)
         client = grpcclient.InferenceServerClient(target)
@@ -218,11 +215,8 @@ def test_bad_schedule_parameters_are_refused(tmp_path: Path) -> None:
 def test_a_client_that_disconnects_leaves_the_queue(tmp_path: Path, runs: Runs) -> None:
     onnx_models.write(tmp_path, "small", onnx_models.identity("FP32"))
     x = np.ones((1, 3), np.float32)
-    runs.hold()
     with running_server(tmp_path) as (url, _), ThreadPoolExecutor(2) as pool:
-        held = pool.submit(lambda: httpx.post(f"{url}/v2/models/small/infer",
-                                              json=infer_body("x", x), timeout=60))
-        runs.started.acquire(timeout=30)
+        held = runs.occupy(pool, url, "small", x)
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v2/models/small/infer", json=infer_body("x", 2 * x), timeout=0.5)
         wait_for(lambda: stats(url, "small")["inference_stats"]["fail"]["count"] == 1,
@@ -254,11 +248,8 @@ def test_grpc_stream_and_unary_statistics_agree_with_rest(tmp_path: Path) -> Non
 def test_an_expired_grpc_call_leaves_the_queue(tmp_path: Path, runs: Runs) -> None:
     onnx_models.write(tmp_path, "small", onnx_models.identity("FP32"))
     x = np.ones((1, 3), np.float32)
-    runs.hold()
     with running_server(tmp_path) as (url, target), ThreadPoolExecutor(2) as pool:
-        held = pool.submit(lambda: httpx.post(f"{url}/v2/models/small/infer",
-                                              json=infer_body("x", x), timeout=60))
-        runs.started.acquire(timeout=30)
+        held = runs.occupy(pool, url, "small", x)
         client = grpcclient.InferenceServerClient(target)
         tensor = grpcclient.InferInput("x", [1, 3], "FP32")
         tensor.set_data_from_numpy(x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,10 +12,15 @@ from typing import Any
 import httpx
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
+from app.batching.batcher import DynamicBatcher
+from app.batching.layout import BatchLayout
+from app.batching.policy import BatchPolicy, QueuePolicy
+from app.batching.stats import ModelStats
 from app.models import session_pool
+from app.models.session_pool import SessionPool
 from tests.support import onnx_models
 from tests.support.server import running_server, server_process, wait_for
 
@@ -22,16 +28,8 @@ SIDE = 512
 
 
 def slow_model(steps: int = 200) -> onnx.ModelProto:
-    """y = x @ W, `steps` times over: tens of milliseconds per run on one thread."""
-    weight = numpy_helper.from_array(
-        (np.eye(SIDE) + 1e-4).astype(np.float32), "w")
-    nodes = [helper.make_node("MatMul", [f"h{i}" if i else "x", "w"], [f"h{i + 1}"])
-             for i in range(steps)]
-    nodes.append(helper.make_node("Identity", [f"h{steps}"], ["y"]))
-    f = TensorProto.FLOAT
-    return onnx_models.graph_model(
-        nodes, [helper.make_tensor_value_info("x", f, ["b", SIDE])],
-        [helper.make_tensor_value_info("y", f, ["b", SIDE])], [weight])
+    """Tens of milliseconds per run on one thread."""
+    return onnx_models.matmul_chain(SIDE, steps)
 
 
 def body(rows: int = 8) -> dict[str, Any]:
@@ -150,12 +148,6 @@ def test_three_models_with_two_instances_stay_within_the_cpu_budget(tmp_path: Pa
 
 
 def test_cancelled_run_terminates_and_frees_its_instance(tmp_path: Path) -> None:
-    import asyncio
-
-    import onnxruntime as ort
-
-    from app.models.session_pool import SessionPool
-
     path = onnx_models.write(tmp_path, "slow", slow_model(steps=400))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -165,14 +157,17 @@ def test_cancelled_run_terminates_and_frees_its_instance(tmp_path: Path) -> None
 
     async def scenario() -> tuple[float, float]:
         pool = SessionPool([session], "one")
+        batcher = DynamicBatcher(pool, BatchPolicy(0, (QueuePolicy(8),), 1), BatchLayout(),
+                                 ModelStats(), "one")
         started = time.monotonic()
-        await pool.run(feed, ["y"])
+        await batcher.submit(feed, ["y"])
         full = time.monotonic() - started
-        first = asyncio.create_task(pool.run(feed, ["y"]))
+        first = asyncio.create_task(batcher.submit(feed, ["y"]))
         await asyncio.sleep(full / 5)  # let onnxruntime get going on the only instance
         first.cancel()
         cancelled = time.monotonic()
-        await pool.run({"x": np.zeros((1, SIDE), np.float32)}, ["y"])  # needs that instance
+        await batcher.submit({"x": np.zeros((1, SIDE), np.float32)}, ["y"])  # same instance
+        await batcher.close()
         pool.close()
         return full, time.monotonic() - cancelled
 

@@ -66,9 +66,7 @@ def test_counters_move_by_exactly_what_was_sent(repo: Path, runs: Runs) -> None:
                           ).status_code == 404
         # Hold the one instance: one request runs, one waits, the next is refused, and a
         # request with a short timeout expires in the queue.
-        runs.hold()
-        held = pool.submit(httpx.post, infer, json=infer_body("x", x), timeout=60)
-        runs.started.acquire(timeout=30)
+        held = runs.occupy(pool, url, "small", x)
         queued = pool.submit(httpx.post, infer, json=infer_body("x", x), timeout=60)
         wait_for(lambda: value(scrape(url), "onnxserve_queue_depth", model="small",
                                version="1") == 1)
@@ -77,9 +75,7 @@ def test_counters_move_by_exactly_what_was_sent(repo: Path, runs: Runs) -> None:
             client.infer("small", [tensor])  # refused too: RESOURCE_EXHAUSTED
         runs.release()
         assert held.result().status_code == 200 and queued.result().status_code == 200
-        runs.hold()
-        held = pool.submit(httpx.post, infer, json=infer_body("x", x), timeout=60)
-        runs.started.acquire(timeout=30)
+        held = runs.occupy(pool, url, "small", x)
         late = httpx.post(infer, json=infer_body("x", x, timeout=10_000))
         assert late.status_code == 504
         runs.release()

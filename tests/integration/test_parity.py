@@ -32,6 +32,7 @@ class Case:
     outcome: ErrorCode | None  # None: success
     version: str = ""
     outputs: list[str] = field(default_factory=list)
+    parameters: dict[str, int | str] = field(default_factory=dict)
 
 
 def fp32(name: str, shape: list[int], data: list[Any], datatype: str = "FP32") -> Tensor:
@@ -61,6 +62,11 @@ TABLE: dict[str, Case] = {
                                  ErrorCode.INVALID_INPUT),
     "int out of range": Case("id_int8", [Tensor("x", "INT8", [1, 3], [1, 200, 3])],
                              ErrorCode.INVALID_INPUT),
+    "schedule priority": Case("id_fp32", [X], None, parameters={"priority": 1}),
+    "priority above the levels": Case("id_fp32", [X], ErrorCode.INVALID_INPUT,
+                                      parameters={"priority": 2}),
+    "timeout not an integer": Case("id_fp32", [X], ErrorCode.INVALID_INPUT,
+                                   parameters={"timeout": "soon"}),
     "unknown datatype": Case("id_fp32", [fp32("x", [1, 3], [1, 2, 3], "FLOAT32")],
                              ErrorCode.INVALID_INPUT),
 }
@@ -76,6 +82,8 @@ def via_rest(url: str, case: Case) -> tuple[ErrorCode | None, list[Any]]:
         for t in case.inputs]}
     if case.outputs:
         body["outputs"] = [{"name": name} for name in case.outputs]
+    if case.parameters:
+        body["parameters"] = case.parameters
     response = httpx.post(f"{url}/v2/models/{case.model}{version}/infer", json=body)
     if response.status_code != 200:
         return HTTP_TO_CODE[response.status_code], []
@@ -96,6 +104,11 @@ def via_grpc(stub: pb_grpc.GRPCInferenceServiceStub, case: Case
             return ErrorCode.INVALID_INPUT, []
     for name in case.outputs:
         request.outputs.add(name=name)
+    for key, value in case.parameters.items():
+        if isinstance(value, int):
+            request.parameters[key].int64_param = value
+        else:
+            request.parameters[key].string_param = value
     try:
         response = stub.ModelInfer(request)
     except grpc.RpcError as err:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 #: v2 datatype -> ONNX element type.
 ONNX_TYPES: dict[str, int] = {
@@ -71,6 +72,18 @@ def plus_one(dims: Dims = ("batch", 4), value: float = 1.0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", f, list(dims))],
         [one],
     )
+
+
+def matmul_chain(side: int, steps: int, scale: float = 1.0) -> onnx.ModelProto:
+    """FP32 x [b, side] -> y = x @ W, `steps` times over, W = scale * I + 1e-4: a model whose
+    run time the test chooses (milliseconds to tenths of a second)."""
+    weight = numpy_helper.from_array((np.eye(side) * scale + 1e-4).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", [f"h{i}" if i else "x", "w"], [f"h{i + 1}"])
+             for i in range(steps)]
+    nodes.append(helper.make_node("Identity", [f"h{steps}"], ["y"]))
+    f = TensorProto.FLOAT
+    return graph_model(nodes, [helper.make_tensor_value_info("x", f, ["b", side])],
+                       [helper.make_tensor_value_info("y", f, ["b", side])], [weight])
 
 
 def write(root: Path, name: str, model: onnx.ModelProto | bytes, version: int = 1) -> Path:

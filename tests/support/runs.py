@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -32,6 +34,20 @@ class Runs:
 
     def release(self) -> None:
         self.open.set()
+
+    def wait_started(self) -> None:
+        """Block until a run (since `hold`) has reached onnxruntime's door."""
+        assert self.started.acquire(timeout=30), "no run started"
+
+    def occupy(self, pool: ThreadPoolExecutor, url: str, model: str, x: np.ndarray
+               ) -> Future[httpx.Response]:
+        """Hold runs and send one request that takes the model's only instance; returns
+        once it is running (held), with the future of its answer."""
+        self.hold()
+        held = pool.submit(httpx.post, f"{url}/v2/models/{model}/infer",
+                           json=infer_body("x", x), timeout=60)
+        self.wait_started()
+        return held
 
 
 @pytest.fixture

@@ -101,6 +101,13 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition never held")
 
 
+async def free(runner: FakeRunner, first: asyncio.Task[list[Array]]) -> None:
+    """Finish the held first run and wait for the batcher to launch the next one."""
+    runner.runs[0].finish()
+    await first
+    await until(lambda: len(runner.runs) == 2)
+
+
 def submit(batcher: DynamicBatcher, feed: dict[str, Array], **kwargs: Any
            ) -> asyncio.Task[list[Array]]:
     coroutine: Coroutine[Any, Any, list[Array]] = batcher.submit(feed, ["y"], **kwargs)
@@ -131,9 +138,7 @@ async def test_batches_grow_while_the_instance_is_busy_and_split_back_in_order()
     first = await busy(runner, batcher)
     waiting = [submit(batcher, x(float(i), float(i) + 0.5)) for i in range(1, 4)]
     await until(lambda: batcher.stats.pending == 3)
-    runner.runs[0].finish()
-    await first
-    await until(lambda: len(runner.runs) == 2)
+    await free(runner, first)
     assert runner.runs[1].work is not None
     runner.runs[1].finish()
     assert runner.runs[1].rows == [1.0, 1.5, 2.0, 2.5, 3.0, 3.5]  # one run, arrival order
@@ -153,9 +158,7 @@ async def test_different_shapes_go_to_different_batches() -> None:
     wide = submit(batcher, x(2.0, width=3))
     narrow_b = submit(batcher, x(3.0, width=2))
     await until(lambda: batcher.stats.pending == 3)
-    runner.runs[0].finish()
-    await first
-    await until(lambda: len(runner.runs) == 2)
+    await free(runner, first)
     runner.runs[1].finish()
     assert runner.runs[1].rows == [1.0, 3.0]
     await until(lambda: len(runner.runs) == 3)
@@ -175,9 +178,7 @@ async def test_a_full_queue_refuses_at_once() -> None:
     with pytest.raises(Overloaded, match="queue is full"):
         await batcher.submit(x(3.0), ["y"])
     assert batcher.stats.failures[FailureReason.REJECTED] == 1
-    runner.runs[0].finish()
-    await first
-    await until(lambda: len(runner.runs) == 2)
+    await free(runner, first)
     runner.runs[1].finish()
     await asyncio.gather(*queued)
     await batcher.close()
@@ -191,9 +192,7 @@ async def test_the_in_flight_cap_holds_without_batching() -> None:
     await until(lambda: batcher.stats.pending == 1)
     with pytest.raises(Overloaded, match="max_inflight_requests"):
         await batcher.submit(x(2.0), ["y"])
-    runner.runs[0].finish()
-    await first
-    await until(lambda: len(runner.runs) == 2)
+    await free(runner, first)
     runner.runs[1].finish()
     await second
     await batcher.close()
@@ -208,9 +207,7 @@ async def test_a_cancelled_request_leaves_the_queue_and_never_runs() -> None:
     await until(lambda: batcher.stats.pending == 2)
     gone.cancel()
     await until(lambda: batcher.stats.pending == 1)
-    runner.runs[0].finish()
-    await first
-    await until(lambda: len(runner.runs) == 2)
+    await free(runner, first)
     runner.runs[1].finish()
     assert runner.runs[1].rows == [2.0]
     await stays
@@ -239,9 +236,7 @@ async def test_one_caller_leaving_a_running_batch_does_not_terminate_it() -> Non
     first = await busy(runner, batcher)
     a, b = submit(batcher, x(1.0)), submit(batcher, x(2.0))
     await until(lambda: batcher.stats.pending == 2)
-    runner.runs[0].finish()
-    await first
-    await until(lambda: len(runner.runs) == 2)
+    await free(runner, first)
     a.cancel()
     await until(a.done)
     assert not runner.runs[1].terminated
@@ -273,9 +268,7 @@ async def test_delay_on_timeout_runs_the_late_request_after_the_others() -> None
     await asyncio.sleep(0.002)  # a 1 µs timeout has surely passed after 2 ms
     fresh = submit(batcher, x(2.0))
     await until(lambda: batcher.stats.pending == 2)
-    runner.runs[0].finish()
-    await first
-    await until(lambda: len(runner.runs) == 2)
+    await free(runner, first)
     runner.runs[1].finish()
     assert runner.runs[1].rows == [2.0]
     await until(lambda: len(runner.runs) == 3)
@@ -291,9 +284,7 @@ async def test_higher_priority_runs_first() -> None:
     low = submit(batcher, x(1.0), priority=2)
     high = submit(batcher, x(2.0), priority=1)
     await until(lambda: batcher.stats.pending == 2)
-    runner.runs[0].finish()
-    await first
-    await until(lambda: len(runner.runs) == 2)
+    await free(runner, first)
     runner.runs[1].finish()
     assert runner.runs[1].rows == [2.0]
     await high
@@ -311,9 +302,7 @@ async def test_a_bad_request_fails_alone_and_its_batch_mates_get_answers() -> No
     first = await busy(runner, batcher)
     good_a, bad, good_b = submit(batcher, x(1.0)), submit(batcher, x(-1.0)), submit(batcher, x(2.0))
     await until(lambda: batcher.stats.pending == 3)
-    runner.runs[0].finish()
-    await first
-    await until(lambda: len(runner.runs) == 2)
+    await free(runner, first)
     runner.runs[1].finish()
     with pytest.raises(InvalidInput, match="negative"):
         await bad
@@ -359,9 +348,7 @@ async def test_requests_asking_for_different_outputs_get_their_own() -> None:
     only_z = asyncio.ensure_future(batcher.submit(x(1.0), ["z"]))
     both = asyncio.ensure_future(batcher.submit(x(2.0), ["z", "y"]))
     await until(lambda: batcher.stats.pending == 2)
-    runner.runs[0].finish()
-    await first
-    await until(lambda: len(runner.runs) == 2)
+    await free(runner, first)
     runner.runs[1].finish()
     (z,) = await only_z
     np.testing.assert_array_equal(z, x(1.0)["x"] * 3)
