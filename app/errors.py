@@ -47,6 +47,12 @@ class ModelNotReady(ServingError):
     code = ErrorCode.UNAVAILABLE
 
 
+class ShuttingDown(ServingError):
+    """The server is stopping and its grace period for in-flight requests has run out."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
 class Overloaded(ServingError):
     """The queue is full; the client should retry later."""
 

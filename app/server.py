@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import signal
+import time
+from collections.abc import Iterator
 
 import uvicorn
 
-from app.api.grpc import bind, create_grpc_server
+from app.api.grpc import GrpcFrontend, bind, create_grpc_server
 from app.api.http_app import create_app
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
@@ -37,10 +41,25 @@ class BindError(Exception):
     """A listener could not bind its address (the port is taken, or the host is not local)."""
 
 
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: `Server` drains on signals itself (and
+    uvicorn would re-raise the signal afterwards, so the process could not exit 0)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+#: How long past the grace period the listeners' own shutdown may take before it cuts
+#: connections: answering the refused requests needs a moment.
+_SHUTDOWN_MARGIN_S = 3.0
+
+
 class Server:
     """Every component of one server process, built once from Settings.
 
-    `serve` runs until SIGINT/SIGTERM or `stop`; `stop` may be called from any thread.
+    `serve` runs until SIGINT/SIGTERM or `stop`, then drains; `stop` may be called from any
+    thread.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -58,35 +77,94 @@ class Server:
             access_log=settings.http.access_log,
             lifespan="off",
             loop="none",
+            timeout_graceful_shutdown=math.ceil(settings.shutdown.grace_period_s
+                                                + _SHUTDOWN_MARGIN_S),
         )
-        self._http = uvicorn.Server(config)
+        self._http = _HttpServer(config)
         self.grpc_port: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_asked: asyncio.Event | None = None
+        self._signals = 0
 
     async def serve(self) -> None:
         """Listen at once (liveness answers while models load in the background); HTTP and
-        gRPC share this event loop. Returns after SIGINT/SIGTERM or `stop`."""
+        gRPC share this event loop. Returns once drained after SIGINT/SIGTERM or `stop`."""
+        self._loop = asyncio.get_running_loop()
+        self._stop_asked = asyncio.Event()
         host = self.settings.host
-        grpc_server = create_grpc_server(self.service, self.settings.grpc)  # binds this loop
+        grpc = create_grpc_server(self.service, self.settings.grpc)  # binds this loop
         address = f"{host}:{self.settings.grpc.port}"
         try:
-            self.grpc_port = bind(grpc_server, address, self.settings.grpc)
+            self.grpc_port = bind(grpc.server, address, self.settings.grpc)
         except RuntimeError as err:
             raise BindError(f"cannot listen for gRPC on {address} (port taken?): {err}") from err
         except OSError as err:
             raise BindError(f"cannot read the gRPC TLS files: {err}") from err
-        await grpc_server.start()
+        await grpc.server.start()
+        self._handle_signals()
         loading = asyncio.create_task(self._manage_repository(), name="repository")
+        draining = asyncio.create_task(self._drain_when_asked(grpc), name="drain")
         log.info("serving repository %s on http://%s:%d and grpc %s:%d",
                  self.settings.repository.path.resolve(), host, self.settings.http.port,
                  host, self.grpc_port)
         try:
-            await self._http.serve()
+            await self._http.serve()  # returns once uvicorn has finished its requests
         finally:
-            await grpc_server.stop(grace=5.0)
+            if not self._stop_asked.is_set():
+                draining.cancel()  # uvicorn stopped by itself (it could not bind)
+                await grpc.server.stop(0)
+            with contextlib.suppress(asyncio.CancelledError):
+                await draining
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
             await self.manager.close()
+
+    async def _drain_when_asked(self, grpc: GrpcFrontend) -> None:
+        """The shutdown: readiness off and listeners closed at once; accepted requests get
+        the grace period, then whatever still waits is answered 503 / UNAVAILABLE."""
+        assert self._stop_asked is not None
+        await self._stop_asked.wait()
+        grace = self.settings.shutdown.grace_period_s
+        started = time.monotonic()
+        log.info("draining: readiness is off; in-flight requests have %g s to finish", grace)
+        self.service.begin_drain()
+        self._http.should_exit = True  # uvicorn closes its listener and idle connections
+        grpc_stopped = asyncio.create_task(grpc.server.stop(grace + _SHUTDOWN_MARGIN_S))
+        grpc.inference.end_idle_streams()
+        refused = 0
+        try:
+            await asyncio.wait_for(self.service.wait_idle(), grace)
+        except asyncio.TimeoutError:
+            refused = self.service.refuse_all(
+                f"the server is shutting down and its grace period ({grace:g} s) is over")
+        await grpc_stopped
+        log.info("drained in %.1f s: %d requests were still waiting at the end of the grace "
+                 "period; successful requests served: %s", time.monotonic() - started, refused,
+                 self.service.successes())
+
+    def _handle_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal)
+            except (ValueError, RuntimeError):  # not the main thread (in-process tests)
+                return
+
+    def _on_signal(self) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            self._ask_stop()
+        else:  # asked twice: stop waiting for in-flight requests
+            log.warning("second stop signal: answering every waiting request 503 now")
+            self.service.refuse_all("the server is shutting down now")
+            self._http.force_exit = True
+
+    def _ask_stop(self) -> None:
+        if self._stop_asked is not None:
+            self._stop_asked.set()
+        else:  # not serving yet
+            self._http.should_exit = True
 
     async def _manage_repository(self) -> None:
         """Startup loading by control mode; in poll mode, then watch for changes."""
@@ -107,8 +185,13 @@ class Server:
         return port
 
     def stop(self) -> None:
-        """Ask the server to shut down; `serve` returns once it has."""
-        self._http.should_exit = True
+        """Ask the server to drain and shut down (thread-safe); `serve` returns once it has."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._http.should_exit = True
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._ask_stop)
 
 
 def run(settings: Settings) -> None:

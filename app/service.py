@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from app import __version__
-from app.errors import ErrorCode, InvalidInput, ModelNotReady, ServingError, Unsupported
+from app.errors import (
+    ErrorCode,
+    InvalidInput,
+    ModelNotReady,
+    ServingError,
+    ShuttingDown,
+    Unsupported,
+)
 from app.model_config import effective_config
 from app.models.manager import ModelManager
 from app.models.version import ModelState
@@ -69,12 +76,44 @@ class InferenceService:
         self._control_mode = control_mode
         #: (protocol, outcome) -> requests that named no loaded model (unknown, not ready).
         self.unresolved: dict[tuple[str, str], int] = {}
+        self.draining = False  # readiness is off: the server is shutting down
+        self._refusing = False  # the grace period is over: inference is answered 503
+        self._active = 0  # inference requests between arrival and answer
+        self._idle: asyncio.Event | None = None  # set when _active drops to 0 while draining
 
     def live(self) -> bool:
         return True
 
     def ready(self) -> bool:
-        return self._manager.all_ready()
+        return not self.draining and self._manager.all_ready()
+
+    # ---- shutdown ----------------------------------------------------------------------
+    def begin_drain(self) -> None:
+        """Readiness (HTTP, gRPC ServerReady and health) goes false; inference goes on."""
+        self.draining = True
+        self._manager.notify_change()
+
+    async def wait_idle(self) -> None:
+        """Return once no inference request is in flight."""
+        while self._active:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+
+    def refuse_all(self, message: str) -> int:
+        """Answer queued and running requests with ShuttingDown, and every later one;
+        returns how many were waiting."""
+        self._refusing = True
+        error = ShuttingDown(message)
+        return sum(model.batcher.abort(error) for model in self._manager.loaded())
+
+    def successes(self) -> dict[str, int]:
+        """Successful inference requests per protocol, over the versions still loaded."""
+        totals: dict[str, int] = {}
+        for model in self._manager.loaded():
+            for (protocol, outcome), count in model.batcher.stats.outcomes.items():
+                if outcome == "success":
+                    totals[protocol] = totals.get(protocol, 0) + count
+        return totals
 
     async def wait_for_change(self) -> None:
         """Return when readiness may have changed (a model's state, startup, draining)."""
@@ -125,7 +164,19 @@ class InferenceService:
         unload in the meantime waits for it instead of pulling the sessions away. Every
         outcome is counted for the metrics, under the model when it resolved.
         """
+        if self._refusing:
+            raise ShuttingDown("the server is shutting down; retry on another replica")
         started = time.perf_counter()
+        self._active += 1
+        try:
+            return await self._infer(request, protocol, started)
+        finally:
+            self._active -= 1
+            if self._idle is not None and not self._active:
+                self._idle.set()
+
+    async def _infer(self, request: InferRequest, protocol: str,
+                     started: float) -> InferResponse:
         try:
             model = self._manager.acquire(check_model_name(request.model_name), request.version)
         except ServingError as err:

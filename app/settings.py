@@ -135,6 +135,16 @@ class MetricsSettings(_Group):
         True, description="Serve Prometheus metrics at /metrics on the HTTP port.")
 
 
+class ShutdownSettings(_Group):
+    grace_period_s: float = Field(
+        20.0, ge=0, le=3600,
+        description="On SIGTERM/SIGINT: readiness goes 503 and the listeners close at once; "
+        "requests already accepted get this long to finish, the rest are answered 503 / "
+        "UNAVAILABLE; then the process exits 0. Keep it below Kubernetes' "
+        "terminationGracePeriodSeconds minus any preStop delay.",
+    )
+
+
 class Settings(BaseSettings):
     """Every server setting; built once in cli.py and passed down through constructors."""
 
@@ -152,3 +162,4 @@ class Settings(BaseSettings):
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)

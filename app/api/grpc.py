@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf import descriptor_pool, json_format
@@ -106,6 +106,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._service = service
         self._max_elements = settings.max_tensor_elements
         self._max_message_bytes = settings.max_message_bytes
+        self._idle_streams: set[asyncio.Task[Any]] = set()
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self._service.live())
@@ -145,16 +146,32 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        async for request in request_iterator:
-            try:
-                yield pb.ModelStreamInferResponse(infer_response=await self._infer(request))
-            except ServingError as err:
-                # A failed request is reported on its own message; the stream goes on.
-                failed = pb.ModelInferResponse(model_name=request.model_name,
-                                               model_version=request.model_version,
-                                               id=request.id)
-                yield pb.ModelStreamInferResponse(error_message=err.message,
-                                                  infer_response=failed)
+        task = asyncio.current_task()
+        assert task is not None
+        self._idle_streams.add(task)  # waiting for the client's next request
+        try:
+            async for request in request_iterator:
+                self._idle_streams.discard(task)
+                try:
+                    yield pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                except ServingError as err:
+                    # A failed request is reported on its own message; the stream goes on.
+                    failed = pb.ModelInferResponse(model_name=request.model_name,
+                                                   model_version=request.model_version,
+                                                   id=request.id)
+                    yield pb.ModelStreamInferResponse(error_message=err.message,
+                                                      infer_response=failed)
+                if self._service.draining:
+                    return  # answered what it sent; the server is going away
+                self._idle_streams.add(task)
+        finally:
+            self._idle_streams.discard(task)
+
+    def end_idle_streams(self) -> None:
+        """Draining: cancel streams waiting for their client's next request (none of theirs
+        is in flight); busy streams end after their current answer."""
+        for task in list(self._idle_streams):
+            task.cancel()
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         size = request.ByteSize()
@@ -246,6 +263,9 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
             if status != last:
                 last = status
                 yield health_pb2.HealthCheckResponse(status=status)
+            if self._service.draining:
+                waiting.cancel()
+                return  # NOT_SERVING was sent; an open watch must not hold up the shutdown
             await waiting
 
 
@@ -253,7 +273,12 @@ _COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression
                 "deflate": grpc.Compression.Deflate}
 
 
-def create_grpc_server(service: InferenceService, settings: GrpcSettings) -> grpc.aio.Server:
+class GrpcFrontend(NamedTuple):
+    server: grpc.aio.Server
+    inference: InferenceServicer  # for ending idle streams when the server drains
+
+
+def create_grpc_server(service: InferenceService, settings: GrpcSettings) -> GrpcFrontend:
     """A grpc.aio server (not yet bound or started) with every service registered."""
     limit = settings.max_message_bytes
     server = grpc.aio.server(
@@ -269,14 +294,15 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings) -> grp
                   int(settings.keepalive_min_client_ping_interval_s * 1000))],
         compression=_COMPRESSION[settings.response_compression],
     )
+    inference = InferenceServicer(service, settings)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        InferenceServicer(service, settings), server
+        inference, server
     )
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(service), server)
     names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server, pool=_reflection_pool())
-    return server
+    return GrpcFrontend(server, inference)
 
 
 def bind(server: grpc.aio.Server, address: str, settings: GrpcSettings) -> int:

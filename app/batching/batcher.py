@@ -327,6 +327,23 @@ class DynamicBatcher:
         running.items = []
         running.results = None
 
+    def abort(self, error: ServingError) -> int:
+        """Answer every queued and running request with `error` now; returns how many.
+
+        For a server out of shutdown time: a running batch cannot be interrupted inside
+        onnxruntime, so it finishes unheard and `_deliver` skips the answered futures.
+        """
+        answered = 0
+        for queue in self._queues:
+            while queue:
+                item = queue[0]
+                self._unqueue(item)
+                answered += _fail(item, error)
+        for running in self._dispatched:
+            for item in running.items:
+                answered += _fail(item, error)
+        return answered
+
     async def close(self) -> None:
         """Stop the scheduler; queued requests (none, under leases) get ModelNotReady."""
         self._closed = True
@@ -342,6 +359,13 @@ class DynamicBatcher:
                 item = queue.popleft()
                 if not item.future.done():
                     item.future.set_exception(ModelNotReady(f"{self._label} was unloaded"))
+
+
+def _fail(item: _Queued, error: ServingError) -> int:
+    if item.future.done():
+        return 0
+    item.future.set_exception(type(error)(error.message))  # one exception object per caller
+    return 1
 
 
 def _pick(outputs: list[Array], running: _Running, item: _Queued) -> list[Array]:

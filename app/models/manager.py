@@ -59,7 +59,8 @@ class ModelManager:
         self._strict = strict_readiness
         self._records: dict[str, ModelRecord] = {}
         self._loader = ThreadPoolExecutor(2, thread_name_prefix="model-loader")
-        self._retiring: set[asyncio.Task[None]] = set()
+        #: retirements in progress: each waits for its version's leases, then closes it
+        self._retiring: dict[asyncio.Task[None], LoadedModel] = {}
         self._startup_done = False
         self._changed = asyncio.Event()
         #: For the metrics: how long each loaded version took, and failed loads per model.
@@ -229,8 +230,8 @@ class ModelManager:
     def _retire_later(self, model: LoadedModel) -> None:
         self.threads.release(model.budget_token)
         task = asyncio.create_task(model.retire(), name=f"retire-{model.key}")
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._retiring[task] = model
+        task.add_done_callback(self._retiring.pop)
 
     # ---- lookups ---------------------------------------------------------------------
     def acquire(self, name: str, version: str | None) -> LoadedModel:
@@ -257,6 +258,12 @@ class ModelManager:
                                 f"{status.state.value}: {status.reason}")
         return status.model
 
+    def loaded(self) -> list[LoadedModel]:
+        """Every version that holds sessions now (serving or still draining its leases)."""
+        current = [status.model for record in self._records.values()
+                   for status in record.versions.values() if status.model is not None]
+        return current + list(self._retiring.values())
+
     def statuses(self, name: str | None = None) -> list[VersionStatus]:
         """Every known version (of one model, or of all), ordered by name then version."""
         if name is not None and name not in self._records:
@@ -281,6 +288,10 @@ class ModelManager:
     async def wait_for_change(self) -> None:
         """Return after the next state change of any version (or of startup)."""
         await self._changed.wait()
+
+    def notify_change(self) -> None:
+        """Wake readiness watchers: something outside the models changed (draining)."""
+        self._notify()
 
     def _notify(self) -> None:
         # Wake every waiter once, then arm a fresh event for the next change.
