@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
 import uvicorn
 
 from app.api.grpc import bind, create_grpc_server
 from app.api.http_app import create_app
+from app.auth import Authenticator
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
@@ -49,16 +51,27 @@ class Server:
         self.service = InferenceService(self.manager, settings.repository.control_mode)
         self.registry = (build_registry(self.manager, self.service)
                          if settings.metrics.enabled else None)
+        self.authenticator = Authenticator(settings.auth) if settings.auth.enabled else None
+        http = settings.http
         config = uvicorn.Config(
-            create_app(self.service, settings.http, self.registry),
+            create_app(self.service, http, self.registry, self.authenticator, settings.cors),
             host=settings.host,
-            port=settings.http.port,
+            port=http.port,
+            ssl_certfile=http.tls_cert_path,
+            ssl_keyfile=http.tls_key_path,
+            ssl_ca_certs=str(http.tls_client_ca_path) if http.tls_client_ca_path else None,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if http.tls_client_ca_path else ssl.CERT_NONE,
             log_level=settings.log_level,
             log_config=None,  # uvicorn's lines go through our handler (text or JSON)
             access_log=settings.http.access_log,
             lifespan="off",
             loop="none",
         )
+        if http.tls_cert_path is not None:
+            try:
+                config.load()  # reads the TLS files now, so a bad one stops the start clearly
+            except (OSError, ssl.SSLError) as err:
+                raise BindError(f"cannot use the HTTP TLS files: {err}") from err
         self._http = uvicorn.Server(config)
         self.grpc_port: int | None = None
 
@@ -66,7 +79,8 @@ class Server:
         """Listen at once (liveness answers while models load in the background); HTTP and
         gRPC share this event loop. Returns after SIGINT/SIGTERM or `stop`."""
         host = self.settings.host
-        grpc_server = create_grpc_server(self.service, self.settings.grpc)  # binds this loop
+        grpc_server = create_grpc_server(self.service, self.settings.grpc,  # binds this loop
+                                         self.authenticator)
         address = f"{host}:{self.settings.grpc.port}"
         try:
             self.grpc_port = bind(grpc_server, address, self.settings.grpc)
