@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,17 +22,26 @@ def test_format_comments_groups_and_separators() -> None:
     table = parse_keys(
         f"# keys for the cluster\n{K1}\n\n  {K2} inference, metadata  # the frontend\n"
         f"{K3} statistics;k4-0123456789abcdef *\n", "keys")
-    assert table.scopes_of(K1.encode()) == ALL
-    assert table.scopes_of(K2.encode()) == Scope.INFERENCE | Scope.METADATA
-    assert table.scopes_of(K3.encode()) == Scope.STATISTICS
-    assert table.scopes_of(b"k4-0123456789abcdef") == ALL
+    assert table.scopes_of(K1.encode()) == ALL.value
+    assert table.scopes_of(K2.encode()) == (Scope.INFERENCE | Scope.METADATA).value
+    assert table.scopes_of(K3.encode()) == Scope.STATISTICS.value
+    assert table.scopes_of(b"k4-0123456789abcdef") == ALL.value
     assert table.scopes_of(b"k5-0123456789abcdef") is None
     assert table.scopes_of(K1.encode()[:-1]) is None  # a prefix is not the key
 
 
+def test_the_readme_example_file() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("**Keys file format**")
+    example = re.findall(r"```text\n(.*?)\n```", readme[start:], re.S)[0]
+    table = parse_keys(example, "README")
+    assert [scopes for _, scopes in table.entries] == [
+        Scope.INFERENCE.value, ALL.value, Scope.METRICS.value]
+
+
 def test_a_key_listed_twice_has_both_entries_groups() -> None:
     table = parse_keys(f"{K1} inference\n{K1} metrics", "keys")
-    assert table.scopes_of(K1.encode()) == Scope.INFERENCE | Scope.METRICS
+    assert table.scopes_of(K1.encode()) == (Scope.INFERENCE | Scope.METRICS).value
 
 
 @pytest.mark.parametrize("text, expected", [
