@@ -86,10 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               "folder", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    from app.auth import KeysError
     from app.server import BindError, run  # imported late: `--help` and bad flags stay fast
 
     try:
         run(settings)
+    except KeysError as err:
+        print(f"onnx-serve: error: {err}", file=sys.stderr)
+        return 2
     except BindError as err:
         print(f"onnx-serve: error: {err}", file=sys.stderr)
         return 1

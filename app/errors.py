@@ -16,6 +16,7 @@ class ErrorCode(enum.Enum):
     TOO_LARGE = "too_large"
     UNSUPPORTED = "unsupported"
     UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
     INTERNAL = "internal"
 
 
@@ -75,6 +76,18 @@ class Unsupported(ServingError):
     """The request asks for a feature this server does not implement."""
 
     code = ErrorCode.UNSUPPORTED
+
+
+class Unauthenticated(ServingError):
+    """No API key, or one that is not valid (authentication is on)."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ServingError):
+    """A valid API key that may not use the API group the request belongs to."""
+
+    code = ErrorCode.PERMISSION_DENIED
 
 
 class InferenceFailed(ServingError):

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import math
 import signal
+import ssl
 import time
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ import uvicorn
 
 from app.api.grpc import GrpcFrontend, bind, create_grpc_server
 from app.api.http_app import create_app
+from app.auth import Authenticator
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
@@ -68,10 +70,16 @@ class Server:
         self.service = InferenceService(self.manager, settings.repository.control_mode)
         self.registry = (build_registry(self.manager, self.service)
                          if settings.metrics.enabled else None)
+        self.authenticator = Authenticator(settings.auth) if settings.auth.enabled else None
+        http = settings.http
         config = uvicorn.Config(
-            create_app(self.service, settings.http, self.registry),
+            create_app(self.service, http, self.registry, self.authenticator, settings.cors),
             host=settings.host,
-            port=settings.http.port,
+            port=http.port,
+            ssl_certfile=http.tls_cert_path,
+            ssl_keyfile=http.tls_key_path,
+            ssl_ca_certs=str(http.tls_client_ca_path) if http.tls_client_ca_path else None,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if http.tls_client_ca_path else ssl.CERT_NONE,
             log_level=settings.log_level,
             log_config=None,  # uvicorn's lines go through our handler (text or JSON)
             access_log=settings.http.access_log,
@@ -80,6 +88,11 @@ class Server:
             timeout_graceful_shutdown=math.ceil(settings.shutdown.grace_period_s
                                                 + _SHUTDOWN_MARGIN_S),
         )
+        if http.tls_cert_path is not None:
+            try:
+                config.load()  # reads the TLS files now, so a bad one stops the start clearly
+            except (OSError, ssl.SSLError) as err:
+                raise BindError(f"cannot use the HTTP TLS files: {err}") from err
         self._http = _HttpServer(config)
         self.grpc_port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -92,7 +105,8 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._stop_asked = asyncio.Event()
         host = self.settings.host
-        grpc = create_grpc_server(self.service, self.settings.grpc)  # binds this loop
+        grpc = create_grpc_server(self.service, self.settings.grpc,  # binds this loop
+                                  self.authenticator)
         address = f"{host}:{self.settings.grpc.port}"
         try:
             self.grpc_port = bind(grpc.server, address, self.settings.grpc)
@@ -104,9 +118,10 @@ class Server:
         self._handle_signals()
         loading = asyncio.create_task(self._manage_repository(), name="repository")
         draining = asyncio.create_task(self._drain_when_asked(grpc), name="drain")
-        log.info("serving repository %s on http://%s:%d and grpc %s:%d",
-                 self.settings.repository.path.resolve(), host, self.settings.http.port,
-                 host, self.grpc_port)
+        tls = self.settings.http.tls_cert_path is not None
+        log.info("serving repository %s on %s://%s:%d and grpc %s:%d",
+                 self.settings.repository.path.resolve(), "https" if tls else "http", host,
+                 self.settings.http.port, host, self.grpc_port)
         try:
             await self._http.serve()  # returns once uvicorn has finished its requests
         finally:

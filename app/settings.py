@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class _Group(BaseModel):
@@ -15,6 +16,10 @@ class _Group(BaseModel):
 
 class HttpSettings(_Group):
     port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    tls_cert_path: Path | None = Field(None, description="PEM certificate chain: serve HTTPS.")
+    tls_key_path: Path | None = Field(None, description="PEM private key of that certificate.")
+    tls_client_ca_path: Path | None = Field(
+        None, description="PEM CA bundle: require client certificates signed by it (mutual TLS).")
     max_body_bytes: int = Field(
         64 * 1024 * 1024, ge=1, description="Largest request body accepted; larger gets 413."
     )
@@ -27,6 +32,11 @@ class HttpSettings(_Group):
         "Off by default, as in Triton: FP16 inputs then travel as binary tensors.",
     )
     access_log: bool = Field(False, description="One log line per request (costs throughput).")
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> HttpSettings:
+        _check_tls(self.tls_cert_path, self.tls_key_path, self.tls_client_ca_path)
+        return self
 
 
 class GrpcSettings(_Group):
@@ -55,11 +65,15 @@ class GrpcSettings(_Group):
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> GrpcSettings:
-        if (self.tls_cert_path is None) != (self.tls_key_path is None):
-            raise ValueError("tls_cert_path and tls_key_path go together")
-        if self.tls_client_ca_path is not None and self.tls_cert_path is None:
-            raise ValueError("tls_client_ca_path (mutual TLS) needs tls_cert_path and tls_key_path")
+        _check_tls(self.tls_cert_path, self.tls_key_path, self.tls_client_ca_path)
         return self
+
+
+def _check_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> None:
+    if (cert is None) != (key is None):
+        raise ValueError("tls_cert_path and tls_key_path go together")
+    if client_ca is not None and cert is None:
+        raise ValueError("tls_client_ca_path (mutual TLS) needs tls_cert_path and tls_key_path")
 
 
 class RepositorySettings(_Group):
@@ -145,6 +159,72 @@ class ShutdownSettings(_Group):
     )
 
 
+class AuthSettings(_Group):
+    """API keys (README.md, Security). Setting either source turns authentication on."""
+
+    keys_file: Path | None = Field(
+        None, description="File of API keys, one per line with optional API groups (a mounted "
+        "Kubernetes Secret); re-read when it changes, so keys rotate without a restart.")
+    keys: SecretStr | None = Field(
+        None, description="API keys in the keys file's format, entries separated by ';' or "
+        "newlines; valid together with the file's.")
+    reload_interval_s: float = Field(
+        1.0, gt=0, le=3600, description="Look at the keys file's modification time at most "
+        "this often (on a request, off the event loop).")
+
+    @property
+    def enabled(self) -> bool:
+        return self.keys_file is not None or self.keys is not None
+
+
+def _split_list(value: object) -> object:
+    """Comma-separated in the environment (`a,b`), or a JSON list, or a list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class CorsSettings(_Group):
+    """Cross-origin requests from browsers; off until an origin is allowed."""
+
+    allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser "
+        "(`https://app.example.com`, or `*` for any); empty turns CORS off.")
+    allow_origin_regex: str | None = Field(
+        None, description="Origins matching this regular expression are allowed too.")
+    allow_methods: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["GET", "POST"], description="Methods allowed cross-origin.")
+    allow_headers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["Authorization", "Content-Type",
+                                 "Inference-Header-Content-Length", "X-Request-Id"],
+        description="Request headers allowed cross-origin.")
+    expose_headers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["Inference-Header-Content-Length", "X-Request-Id",
+                                 "Retry-After"],
+        description="Response headers browser scripts may read.")
+    allow_credentials: bool = Field(
+        False, description="Allow cookies and client certificates cross-origin (API keys in "
+        "the Authorization header need no credentials mode).")
+    max_age_s: int = Field(600, ge=0, description="How long browsers may cache a preflight.")
+
+    _lists = field_validator("allow_origins", "allow_methods", "allow_headers",
+                             "expose_headers", mode="before")(_split_list)
+
+    @model_validator(mode="after")
+    def _no_credentials_for_everyone(self) -> CorsSettings:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError("allow_credentials with allow_origins '*' would let any web site "
+                             "make credentialed requests; list the origins instead")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allow_origins) or self.allow_origin_regex is not None
+
+
 class Settings(BaseSettings):
     """Every server setting; built once in cli.py and passed down through constructors."""
 
@@ -163,3 +243,5 @@ class Settings(BaseSettings):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)

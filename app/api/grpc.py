@@ -10,9 +10,11 @@ from typing import Any, NamedTuple
 import grpc
 from google.protobuf import descriptor_pool, json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from app.api.grpc_auth import AuthInterceptor
 from app.api.status import GRPC_STATUS
+from app.auth import Authenticator
 from app.codecs.grpc import decode_request, encode_response
 from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
@@ -278,11 +280,16 @@ class GrpcFrontend(NamedTuple):
     inference: InferenceServicer  # for ending idle streams when the server drains
 
 
-def create_grpc_server(service: InferenceService, settings: GrpcSettings) -> GrpcFrontend:
-    """A grpc.aio server (not yet bound or started) with every service registered."""
+def create_grpc_server(service: InferenceService, settings: GrpcSettings,
+                       authenticator: Authenticator | None = None) -> GrpcFrontend:
+    """A grpc.aio server (not yet bound or started) with every service registered; API keys
+    are checked when an authenticator is given."""
     limit = settings.max_message_bytes
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+    if authenticator is not None:
+        interceptors.insert(0, AuthInterceptor(authenticator))
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
+        interceptors=interceptors,
         # gRPC's own refusal cannot say which setting to change; up to twice the limit the
         # servicer refuses instead, with a message that names it.
         options=[("grpc.max_receive_message_length", min(2 * limit, (1 << 31) - 1)),
@@ -322,6 +329,6 @@ def _reflection_pool() -> descriptor_pool.DescriptorPool:
     """Our messages live in a private pool (see protos/generate.py); reflection needs them
     beside the health service's."""
     pool = descriptor_pool.DescriptorPool()
-    for file in (pb.DESCRIPTOR, health_pb2.DESCRIPTOR):
+    for file in (pb.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
         pool.AddSerializedFile(file.serialized_pb)
     return pool

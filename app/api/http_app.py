@@ -10,6 +10,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.http_security import secure
 from app.api.rest import (
     CLIENT_CLOSED,
     HEADER_LENGTH,
@@ -20,9 +21,10 @@ from app.api.rest import (
     too_large,
 )
 from app.api.status import HTTP_STATUS
+from app.auth import Authenticator
 from app.errors import ErrorCode, RequestTooLarge, ServingError
 from app.service import InferenceService
-from app.settings import HttpSettings
+from app.settings import CorsSettings, HttpSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +34,15 @@ _BINARY = [(b"content-type", b"application/octet-stream")]
 
 
 def create_app(service: InferenceService, settings: HttpSettings,
-               registry: CollectorRegistry | None = None) -> ASGIApp:
-    """Every route; /metrics when a registry is given."""
+               registry: CollectorRegistry | None = None,
+               authenticator: Authenticator | None = None,
+               cors: CorsSettings | None = None) -> ASGIApp:
+    """Every route; /metrics when a registry is given; API keys checked when an
+    authenticator is given; CORS when configured."""
     api = RestApi(service, settings, registry)
-    return InferFastPath(create_fastapi(api), api)
+    routes = create_fastapi(api)
+    return secure(InferFastPath(routes, api), routes, lambda path: infer_target(path) is not None,
+                  authenticator, cors or CorsSettings())
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
@@ -49,6 +56,11 @@ def infer_target(path: str) -> tuple[str, str | None] | None:
     if parts[4] != "versions" or not parts[5]:
         return None
     return parts[3], parts[5]
+
+
+#: Request ids returned as sent: the common one, and Azure ML's (endpoints' scoring clients
+#: and its inference server send x-ms-request-id / x-ms-client-request-id).
+_ECHOED = frozenset({b"x-request-id", b"x-ms-request-id", b"x-ms-client-request-id"})
 
 
 class InferFastPath:
@@ -82,8 +94,8 @@ class InferFastPath:
                 declared = value
             elif key == _HEADER_LENGTH:
                 header = value.decode("latin-1")
-            elif key == b"x-request-id":
-                echo = [(key, value)]  # returned as sent, so callers can match logs and answers
+            elif key in _ECHOED:
+                echo.append((key, value))  # returned as sent: callers match logs and answers
         send = _with_headers(send, echo) if echo else send
         try:
             body = await self._read_body(receive, declared)

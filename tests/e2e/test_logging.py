@@ -30,13 +30,16 @@ def test_json_logs_one_object_per_line_with_model_state_changes(tmp_path: Path) 
         wait_ready(url, timeout_s=60, path="/v2/models/small/ready")
         x = np.ones((1, 3), np.float32)
         answer = httpx.post(f"{url}/v2/models/small/infer", json=infer_body("x", x),
-                            headers={"x-request-id": "req-42"})
+                            headers={"x-request-id": "req-42", "x-ms-request-id": "ms-7",
+                                     "x-ms-client-request-id": "ms-client-8"})
         refused = httpx.post(f"{url}/v2/models/nope/infer", json=infer_body("x", x),
                              headers={"x-request-id": "req-43"})
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     assert answer.status_code == 200 and answer.headers["x-request-id"] == "req-42"
+    assert answer.headers["x-ms-request-id"] == "ms-7"  # Azure ML's ids too
+    assert answer.headers["x-ms-client-request-id"] == "ms-client-8"
     assert refused.status_code == 404 and refused.headers["x-request-id"] == "req-43"
     lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)

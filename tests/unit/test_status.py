@@ -22,6 +22,9 @@ def test_protocol_table() -> None:
     assert HTTP_STATUS[ErrorCode.TOO_LARGE] == 413
     assert HTTP_STATUS[ErrorCode.UNSUPPORTED] == 501
     assert HTTP_STATUS[ErrorCode.INTERNAL] == 500
+    assert HTTP_STATUS[ErrorCode.UNAUTHENTICATED] == 401
+    assert HTTP_STATUS[ErrorCode.PERMISSION_DENIED] == 403
+    assert GRPC_STATUS[ErrorCode.PERMISSION_DENIED] == grpc.StatusCode.PERMISSION_DENIED
     assert GRPC_STATUS[ErrorCode.OVERLOADED] == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert GRPC_STATUS[ErrorCode.UNSUPPORTED] == grpc.StatusCode.UNIMPLEMENTED
 
