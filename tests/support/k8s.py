@@ -8,6 +8,7 @@ fails the test with that instruction rather than skipping it: these checks must 
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
+
+from app.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
@@ -28,6 +32,27 @@ CRD_GROUPS = ("monitoring.coreos.com", "serving.kserve.io")
 _INSTALL = "run `make test` (target .venv/.k8s-tools) to install it"
 
 Manifest = dict[str, Any]
+
+
+def settings_from_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings exactly as a server with this environment builds them, after checking that
+    every ONNX_SERVE_ name is a real setting (pydantic-settings ignores unknown groups)."""
+    for name in env:
+        if name.startswith("ONNX_SERVE_"):
+            model: type[BaseModel] = Settings
+            *groups, field = name.removeprefix("ONNX_SERVE_").lower().split("__")
+            for group in groups:
+                assert group in model.model_fields, f"{name}: no settings group '{group}'"
+                annotation = model.model_fields[group].annotation
+                assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
+                model = annotation
+            assert field in model.model_fields, f"{name}: no setting '{field}'"
+    for name in list(os.environ):
+        if name.startswith("ONNX_SERVE_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
 
 
 def tool(name: str) -> str:
