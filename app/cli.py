@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app import __version__
 from app.logs import configure as configure_logging
@@ -68,6 +69,20 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return Settings.model_validate(data)
 
 
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """`ONNX_SERVE_*` variables that name no setting: pydantic-settings ignores them, so a
+    misspelt group or field would otherwise be dropped without a word."""
+    prefix = "ONNX_SERVE_"
+    known = set()
+    for name, field in Settings.model_fields.items():
+        known.add(prefix + name.upper())
+        group = field.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            known |= {f"{prefix}{name.upper()}__{sub.upper()}" for sub in group.model_fields}
+    return sorted(key for key in environ
+                  if key.upper().startswith(prefix) and key.upper() not in known)
+
+
 def _one_line(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
@@ -76,6 +91,11 @@ def _one_line(err: ValidationError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        print(f"onnx-serve: error: {unknown[0]} is not a setting (ONNX_SERVE_<GROUP>__<FIELD>, "
+              "see README.md, Configuration)", file=sys.stderr)
+        return 2
     try:
         settings = load_settings(args)
     except ValidationError as err:

@@ -14,7 +14,6 @@ import httpx
 import pytest
 import yaml
 
-from app.settings import Settings
 from tests.support.k8s import (
     DEPLOY,
     Manifest,
@@ -27,11 +26,6 @@ from tests.support.k8s import (
 from tests.support.prometheus import promtool
 
 ADAPTER = DEPLOY / "k8s" / "prometheus-adapter" / "values.yaml"
-_HAS_SHUTDOWN = "shutdown" in Settings.model_fields
-_needs_shutdown = pytest.mark.xfail(
-    not _HAS_SHUTDOWN, strict=True,
-    reason="ONNX_SERVE_SHUTDOWN__* arrives with the graceful-drain change")
-
 
 def _load(path: Path) -> list[Manifest]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
@@ -102,7 +96,6 @@ def test_adapter_query_computes_mean_queue_seconds_per_pod(tmp_path: Path) -> No
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@_needs_shutdown
 def test_kserve_runtime_serves_what_kserve_mounts(monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path) -> None:
     runtime = one(_load(DEPLOY / "kserve" / "servingruntime.yaml"), "ServingRuntime")
@@ -131,7 +124,6 @@ def test_kserve_runtime_serves_what_kserve_mounts(monkeypatch: pytest.MonkeyPatc
     assert result.returncode == 0 and "WARN" not in result.stdout, result.stdout
 
 
-@_needs_shutdown
 def test_azureml_deployment_routes_reach_the_server(monkeypatch: pytest.MonkeyPatch,
                                                    server: str) -> None:
     endpoint = yaml.safe_load((DEPLOY / "azureml" / "endpoint.yml").read_text())

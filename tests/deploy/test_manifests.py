@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from app.settings import Settings
 from tests.support.k8s import (
     CHART,
     DEPLOY,
@@ -39,9 +38,6 @@ RENDERINGS: dict[str, Callable[[], list[Manifest]]] = {
                                                   "repository.persistentVolumeClaim.existingClaim":
                                                   "models"}),
 }
-_HAS_SHUTDOWN = "shutdown" in Settings.model_fields
-_HAS_AUTH = "auth" in Settings.model_fields
-
 
 @pytest.fixture(scope="module", params=sorted(RENDERINGS))
 def rendered(request: pytest.FixtureRequest) -> tuple[str, list[Manifest]]:
@@ -93,8 +89,6 @@ def test_auth_component_passes_strict_validation(tmp_path: Path) -> None:
     assert "/etc/onnx-serve" in mounts
 
 
-@pytest.mark.xfail(not (_HAS_AUTH and _HAS_SHUTDOWN), strict=True,
-                   reason="ONNX_SERVE_AUTH__* and _SHUTDOWN__* arrive with their own changes")
 def test_auth_component_env_is_a_setting(tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     container = _container(_auth_overlay(tmp_path))
@@ -147,14 +141,10 @@ def test_probes_use_the_servers_health_routes(rendered: tuple[str, list[Manifest
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # model loading
 
 
-@pytest.mark.xfail(not _HAS_SHUTDOWN, strict=True,
-                   reason="ONNX_SERVE_SHUTDOWN__* arrives with the graceful-drain change")
 def test_env_builds_valid_settings_matching_ports_volume_and_drain(
         rendered: tuple[str, list[Manifest]], monkeypatch: pytest.MonkeyPatch) -> None:
-    name, docs = rendered
+    _, docs = rendered
     container = _container(docs)
-    if name == "helm-all-on" and not _HAS_AUTH:
-        pytest.xfail("ONNX_SERVE_AUTH__* arrives with the authentication change")
     settings = settings_from_env(
         {item["name"]: item["value"] for item in container["env"]}, monkeypatch)
     ports = _ports(container)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser, load_settings, main
+from app.cli import build_parser, load_settings, main, unknown_variables
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,6 +38,9 @@ def test_defaults() -> None:
     ([], {"ONNX_SERVE_HTTP__PORT": "-5"}, "http.port"),
     (["--model-repository", "/no/such/folder"], {}, "is not a folder"),
     ([], {"ONNX_SERVE_GRPC__TLS_CERT_PATH": "/x.crt"}, "tls_cert_path and tls_key_path go"),
+    ([], {"ONNX_SERVE_SHUTDOWN__GRACE_PERIOD": "5"}, "ONNX_SERVE_SHUTDOWN__GRACE_PERIOD is not"),
+    ([], {"ONNX_SERVE_SHUTDOWNS__GRACE_PERIOD_S": "5"}, "ONNX_SERVE_SHUTDOWNS__GRACE_PERIOD_S"),
+    ([], {"ONNX_SERVE_LOGLEVEL": "info"}, "ONNX_SERVE_LOGLEVEL is not a setting"),
 ])
 def test_bad_values_exit_2_with_one_line(
     argv: list[str], env: dict[str, str], message: str,
@@ -49,6 +52,13 @@ def test_bad_values_exit_2_with_one_line(
     err = capsys.readouterr().err
     assert err.startswith("onnx-serve: error: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_every_setting_is_a_known_variable() -> None:
+    names = ["ONNX_SERVE_HOST", "ONNX_SERVE_HTTP__PORT", "onnx_serve_grpc__port",
+             "ONNX_SERVE_SHUTDOWN__GRACE_PERIOD_S", "ONNX_SERVE_AUTH__KEYS_FILE",
+             "ONNX_SERVE_HTTP", "ONNX_SERVE_CORS__ALLOW_ORIGINS", "PATH", "ONNX_SERVEX"]
+    assert unknown_variables(dict.fromkeys(names, "1")) == []
 
 
 def test_real_process_prints_no_traceback() -> None:
