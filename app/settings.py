@@ -21,6 +21,23 @@ class HttpSettings(_Group):
     max_tensor_elements: int = Field(
         1 << 28, ge=1, description="Largest element count of one input tensor (shape product)."
     )
+    max_request_elements: int = Field(
+        1 << 28, ge=1,
+        description="Largest element count of all input tensors of one request together.",
+    )
+    max_inputs: int = Field(256, ge=1, description="Most input tensors in one request.")
+    max_bytes_element_bytes: int = Field(
+        16 * 1024 * 1024, ge=0, description="Longest element of a BYTES tensor, in bytes.")
+    max_json_depth: int = Field(
+        32, ge=2,
+        description="Deepest nesting of arrays and objects in a JSON body (a rank-n tensor's "
+        "nested 'data' needs n + 3); checked before the body is parsed.",
+    )
+    max_decompressed_bytes: int = Field(
+        64 * 1024 * 1024, ge=1,
+        description="Largest body once a gzip/deflate Content-Encoding is undone (decompressed "
+        "as it streams in, never past this); larger gets 413.",
+    )
     json_half_precision: bool = Field(
         False,
         description="Accept FP16 input data as JSON numbers (rounded to half precision). "
@@ -39,6 +56,13 @@ class GrpcSettings(_Group):
     max_tensor_elements: int = Field(
         1 << 28, ge=1, description="Largest element count of one input tensor (shape product)."
     )
+    max_request_elements: int = Field(
+        1 << 28, ge=1,
+        description="Largest element count of all input tensors of one request together.",
+    )
+    max_inputs: int = Field(256, ge=1, description="Most input tensors in one request.")
+    max_bytes_element_bytes: int = Field(
+        16 * 1024 * 1024, ge=0, description="Longest element of a BYTES tensor, in bytes.")
     tls_cert_path: Path | None = Field(None, description="PEM certificate chain: serve TLS.")
     tls_key_path: Path | None = Field(None, description="PEM private key of that certificate.")
     tls_client_ca_path: Path | None = Field(

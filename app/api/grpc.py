@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from app.api.status import GRPC_STATUS
 from app.codecs.grpc import decode_request, encode_response
+from app.codecs.tensors import TensorLimits
 from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
@@ -104,7 +105,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, service: InferenceService, settings: GrpcSettings) -> None:
         self._service = service
-        self._max_elements = settings.max_tensor_elements
+        self._limits = TensorLimits(settings.max_tensor_elements, settings.max_request_elements,
+                                    settings.max_inputs, settings.max_bytes_element_bytes,
+                                    "ONNX_SERVE_GRPC__")
         self._max_message_bytes = settings.max_message_bytes
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> Any:
@@ -162,7 +165,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise RequestTooLarge(
                 f"the request ({size} bytes) exceeds the gRPC message limit of "
                 f"{self._max_message_bytes} bytes (setting ONNX_SERVE_GRPC__MAX_MESSAGE_BYTES)")
-        decoded = decode_request(request, self._max_elements)
+        decoded = decode_request(request, self._limits)
         response = await self._service.infer(decoded, "grpc")
         return encode_response(response, raw=bool(request.raw_input_contents))
 
