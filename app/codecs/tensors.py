@@ -14,6 +14,8 @@ from app.errors import InvalidInput, RequestTooLarge
 from app.types import Array
 
 _LENGTH = struct.Struct("<I")
+#: The most dimensions a tensor may have: numpy 1.x's limit (numpy 2 allows 64).
+MAX_RANK = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +62,24 @@ def element_count(name: str, shape: Sequence[int], limits: TensorLimits) -> int:
     """The product of `shape`, refusing negative dims and products above the limit.
 
     Computed with Python ints, so a hostile shape cannot overflow before it is refused; no
-    memory is allocated from it before the data's own size is checked against it.
+    memory is allocated from it before the data's own size is checked against it. The
+    dimensions other than 0 are held to the limit too: numpy refuses to shape even an empty
+    array as [0, 2**31, 2**31].
     """
-    count = 1
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(f"input '{name}': shape has {len(shape)} dimensions, more than "
+                           f"the {MAX_RANK} a tensor may have")
+    count = extent = 1
     for dim in shape:
         if dim < 0:
             raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
         count *= dim
-    if count > limits.max_tensor_elements:
+        extent *= dim or 1
+    if extent > limits.max_tensor_elements:
         shown = count if count < 10**30 else f"about 10^{len(str(count)) - 1}"
         raise limits.refuse(
-            f"input '{name}': shape {list(shape)} holds {shown} elements, "
+            f"input '{name}': shape {list(shape)} holds {shown} elements"
+            f"{' (its non-zero dimensions multiply to more)' if count < extent else ''}, "
             f"more than the limit of {limits.max_tensor_elements}", "max_tensor_elements")
     return count
 
