@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool, json_format
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -38,7 +39,7 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: Exception) ->
 def _wrap_unary(behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return await behaviour(request, context)
+            return await behaviour(_decoded(request), context)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as err:  # every failure leaves through _abort
@@ -50,7 +51,7 @@ def _wrap_unary(behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Await
 def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            async for item in behaviour(request, context):
+            async for item in behaviour(_decoded(request), context):
                 yield item
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
@@ -81,10 +82,46 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
 
+class _Undecodable:
+    """What a request that is not a valid protobuf message deserializes to: the handler
+    wrappers turn it into INVALID_ARGUMENT (a deserializer that raises gets UNKNOWN, with
+    protobuf's exception class in the message)."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.message = f"the request is not a valid protobuf message: {error}"
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as err:
+            return _Undecodable(err)
+
+    return tolerant
+
+
+def _decoded(request: Any) -> Any:
+    """The request, or InvalidInput when it did not parse; a stream checks each message."""
+    if isinstance(request, _Undecodable):
+        raise InvalidInput(request.message)
+    if hasattr(request, "__aiter__"):
+        return _decoded_stream(request)
+    return request
+
+
+async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _decoded(request)
+
+
 def _wrap(handler: Any) -> Any:
     if handler is None:
         return None
-    codec = {"request_deserializer": handler.request_deserializer,
+    codec = {"request_deserializer": _tolerant(handler.request_deserializer),
              "response_serializer": handler.response_serializer}
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **codec)
