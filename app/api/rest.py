@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException
@@ -261,7 +262,8 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
     app.add_api_route("/v2/health/ready", api.ready, methods=["GET"], tags=["health"])
     app.add_api_route("/v2", api.server_metadata, methods=["GET"], tags=["metadata"])
     if api.registry is not None:
-        app.add_api_route("/metrics", api.metrics, methods=["GET"], tags=["metrics"])
+        app.add_api_route("/metrics", api.metrics, methods=["GET"], tags=["metrics"],
+                          response_class=PlainTextResponse)  # documents Prometheus' text
     # Before /v2/models/{model_name}, which would otherwise take "stats" for a model name.
     app.add_api_route("/v2/models/stats", api.all_statistics, methods=["GET"],
                       tags=["statistics"])
