@@ -8,6 +8,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: A container must listen on every interface to be reachable (the deployment's choice);
+#: outside one, pass --host 127.0.0.1.
+ALL_INTERFACES = "0.0.0.0"  # nosec B104 # the default for containers, see above
+
 
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -166,7 +170,7 @@ class Settings(BaseSettings):
         env_prefix="ONNX_SERVE_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    host: str = Field("0.0.0.0", description="Address to bind; containers need 0.0.0.0.")
+    host: str = Field(ALL_INTERFACES, description="Address to bind; containers need 0.0.0.0.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field(
         "text", description="text for people; json: one object per line for log collectors.")

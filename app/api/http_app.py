@@ -94,7 +94,7 @@ class InferFastPath:
         if body is None:
             return  # the client left before sending its whole body: nobody to answer
         handler = asyncio.current_task()
-        assert handler is not None
+        assert handler is not None  # nosec B101 # narrows a type: a handler runs in a task
         watcher = asyncio.get_running_loop().create_task(cancel_on_disconnect(receive, handler))
         try:
             content, json_length = await self._api.infer(name, version, header, body)
