@@ -12,7 +12,7 @@ _NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b'[]{}"')
 _CHUNK = 1 << 20
 
 
-def nesting_depth(raw: bytes | memoryview) -> int:
+def nesting_depth(raw: bytes | memoryview, chunk: int = _CHUNK) -> int:
     """The deepest nesting of arrays and objects in `raw` (0 for a scalar).
 
     Exact for valid JSON; for invalid JSON it is some number, and the parser refuses the
@@ -28,8 +28,8 @@ def nesting_depth(raw: bytes | memoryview) -> int:
     structural = text.translate(None, _NOT_STRUCTURAL)
     in_string = False
     depth = deepest = 0
-    for start in range(0, len(structural), _CHUNK):
-        codes = np.frombuffer(structural, np.uint8, min(_CHUNK, len(structural) - start), start)
+    for start in range(0, len(structural), chunk):
+        codes = np.frombuffer(structural, np.uint8, min(chunk, len(structural) - start), start)
         quote = codes == ord('"')
         # A bracket is inside a string when an odd number of quotes precede it.
         inside = np.logical_xor.accumulate(quote) ^ in_string
