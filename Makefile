@@ -48,9 +48,10 @@ serve: $(VENV)/.runtime ## serve model_repository/ on HTTP 8000 / gRPC 8001
 test: $(VENV)/.dev $(VENV)/.prometheus $(VENV)/.k8s-tools ## install what the tests need, then run them all
 	$(PY) -m pytest
 
-lint: $(VENV)/.dev ## ruff and mypy
+lint: $(VENV)/.dev ## ruff, mypy and bandit
 	$(PY) -m ruff check app tests bench model_repository protos
 	$(PY) -m mypy
+	$(PY) -m bandit -q -r app
 
 check: lint test
 

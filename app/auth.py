@@ -188,15 +188,17 @@ class Authenticator:
 
     def _reload(self) -> None:
         """In a worker thread: re-read the file if its identity or modification time changed."""
-        assert self._path is not None
+        path = self._path
+        if path is None:
+            return
         try:
-            if _stamp(self._path) == self._stamp:
+            if _stamp(path) == self._stamp:
                 return
-            stamp, table = _load(self._path)
+            stamp, table = _load(path)
             if not table.entries:
                 # Editors and shell redirections truncate before they write: an empty file
                 # is far more often half-written than meant. Revoke by writing a new key.
-                raise KeysError(f"the API keys file {self._path} holds no keys")
+                raise KeysError(f"the API keys file {path} holds no keys")
         except (OSError, KeysError) as err:
             if str(err) != self._last_error:  # once per problem, not once a second
                 self._last_error = str(err)

@@ -117,7 +117,8 @@ class Server:
         await grpc.server.start()
         self._handle_signals()
         loading = asyncio.create_task(self._manage_repository(), name="repository")
-        draining = asyncio.create_task(self._drain_when_asked(grpc), name="drain")
+        draining = asyncio.create_task(self._drain_when_asked(grpc, self._stop_asked),
+                                       name="drain")
         tls = self.settings.http.tls_cert_path is not None
         log.info("serving repository %s on %s://%s:%d and grpc %s:%d",
                  self.settings.repository.path.resolve(), "https" if tls else "http", host,
@@ -135,11 +136,10 @@ class Server:
                 await loading
             await self.manager.close()
 
-    async def _drain_when_asked(self, grpc: GrpcFrontend) -> None:
+    async def _drain_when_asked(self, grpc: GrpcFrontend, asked: asyncio.Event) -> None:
         """The shutdown: readiness off and listeners closed at once; accepted requests get
         the grace period, then whatever still waits is answered 503 / UNAVAILABLE."""
-        assert self._stop_asked is not None
-        await self._stop_asked.wait()
+        await asked.wait()
         grace = self.settings.shutdown.grace_period_s
         started = time.monotonic()
         log.info("draining: readiness is off; in-flight requests have %g s to finish", grace)

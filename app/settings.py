@@ -9,6 +9,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: A container must listen on every interface to be reachable (the deployment's choice);
+#: outside one, pass --host 127.0.0.1.
+ALL_INTERFACES = "0.0.0.0"  # nosec B104 # the default for containers, see above
+
 
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -25,6 +29,23 @@ class HttpSettings(_Group):
     )
     max_tensor_elements: int = Field(
         1 << 28, ge=1, description="Largest element count of one input tensor (shape product)."
+    )
+    max_request_elements: int = Field(
+        1 << 28, ge=1,
+        description="Largest element count of all input tensors of one request together.",
+    )
+    max_inputs: int = Field(256, ge=1, description="Most input tensors in one request.")
+    max_bytes_element_bytes: int = Field(
+        16 * 1024 * 1024, ge=0, description="Longest element of a BYTES tensor, in bytes.")
+    max_json_depth: int = Field(
+        32, ge=2,
+        description="Deepest nesting of arrays and objects in a JSON body (a rank-n tensor's "
+        "nested 'data' needs n + 3); checked before the body is parsed.",
+    )
+    max_decompressed_bytes: int = Field(
+        64 * 1024 * 1024, ge=1,
+        description="Largest body once a gzip/deflate Content-Encoding is undone (decompressed "
+        "as it streams in, never past this); larger gets 413.",
     )
     json_half_precision: bool = Field(
         False,
@@ -49,6 +70,13 @@ class GrpcSettings(_Group):
     max_tensor_elements: int = Field(
         1 << 28, ge=1, description="Largest element count of one input tensor (shape product)."
     )
+    max_request_elements: int = Field(
+        1 << 28, ge=1,
+        description="Largest element count of all input tensors of one request together.",
+    )
+    max_inputs: int = Field(256, ge=1, description="Most input tensors in one request.")
+    max_bytes_element_bytes: int = Field(
+        16 * 1024 * 1024, ge=0, description="Longest element of a BYTES tensor, in bytes.")
     tls_cert_path: Path | None = Field(None, description="PEM certificate chain: serve TLS.")
     tls_key_path: Path | None = Field(None, description="PEM private key of that certificate.")
     tls_client_ca_path: Path | None = Field(
@@ -232,7 +260,7 @@ class Settings(BaseSettings):
         env_prefix="ONNX_SERVE_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    host: str = Field("0.0.0.0", description="Address to bind; containers need 0.0.0.0.")
+    host: str = Field(ALL_INTERFACES, description="Address to bind; containers need 0.0.0.0.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field(
         "text", description="text for people; json: one object per line for log collectors.")

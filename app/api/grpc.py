@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf import descriptor_pool, json_format
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
@@ -16,6 +17,7 @@ from app.api.grpc_auth import AuthInterceptor
 from app.api.status import GRPC_STATUS
 from app.auth import Authenticator
 from app.codecs.grpc import decode_request, encode_response
+from app.codecs.tensors import TensorLimits
 from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
@@ -39,7 +41,7 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: Exception) ->
 def _wrap_unary(behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return await behaviour(request, context)
+            return await behaviour(_decoded(request), context)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as err:  # every failure leaves through _abort
@@ -51,7 +53,7 @@ def _wrap_unary(behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Await
 def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            async for item in behaviour(request, context):
+            async for item in behaviour(_decoded(request), context):
                 yield item
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
@@ -82,10 +84,46 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
 
+class _Undecodable:
+    """What a request that is not a valid protobuf message deserializes to: the handler
+    wrappers turn it into INVALID_ARGUMENT (a deserializer that raises gets UNKNOWN, with
+    protobuf's exception class in the message)."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.message = f"the request is not a valid protobuf message: {error}"
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as err:
+            return _Undecodable(err)
+
+    return tolerant
+
+
+def _decoded(request: Any) -> Any:
+    """The request, or InvalidInput when it did not parse; a stream checks each message."""
+    if isinstance(request, _Undecodable):
+        raise InvalidInput(request.message)
+    if hasattr(request, "__aiter__"):
+        return _decoded_stream(request)
+    return request
+
+
+async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _decoded(request)
+
+
 def _wrap(handler: Any) -> Any:
     if handler is None:
         return None
-    codec = {"request_deserializer": handler.request_deserializer,
+    codec = {"request_deserializer": _tolerant(handler.request_deserializer),
              "response_serializer": handler.response_serializer}
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **codec)
@@ -106,7 +144,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, service: InferenceService, settings: GrpcSettings) -> None:
         self._service = service
-        self._max_elements = settings.max_tensor_elements
+        self._limits = TensorLimits(settings.max_tensor_elements, settings.max_request_elements,
+                                    settings.max_inputs, settings.max_bytes_element_bytes,
+                                    "ONNX_SERVE_GRPC__")
         self._max_message_bytes = settings.max_message_bytes
         self._idle_streams: set[asyncio.Task[Any]] = set()
 
@@ -149,7 +189,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         task = asyncio.current_task()
-        assert task is not None
+        assert task is not None  # nosec B101 # narrows a type: a handler runs in a task
         self._idle_streams.add(task)  # waiting for the client's next request
         try:
             async for request in request_iterator:
@@ -181,7 +221,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise RequestTooLarge(
                 f"the request ({size} bytes) exceeds the gRPC message limit of "
                 f"{self._max_message_bytes} bytes (setting ONNX_SERVE_GRPC__MAX_MESSAGE_BYTES)")
-        decoded = decode_request(request, self._max_elements)
+        decoded = decode_request(request, self._limits)
         response = await self._service.infer(decoded, "grpc")
         return encode_response(response, raw=bool(request.raw_input_contents))
 

@@ -18,11 +18,10 @@ from app.api.rest import (
     cancel_on_disconnect,
     create_fastapi,
     error_headers,
-    too_large,
 )
 from app.api.status import HTTP_STATUS
 from app.auth import Authenticator
-from app.errors import ErrorCode, RequestTooLarge, ServingError
+from app.errors import ErrorCode, ServingError
 from app.service import InferenceService
 from app.settings import CorsSettings, HttpSettings
 
@@ -87,25 +86,27 @@ class InferFastPath:
     async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str,
                      version: str | None) -> None:
         header = None
-        declared = None
+        declared = encoding = None
         echo: list[tuple[bytes, bytes]] = []
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = value
+            elif key == b"content-encoding":
+                encoding = value
             elif key == _HEADER_LENGTH:
                 header = value.decode("latin-1")
             elif key in _ECHOED:
                 echo.append((key, value))  # returned as sent: callers match logs and answers
         send = _with_headers(send, echo) if echo else send
         try:
-            body = await self._read_body(receive, declared)
+            body = await self._read_body(receive, declared, encoding)
         except ServingError as err:
             await _send_error(send, err)
             return
         if body is None:
             return  # the client left before sending its whole body: nobody to answer
         handler = asyncio.current_task()
-        assert handler is not None
+        assert handler is not None  # nosec B101 # narrows a type: a handler runs in a task
         watcher = asyncio.get_running_loop().create_task(cancel_on_disconnect(receive, handler))
         try:
             content, json_length = await self._api.infer(name, version, header, body)
@@ -131,23 +132,16 @@ class InferFastPath:
             await _send(send, 200, [*_BINARY, (b"inference-header-content-length",
                                                str(json_length).encode())], content)
 
-    async def _read_body(self, receive: Receive, declared: bytes | None) -> bytes | None:
-        limit = self._api.max_body_bytes
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestTooLarge(too_large(int(declared), limit))
-        chunks: list[bytes] = []
-        size = 0
+    async def _read_body(self, receive: Receive, declared: bytes | None,
+                         encoding: bytes | None) -> bytes | None:
+        buffer = self._api.body_buffer(declared, encoding)
         while True:
             message: Message = await receive()
             if message["type"] == "http.disconnect":
                 return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(too_large(size, limit))
-            chunks.append(chunk)
+            buffer.feed(message.get("body", b""))
             if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return buffer.finish()
 
 
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:

@@ -11,12 +11,14 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import Receive
 
 from app import __version__
+from app.api.body import BodyBuffer
 from app.api.openapi import INFER_OPENAPI, error_responses
 from app.api.status import HTTP_STATUS
 from app.codecs.rest import (
@@ -26,7 +28,8 @@ from app.codecs.rest import (
     encode_response,
     parse_json_object,
 )
-from app.errors import ErrorCode, InvalidInput, RequestTooLarge, ServingError, Unsupported
+from app.codecs.tensors import TensorLimits
+from app.errors import ErrorCode, InvalidInput, ServingError, Unsupported
 from app.service import InferenceService, ModelMetadata
 from app.settings import HttpSettings
 from app.types import InferRequest
@@ -76,7 +79,11 @@ class RestApi:
         self._service = service
         self._settings = settings
         self.registry = registry
-        self._limits = RestLimits(settings.max_tensor_elements, settings.json_half_precision)
+        self._limits = RestLimits(
+            TensorLimits(settings.max_tensor_elements, settings.max_request_elements,
+                         settings.max_inputs, settings.max_bytes_element_bytes,
+                         "ONNX_SERVE_HTTP__"),
+            settings.json_half_precision, settings.max_json_depth)
 
     async def live(self) -> Response:
         return _json({"live": True})
@@ -113,7 +120,7 @@ class RestApi:
         return _json(self._service.model_config(model_name, version))
 
     async def metrics(self) -> Response:
-        assert self.registry is not None
+        assert self.registry is not None  # nosec B101 # the route exists only with one
         # Collection walks every loaded version: a few ms for hundreds of models; off the loop.
         body = await asyncio.to_thread(generate_latest, self.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -131,7 +138,7 @@ class RestApi:
         body = await self._read_body(request)
         ready_only = False
         if body.strip():
-            document = parse_json_object(body)
+            document = parse_json_object(body, self._limits.max_json_depth)
             ready_only = document.get("ready", False)
             if not isinstance(ready_only, bool):
                 raise InvalidInput("'ready' must be true or false")
@@ -140,7 +147,8 @@ class RestApi:
 
     async def repository_load(self, model_name: str, request: Request) -> Response:
         body = await self._read_body(request)
-        parameters = parse_json_object(body).get("parameters", {}) if body.strip() else {}
+        parameters = (parse_json_object(body, self._limits.max_json_depth).get("parameters", {})
+                      if body.strip() else {})
         if not isinstance(parameters, dict):
             raise InvalidInput("'parameters' must be a JSON object")
         unknown = sorted(k for k in parameters if k != "config")
@@ -192,7 +200,8 @@ class RestApi:
     ) -> InferRequest:
         header_length = None
         if header is not None:
-            if not header.isdigit():
+            # ASCII digits only ('²'.isdigit() is true), and few enough for int() to take.
+            if not (header.isascii() and header.isdigit() and len(header) <= 19):
                 raise InvalidInput(
                     "Inference-Header-Content-Length must be a non-negative integer, "
                     f"got {header!r}"
@@ -208,24 +217,19 @@ class RestApi:
             )
         return decode_request(name, version, body, header_length, self._limits)
 
-    @property
-    def max_body_bytes(self) -> int:
-        return self._settings.max_body_bytes
+    def body_buffer(self, content_length: bytes | str | None,
+                    content_encoding: bytes | str | None) -> BodyBuffer:
+        """A buffer for one request body under the HTTP limits (refuses a Content-Length
+        over max_body_bytes, or an unknown Content-Encoding, at once)."""
+        return BodyBuffer(self._settings.max_body_bytes, self._settings.max_decompressed_bytes,
+                          content_length, content_encoding)
 
     async def _read_body(self, http: Request) -> bytes:
-        """Read at most max_body_bytes; refuse early on a Content-Length that says more."""
-        limit = self._settings.max_body_bytes
-        declared = http.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestTooLarge(too_large(int(declared), limit))
-        chunks: list[bytes] = []
-        size = 0
+        buffer = self.body_buffer(http.headers.get("content-length"),
+                                  http.headers.get("content-encoding"))
         async for chunk in http.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(too_large(size, limit))
-            chunks.append(chunk)
-        return b"".join(chunks)
+            buffer.feed(chunk)
+        return buffer.finish()
 
 
 async def cancel_on_disconnect(receive: Receive, handler: asyncio.Task[Any]) -> None:
@@ -235,11 +239,6 @@ async def cancel_on_disconnect(receive: Receive, handler: asyncio.Task[Any]) -> 
     while (await receive())["type"] != "http.disconnect":
         pass
     handler.cancel()
-
-
-def too_large(size: int, limit: int) -> str:
-    return (f"the request body ({size}+ bytes) exceeds the limit of {limit} bytes "
-            "(setting ONNX_SERVE_HTTP__MAX_BODY_BYTES)")
 
 
 def create_fastapi(api: RestApi) -> FastAPI:
@@ -263,7 +262,8 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
     app.add_api_route("/v2/health/ready", api.ready, methods=["GET"], tags=["health"])
     app.add_api_route("/v2", api.server_metadata, methods=["GET"], tags=["metadata"])
     if api.registry is not None:
-        app.add_api_route("/metrics", api.metrics, methods=["GET"], tags=["metrics"])
+        app.add_api_route("/metrics", api.metrics, methods=["GET"], tags=["metrics"],
+                          response_class=PlainTextResponse)  # documents Prometheus' text
     # Before /v2/models/{model_name}, which would otherwise take "stats" for a model name.
     app.add_api_route("/v2/models/stats", api.all_statistics, methods=["GET"],
                       tags=["statistics"])
@@ -298,19 +298,19 @@ def _add_error_handlers(app: FastAPI) -> None:
     """One place turns every failure into `{"error": ...}` with the status of its ErrorCode."""
 
     async def serving_error(_: Request, err: Exception) -> Response:
-        assert isinstance(err, ServingError)
+        assert isinstance(err, ServingError)  # nosec B101 # registered for that type
         if err.code is ErrorCode.INTERNAL:
             log.error("request failed: %s", err.message)
         return _error(HTTP_STATUS[err.code], err.message)
 
     async def validation_error(_: Request, err: Exception) -> Response:
-        assert isinstance(err, RequestValidationError)
+        assert isinstance(err, RequestValidationError)  # nosec B101 # as above
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(400, f"{where}: {first.get('msg', 'invalid request')}")
 
     async def http_error(_: Request, err: Exception) -> Response:
-        assert isinstance(err, HTTPException)
+        assert isinstance(err, HTTPException)  # nosec B101 # as above
         return _error(err.status_code, str(err.detail))
 
     async def unexpected(_: Request, err: Exception) -> Response:

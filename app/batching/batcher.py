@@ -310,7 +310,7 @@ class DynamicBatcher:
             self._deliver(self._dispatched.popleft())  # answers leave in arrival order
 
     def _deliver(self, running: _Running) -> None:
-        assert running.results is not None
+        assert running.results is not None  # nosec B101 # narrows a type: set before delivery
         for item, result in zip(running.items, running.results, strict=True):
             if item.future.done():  # its caller went away
                 continue

@@ -8,7 +8,13 @@ from typing import Any
 import numpy as np
 
 from app.codecs import dtypes
-from app.codecs.tensors import array_from_buffer, array_to_bytes, element_count
+from app.codecs.tensors import (
+    TensorLimits,
+    array_from_buffer,
+    array_to_bytes,
+    bytes_element_too_long,
+    element_count,
+)
 from app.errors import InvalidInput
 from app.protos_gen import inference_pb2 as pb
 from app.types import Array, InferRequest, InferResponse, ParamValue, RequestedOutput
@@ -42,8 +48,9 @@ def parameters_from_proto(params: Mapping[str, pb.InferParameter]) -> dict[str, 
     return values
 
 
-def decode_request(message: pb.ModelInferRequest, max_elements: int) -> InferRequest:
+def decode_request(message: pb.ModelInferRequest, limits: TensorLimits) -> InferRequest:
     """Decode a ModelInferRequest; raw_input_contents, when used, covers every input."""
+    limits.check_inputs(len(message.inputs))
     raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
         raise InvalidInput(
@@ -52,6 +59,7 @@ def decode_request(message: pb.ModelInferRequest, max_elements: int) -> InferReq
         )
     inputs: dict[str, Array] = {}
     datatypes: dict[str, str] = {}
+    total = 0
     for position, tensor in enumerate(message.inputs):
         name = tensor.name
         if not name:
@@ -65,15 +73,17 @@ def decode_request(message: pb.ModelInferRequest, max_elements: int) -> InferReq
                 f"input '{name}': unknown datatype '{tensor.datatype}' (expected one of {known})"
             )
         shape = list(tensor.shape)
-        count = element_count(name, shape, max_elements)
+        count = element_count(name, shape, limits)
+        total += count
+        limits.check_total(total)
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidInput(
                     f"input '{name}': set either contents or raw_input_contents, not both"
                 )
-            inputs[name] = array_from_buffer(name, dt, shape, raw[position], count)
+            inputs[name] = array_from_buffer(name, dt, shape, raw[position], count, limits)
         else:
-            inputs[name] = _from_contents(name, dt, tensor.contents, shape, count)
+            inputs[name] = _from_contents(name, dt, tensor.contents, shape, count, limits)
         datatypes[name] = dt.name
     if not inputs:
         raise InvalidInput("the request must list at least one input")
@@ -109,7 +119,7 @@ _FIXED_WIDTH: dict[str, np.dtype[np.generic]] = {
 
 def _from_contents(
     name: str, dt: dtypes.DataType, contents: pb.InferTensorContents, shape: list[int],
-    count: int,
+    count: int, limits: TensorLimits,
 ) -> Array:
     field = CONTENTS_FIELD.get(dt.name)
     if field is None:
@@ -125,6 +135,8 @@ def _from_contents(
     if dt.is_bytes:
         elements = np.empty(count, dtype=object)
         for index, item in enumerate(values):
+            if len(item) > limits.max_bytes_element_bytes:
+                raise bytes_element_too_long(name, index, len(item), limits)
             try:
                 elements[index] = item.decode("utf-8")
             except UnicodeDecodeError as err:

@@ -10,7 +10,15 @@ import numpy as np
 import orjson
 
 from app.codecs import dtypes
-from app.codecs.tensors import array_from_buffer, array_to_bytes, element_count, infer_raw_shape
+from app.codecs.json_depth import check_depth
+from app.codecs.tensors import (
+    TensorLimits,
+    array_from_buffer,
+    array_to_bytes,
+    bytes_element_too_long,
+    element_count,
+    infer_raw_shape,
+)
 from app.errors import InvalidInput
 from app.types import Array, InferRequest, InferResponse, ParamValue, RequestedOutput, TensorSpec
 
@@ -24,8 +32,9 @@ BINARY_DATA_OUTPUT = "binary_data_output"
 class RestLimits:
     """What the REST decoder accepts; see Settings.http for the documented knobs."""
 
-    max_elements: int = 1 << 28
+    tensors: TensorLimits = TensorLimits()  # noqa: RUF009 - frozen, so sharing is safe
     json_half_precision: bool = False
+    max_json_depth: int = 32
 
 
 def decode_request(
@@ -41,22 +50,25 @@ def decode_request(
         raise InvalidInput(
             f"Inference-Header-Content-Length is {json_end} but the body has only {len(body)} bytes"
         )
-    document = parse_json_object(body[:json_end])
+    document = parse_json_object(body[:json_end], limits.max_json_depth)
     binary = memoryview(body)[json_end:]
 
     raw_inputs = _required_list(document, "inputs", "request")
     if not raw_inputs:
         raise InvalidInput("request 'inputs' must list at least one input")
+    limits.tensors.check_inputs(len(raw_inputs))
     inputs: dict[str, Array] = {}
     datatypes: dict[str, str] = {}
     offset = 0
+    total = 0
     for position, raw in enumerate(raw_inputs):
         tensor = _object(raw, f"inputs[{position}]")
         name = _string(tensor, "name", f"inputs[{position}]")
         if name in inputs:
             raise InvalidInput(f"input '{name}' appears more than once")
-        array, dt, used = _decode_input(name, tensor, binary, offset, limits)
+        array, dt, used = _decode_input(name, tensor, binary, offset, total, limits)
         offset += used
+        total += array.size
         inputs[name] = array
         datatypes[name] = dt.name
     if offset != len(binary):
@@ -99,8 +111,8 @@ def decode_raw_request(
         shape = infer_raw_shape(spec.name, dt, dims, len(body))
     if batched:
         shape = [1, *shape]
-    count = element_count(spec.name, shape, limits.max_elements)
-    array = array_from_buffer(spec.name, dt, shape, body, count)
+    count = element_count(spec.name, shape, limits.tensors)
+    array = array_from_buffer(spec.name, dt, shape, body, count, limits.tensors)
     return InferRequest(
         model_name=model_name,
         version=version,
@@ -161,8 +173,10 @@ def _decode_input(
     tensor: Mapping[str, Any],
     binary: memoryview,
     offset: int,
+    total: int,
     limits: RestLimits,
 ) -> tuple[Array, dtypes.DataType, int]:
+    """One input; `total`: the elements of the inputs before it (for max_request_elements)."""
     where = f"input '{name}'"
     datatype = _string(tensor, "datatype", where)
     dt = dtypes.by_name(datatype)
@@ -170,7 +184,8 @@ def _decode_input(
         known = ", ".join(dtypes.BY_NAME)
         raise InvalidInput(f"{where}: unknown datatype '{datatype}' (expected one of {known})")
     shape = _shape(tensor.get("shape"), where)
-    count = element_count(name, shape, limits.max_elements)
+    count = element_count(name, shape, limits.tensors)
+    limits.tensors.check_total(total + count)
     parameters = _parameters(tensor.get("parameters"), where)
     size = parameters.get(BINARY_DATA_SIZE)
     if size is not None:
@@ -183,7 +198,8 @@ def _decode_input(
                 f"{where}: binary_data_size is {size} but only {len(binary) - offset} bytes "
                 "of binary data remain in the body"
             )
-        array = array_from_buffer(name, dt, shape, binary[offset : offset + size], count)
+        array = array_from_buffer(name, dt, shape, binary[offset : offset + size], count,
+                                  limits.tensors)
         return array, dt, size
     if "data" not in tensor:
         raise InvalidInput(f"{where}: has neither 'data' nor a binary_data_size parameter")
@@ -207,11 +223,13 @@ def _array_from_json(
         raise InvalidInput(
             f"{where}: shape {shape} needs {count} elements, 'data' has {array.size}"
         )
-    return _coerce(where, data, array, dt).reshape(shape)
+    return _coerce(name, data, array, dt, limits.tensors).reshape(shape)
 
 
-def _coerce(where: str, data: Any, array: Array, dt: dtypes.DataType) -> Array:
+def _coerce(name: str, data: Any, array: Array, dt: dtypes.DataType,
+            limits: TensorLimits) -> Array:
     """Check JSON element kinds against the datatype, then convert without silent wrap-around."""
+    where = f"input '{name}'"
     if array.size == 0:
         return array.astype(dt.numpy)
     kind = array.dtype.kind
@@ -219,6 +237,7 @@ def _coerce(where: str, data: Any, array: Array, dt: dtypes.DataType) -> Array:
         flat = array.reshape(-1)
         if not all(isinstance(item, str) for item in flat):
             raise InvalidInput(f"{where}: BYTES 'data' must hold JSON strings")
+        _check_string_lengths(name, flat, limits)
         return array
     if dt.name == "BOOL":
         if kind != "b":
@@ -229,6 +248,17 @@ def _coerce(where: str, data: Any, array: Array, dt: dtypes.DataType) -> Array:
     if kind not in "iuf":
         raise InvalidInput(f"{where}: {dt.name} 'data' must hold JSON numbers")
     return array.astype(dt.numpy)
+
+
+def _check_string_lengths(name: str, flat: Array, limits: TensorLimits) -> None:
+    """Each BYTES element's UTF-8 length within the limit (a character takes at most 4
+    bytes, so only long strings are encoded to measure them)."""
+    limit = limits.max_bytes_element_bytes
+    for index, item in enumerate(flat):
+        if len(item) * 4 > limit:
+            length = len(item.encode("utf-8", "surrogatepass"))
+            if length > limit:
+                raise bytes_element_too_long(name, index, length, limits)
 
 
 def _integers(where: str, data: Any, array: Array, dt: dtypes.DataType) -> Array:
@@ -247,8 +277,10 @@ def _integers(where: str, data: Any, array: Array, dt: dtypes.DataType) -> Array
     return array.astype(dt.numpy)
 
 
-def parse_json_object(raw: bytes | memoryview) -> dict[str, Any]:
-    """A request body that must be one JSON object (inference, index, load requests)."""
+def parse_json_object(raw: bytes | memoryview, max_depth: int = 32) -> dict[str, Any]:
+    """A request body that must be one JSON object (inference, index, load requests),
+    nested at most `max_depth` deep (checked before parsing: Settings.http.max_json_depth)."""
+    check_depth(raw, max_depth)
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as err:

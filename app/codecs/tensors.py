@@ -5,40 +5,92 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from app.codecs.dtypes import DataType
-from app.errors import InvalidInput
+from app.errors import InvalidInput, RequestTooLarge
 from app.types import Array
 
 _LENGTH = struct.Struct("<I")
+#: The most dimensions a tensor may have: numpy 1.x's limit (numpy 2 allows 64).
+MAX_RANK = 32
 
 
-def element_count(name: str, shape: Sequence[int], max_elements: int) -> int:
-    """The product of `shape`, refusing negative dims and products above `max_elements`.
+@dataclass(frozen=True, slots=True)
+class TensorLimits:
+    """What one request may hold, whatever its transport (the Http/GrpcSettings fields).
 
-    Computed with Python ints, so a hostile shape cannot overflow before it is refused.
+    `env` is the settings group's environment prefix, so a refusal names the variable that
+    raises the limit for the transport the client used.
     """
-    count = 1
+
+    max_tensor_elements: int = 1 << 28
+    max_request_elements: int = 1 << 28
+    max_inputs: int = 256
+    max_bytes_element_bytes: int = 16 << 20
+    env: str = "ONNX_SERVE_HTTP__"
+
+    def refuse(self, message: str, setting: str) -> RequestTooLarge:
+        """The error for a request over the limit `setting` (a field name)."""
+        return RequestTooLarge(f"{message} (setting {self.env}{setting.upper()})")
+
+    def check_inputs(self, count: int) -> None:
+        if count > self.max_inputs:
+            raise self.refuse(f"the request has {count} inputs, more than the limit of "
+                              f"{self.max_inputs}", "max_inputs")
+
+    def check_total(self, total: int) -> None:
+        """`total`: the elements of every input decoded so far, the next one included."""
+        if total > self.max_request_elements:
+            raise self.refuse(f"the request's inputs hold {total}+ elements, more than the "
+                              f"limit of {self.max_request_elements}", "max_request_elements")
+
+
+_DEFAULT_LIMITS = TensorLimits()
+
+
+def bytes_element_too_long(name: str, index: int, length: int,
+                           limits: TensorLimits) -> RequestTooLarge:
+    return limits.refuse(f"input '{name}': BYTES element {index} has {length} bytes, more "
+                         f"than the limit of {limits.max_bytes_element_bytes}",
+                         "max_bytes_element_bytes")
+
+
+def element_count(name: str, shape: Sequence[int], limits: TensorLimits) -> int:
+    """The product of `shape`, refusing negative dims and products above the limit.
+
+    Computed with Python ints, so a hostile shape cannot overflow before it is refused; no
+    memory is allocated from it before the data's own size is checked against it. The
+    dimensions other than 0 are held to the limit too: numpy refuses to shape even an empty
+    array as [0, 2**31, 2**31].
+    """
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(f"input '{name}': shape has {len(shape)} dimensions, more than "
+                           f"the {MAX_RANK} a tensor may have")
+    count = extent = 1
     for dim in shape:
         if dim < 0:
             raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
         count *= dim
-    if count > max_elements:
-        raise InvalidInput(
-            f"input '{name}': shape {list(shape)} holds {count} elements, "
-            f"more than the limit of {max_elements}"
-        )
+        extent *= dim or 1
+    if extent > limits.max_tensor_elements:
+        shown = count if count < 10**30 else f"about 10^{len(str(count)) - 1}"
+        raise limits.refuse(
+            f"input '{name}': shape {list(shape)} holds {shown} elements"
+            f"{' (its non-zero dimensions multiply to more)' if count < extent else ''}, "
+            f"more than the limit of {limits.max_tensor_elements}", "max_tensor_elements")
     return count
 
 
 def array_from_buffer(
-    name: str, dt: DataType, shape: Sequence[int], buffer: bytes | memoryview, count: int
+    name: str, dt: DataType, shape: Sequence[int], buffer: bytes | memoryview, count: int,
+    limits: TensorLimits = _DEFAULT_LIMITS,
 ) -> Array:
     """Decode one tensor's raw bytes; the buffer must hold exactly `shape`'s elements."""
     if dt.is_bytes:
-        return _bytes_elements(name, buffer, count).reshape(shape)
+        return _bytes_elements(name, buffer, count, limits).reshape(shape)
     expected = count * dt.itemsize
     if len(buffer) != expected:
         raise InvalidInput(
@@ -61,9 +113,16 @@ def array_to_bytes(array: Array, dt: DataType) -> bytes:
     return np.ascontiguousarray(array, dtype=dt.numpy.newbyteorder("<")).tobytes()
 
 
-def _bytes_elements(name: str, buffer: bytes | memoryview, count: int) -> Array:
+def _bytes_elements(name: str, buffer: bytes | memoryview, count: int,
+                    limits: TensorLimits) -> Array:
     """Parse `count` length-prefixed elements that must fill `buffer` exactly."""
     view = memoryview(buffer)
+    if count * _LENGTH.size > len(view):
+        # Before allocating `count` slots: the shape is the client's claim, the body is not.
+        raise InvalidInput(
+            f"input '{name}': {count} BYTES elements need at least {count * _LENGTH.size} "
+            f"bytes (a 4-byte length each), the data has {len(view)}"
+        )
     elements = np.empty(count, dtype=object)
     offset = 0
     for index in range(count):
@@ -73,6 +132,8 @@ def _bytes_elements(name: str, buffer: bytes | memoryview, count: int) -> Array:
             )
         (length,) = _LENGTH.unpack_from(view, offset)
         offset += 4
+        if length > limits.max_bytes_element_bytes:
+            raise bytes_element_too_long(name, index, length, limits)
         if offset + length > len(view):
             raise InvalidInput(
                 f"input '{name}': BYTES element {index} claims {length} bytes but only "

@@ -210,8 +210,10 @@ def test_sigterm_under_load_finishes_accepted_requests_and_exits_0(tmp_path: Pat
     assert refused == 0
     assert successes.get("http", 0) == outcomes["http 200"] + 8
     assert successes.get("grpc", 0) == outcomes["grpc OK"] + SLOW_REQUESTS - 8
+    # gRPC's core cancels calls that reach it after its shutdown began but before any
+    # handler took them (CANCELLED, rarely); the counts above show none of them ran.
     allowed = {"http 200", "http ConnectError", "http RemoteProtocolError", "http ReadError",
-               "grpc OK", "grpc UNAVAILABLE"}
+               "grpc OK", "grpc UNAVAILABLE", "grpc CANCELLED"}
     assert set(outcomes) <= allowed, outcomes
     assert outcomes["http 200"] > 0 and outcomes["grpc OK"] > 0
 

@@ -88,7 +88,7 @@ CASES: dict[str, Case] = {
     "negative dim": json_case("id_fp32", {"inputs": [x_input(shape=[-1, 3])]},
                               "negative dimension"),
     "shape product overflow": json_case("id_fp32", {"inputs": [x_input(
-        shape=[2**62, 2**62, 3])]}, "more than the limit"),
+        shape=[2**62, 2**62, 3])]}, "more than the limit", 413),
     "shape not integers": json_case("id_fp32", {"inputs": [x_input(shape=["1", 3])]},
                                     "'shape' must be an array of integers"),
     "unknown output": json_case("id_fp32", {"inputs": [x_input()], "outputs": [{"name": "q"}]},
@@ -108,7 +108,7 @@ CASES: dict[str, Case] = {
     "header length beyond body": binary_case(b"", 0, "the body has only", header="99999"),
     "header length not a number": binary_case(b"", 0, "must be a non-negative integer",
                                               header="abc"),
-    "bytes element truncated": binary_case(b"\x05\0\0\0ab", 6, "claims 5 bytes",
+    "bytes element truncated": binary_case(b"\x20\0\0\0ab" + b"\0" * 10, 16, "claims 32 bytes",
                                            datatype="BYTES", model="id_bytes"),
     "bytes not utf-8": binary_case(b"\x02\0\0\0\xff\xfe" + b"\0\0\0\0" * 2, 14,
                                    "not valid UTF-8", datatype="BYTES", model="id_bytes"),

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from app.codecs.rest import RestLimits, decode_raw_request, decode_request, encode_response
+from app.codecs.tensors import TensorLimits
 from app.errors import InvalidInput
 from app.types import InferRequest, InferResponse, RequestedOutput, TensorSpec
 
-LIMITS = RestLimits(max_elements=1000)
+LIMITS = RestLimits(TensorLimits(max_tensor_elements=1000))
 
 
 def decode(document: Any, binary: bytes = b"", limits: RestLimits = LIMITS) -> InferRequest:
@@ -72,7 +73,7 @@ def test_fp16_json_is_opt_in() -> None:
     half = {"inputs": [tensor(datatype="FP16", data=[0.1, 2, 3, 4])]}
     with pytest.raises(InvalidInput, match="ONNX_SERVE_HTTP__JSON_HALF_PRECISION"):
         decode(half)
-    allowed = decode(half, limits=RestLimits(1000, json_half_precision=True)).inputs["x"]
+    allowed = decode(half, limits=RestLimits(LIMITS.tensors, json_half_precision=True)).inputs["x"]
     assert allowed.dtype == np.float16 and allowed[0, 0] == np.float16(0.1)
 
 

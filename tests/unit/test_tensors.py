@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from app.codecs import dtypes
-from app.codecs.tensors import array_from_buffer, array_to_bytes, element_count, infer_raw_shape
-from app.errors import InvalidInput
+from app.codecs.tensors import (
+    TensorLimits,
+    array_from_buffer,
+    array_to_bytes,
+    element_count,
+    infer_raw_shape,
+)
+from app.errors import InvalidInput, RequestTooLarge
 
 FIXED = [name for name, dt in dtypes.BY_NAME.items() if not dt.is_bytes]
 
@@ -35,8 +41,9 @@ def test_bytes_framing_is_length_prefixed_utf8() -> None:
 
 
 @pytest.mark.parametrize("raw, message", [
-    (b"\x01\0\0", "ends after 0 of 2 elements"),
-    (b"\x09\0\0\0abc", "claims 9 bytes but only 3 remain"),
+    (b"\x01\0\0", "2 BYTES elements need at least 8 bytes"),
+    (b"\x01\0\0\0a\x05\0\0", "ends after 1 of 2 elements"),
+    (b"\x09\0\0\0abc\0", "claims 9 bytes but only 4 remain"),
     (b"\x01\0\0\0a\x01\0\0\0b\x00", "1 bytes follow the last of 2"),
     (b"\x01\0\0\0\xff\x01\0\0\0b", "not valid UTF-8"),
 ])
@@ -45,18 +52,34 @@ def test_bad_bytes_framing(raw: bytes, message: str) -> None:
         array_from_buffer("x", dtypes.BY_NAME["BYTES"], [2], raw, 2)
 
 
+def test_bytes_shape_is_checked_against_the_data_before_allocating() -> None:
+    # 2**28 object slots would be 2 GiB; a 4-byte body cannot hold even two elements.
+    with pytest.raises(InvalidInput, match="268435456 BYTES elements need at least"):
+        array_from_buffer("x", dtypes.BY_NAME["BYTES"], [1 << 28], b"\0" * 4, 1 << 28)
+
+
+def test_bytes_element_length_limit() -> None:
+    limits = TensorLimits(max_bytes_element_bytes=3)
+    raw = b"\x03\0\0\0abc\x04\0\0\0abcd"
+    with pytest.raises(RequestTooLarge, match=r"element 1 has 4 bytes, more than the limit "
+                       r"of 3 \(setting ONNX_SERVE_HTTP__MAX_BYTES_ELEMENT_BYTES"):
+        array_from_buffer("x", dtypes.BY_NAME["BYTES"], [2], raw, 2, limits)
+
+
 def test_fixed_size_needs_exact_length() -> None:
     with pytest.raises(InvalidInput, match="needs 12 bytes of data, got 11"):
         array_from_buffer("x", dtypes.BY_NAME["FP32"], [3], b"\0" * 11, 3)
 
 
 def test_element_count_refuses_huge_and_negative_shapes() -> None:
-    assert element_count("x", [2, 3, 4], 100) == 24
-    assert element_count("x", [], 100) == 1
-    with pytest.raises(InvalidInput, match="more than the limit of 100"):
-        element_count("x", [2**40, 2**40], 100)
+    limits = TensorLimits(max_tensor_elements=100, env="ONNX_SERVE_GRPC__")
+    assert element_count("x", [2, 3, 4], limits) == 24
+    assert element_count("x", [], limits) == 1
+    with pytest.raises(RequestTooLarge, match=r"more than the limit of 100 \(setting "
+                       "ONNX_SERVE_GRPC__MAX_TENSOR_ELEMENTS"):
+        element_count("x", [2**40, 2**40], limits)
     with pytest.raises(InvalidInput, match="negative dimension"):
-        element_count("x", [3, -2], 100)
+        element_count("x", [3, -2], limits)
 
 
 @pytest.mark.parametrize("dims, nbytes, shape", [
