@@ -13,7 +13,7 @@ ARG VARIANT=cpu
 FROM ${BASE_IMAGE} AS cpu-base
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libjemalloc2=5.3.0-1 tini=0.19.0-1+b3 \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean && rm -rf /var/lib/apt/lists/*
 
 # GPU: CUDA/cuDNN runtime on Ubuntu 24.04 with its Python 3.12.
 FROM ${GPU_BASE_IMAGE} AS gpu-base
@@ -22,10 +22,10 @@ FROM ${GPU_BASE_IMAGE} AS gpu-base
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv libjemalloc2 tini \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean && rm -rf /var/lib/apt/lists/*
 
-# Builder: a venv with exactly the locked dependencies plus the onnx-serve wheel.
-FROM ${VARIANT}-base AS builder
+# deps: a venv with exactly the locked dependencies; its layer is reused while only app/ changes.
+FROM ${VARIANT}-base AS deps
 ARG VARIANT
 # The offline build passes PIP_NO_INDEX=1 and puts every wheel in deploy/docker/wheels/.
 ARG PIP_NO_INDEX
@@ -39,9 +39,14 @@ RUN python3 -m venv /opt/build \
     && python3 -m venv --without-pip /opt/venv \
     && /opt/build/bin/pip --python /opt/venv/bin/python install --no-deps \
         -r deploy/docker/requirements-${VARIANT}.txt
+
+# builder: the onnx-serve wheel, installed once under /staging (the small layer that ships) and
+# once into the venv to check that the whole set is consistent.
+FROM deps AS builder
 COPY pyproject.toml README.md ./
 COPY app/ app/
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation -w /dist . \
+    && /opt/build/bin/pip --python /opt/venv/bin/python install --no-deps --root /staging /dist/*.whl \
     && /opt/build/bin/pip --python /opt/venv/bin/python install --no-deps /dist/*.whl \
     && /opt/build/bin/pip --python /opt/venv/bin/python check
 
@@ -54,7 +59,8 @@ LABEL org.opencontainers.image.title="onnx-serve" \
 RUN groupadd --system --gid 10001 onnx \
     && useradd --system --uid 10001 --gid onnx --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin onnx
-COPY --from=builder /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=builder /staging/ /
 # The example repository is the default content of the volume; mount your own over /models.
 COPY model_repository/ /models/
 # LD_PRELOAD without a path: the loader finds jemalloc on any architecture. jemalloc hands the

@@ -139,7 +139,9 @@ answer=$(curl -sf "$url/v2/models/digits/infer" -H 'Content-Type: application/js
  "outputs": [{"name": "label"}]}') || fail "inference request failed"
 echo "inference: $answer"
 [[ $answer == *'"data":[0]'* ]] || fail "digits did not answer 0"
-curl -sf "$url/metrics" | grep -q '^onnxserve_requests_total' || fail "no onnxserve_ metrics"
+# Whole answer first: `curl | grep -q` under pipefail fails when grep stops reading early.
+metrics=$(curl -sf "$url/metrics") || fail "GET /metrics failed"
+grep -q '^onnxserve_requests_total' <<<"$metrics" || fail "no onnxserve_requests_total in /metrics"
 wait_until 60 "Docker's healthcheck did not report healthy within 60 s" is_healthy
 echo "healthcheck: healthy"
 stop_start=$SECONDS
