@@ -34,7 +34,7 @@ log() { printf '\n== %s\n' "$*"; }
 fail() { printf 'build_local.sh: FAILED: %s\n' "$*" >&2; exit 1; }
 
 cleanup() {
-    "$DOCKER" rm -f "$container" >/dev/null 2>&1 || true
+    "$DOCKER" rm -f -v "$container" >/dev/null 2>&1 || true  # -v: the /models anonymous volume
     if [[ -n $dockerd_pid ]]; then
         echo "stopping the dockerd this script started (pid $dockerd_pid)"
         kill -TERM "$dockerd_pid" 2>/dev/null || true
