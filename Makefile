@@ -7,7 +7,7 @@ GRPC_PORT ?= 8001
 # jemalloc returns memory freed by unloaded models; glibc keeps ~4 copies (bench/reload_rss.py).
 JEMALLOC := $(firstword $(wildcard /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2))
 
-.PHONY: serve test lint check models protos bench clean
+.PHONY: serve test lint check models protos bench image clean
 
 $(VENV)/.runtime: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,9 @@ protos: $(VENV)/.dev ## regenerate app/protos_gen/ from protos/inference.proto
 
 bench: $(VENV)/.dev ## REST benchmark against KServe (see bench/README.md)
 	PY=$(abspath $(PY)) bash bench/rest_bench.sh
+
+image: ## build onnx-serve:0.1.0 offline, run it and infer through it (root; docs/docker.md)
+	bash deploy/docker/build_local.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
