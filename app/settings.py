@@ -18,15 +18,9 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class HttpSettings(_Group):
-    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 picks a free one).")
-    tls_cert_path: Path | None = Field(None, description="PEM certificate chain: serve HTTPS.")
-    tls_key_path: Path | None = Field(None, description="PEM private key of that certificate.")
-    tls_client_ca_path: Path | None = Field(
-        None, description="PEM CA bundle: require client certificates signed by it (mutual TLS).")
-    max_body_bytes: int = Field(
-        64 * 1024 * 1024, ge=1, description="Largest request body accepted; larger gets 413."
-    )
+class _TensorLimits(_Group):
+    """Per-request limits both transports enforce (each names its own variables)."""
+
     max_tensor_elements: int = Field(
         1 << 28, ge=1, description="Largest element count of one input tensor (shape product)."
     )
@@ -37,6 +31,31 @@ class HttpSettings(_Group):
     max_inputs: int = Field(256, ge=1, description="Most input tensors in one request.")
     max_bytes_element_bytes: int = Field(
         16 * 1024 * 1024, ge=0, description="Longest element of a BYTES tensor, in bytes.")
+
+
+class _Tls(_Group):
+    """A listener's certificate; with a client CA, mutual TLS."""
+
+    tls_cert_path: Path | None = Field(None, description="PEM certificate chain: serve TLS.")
+    tls_key_path: Path | None = Field(None, description="PEM private key of that certificate.")
+    tls_client_ca_path: Path | None = Field(
+        None, description="PEM CA bundle: require client certificates signed by it (mutual TLS).")
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> _Tls:
+        if (self.tls_cert_path is None) != (self.tls_key_path is None):
+            raise ValueError("tls_cert_path and tls_key_path go together")
+        if self.tls_client_ca_path is not None and self.tls_cert_path is None:
+            raise ValueError("tls_client_ca_path (mutual TLS) needs tls_cert_path and "
+                             "tls_key_path")
+        return self
+
+
+class HttpSettings(_Tls, _TensorLimits):
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="Largest request body accepted; larger gets 413."
+    )
     max_json_depth: int = Field(
         32, ge=2,
         description="Deepest nesting of arrays and objects in a JSON body (a rank-n tensor's "
@@ -54,33 +73,14 @@ class HttpSettings(_Group):
     )
     access_log: bool = Field(False, description="One log line per request (costs throughput).")
 
-    @model_validator(mode="after")
-    def _tls_pairs(self) -> HttpSettings:
-        _check_tls(self.tls_cert_path, self.tls_key_path, self.tls_client_ca_path)
-        return self
 
-
-class GrpcSettings(_Group):
+class GrpcSettings(_Tls, _TensorLimits):
     port: int = Field(8001, ge=0, le=65535, description="gRPC port (0 picks a free one).")
     max_message_bytes: int = Field(
         1 << 30, ge=1024, le=(1 << 31) - 1,
         description="Largest gRPC message received or sent (gRPC's own default, 4 MiB, is "
         "too small for real models at batch 8).",
     )
-    max_tensor_elements: int = Field(
-        1 << 28, ge=1, description="Largest element count of one input tensor (shape product)."
-    )
-    max_request_elements: int = Field(
-        1 << 28, ge=1,
-        description="Largest element count of all input tensors of one request together.",
-    )
-    max_inputs: int = Field(256, ge=1, description="Most input tensors in one request.")
-    max_bytes_element_bytes: int = Field(
-        16 * 1024 * 1024, ge=0, description="Longest element of a BYTES tensor, in bytes.")
-    tls_cert_path: Path | None = Field(None, description="PEM certificate chain: serve TLS.")
-    tls_key_path: Path | None = Field(None, description="PEM private key of that certificate.")
-    tls_client_ca_path: Path | None = Field(
-        None, description="PEM CA bundle: require client certificates signed by it (mutual TLS).")
     keepalive_time_s: float = Field(
         7200.0, gt=0, description="Ping an idle client connection after this long.")
     keepalive_timeout_s: float = Field(
@@ -90,18 +90,6 @@ class GrpcSettings(_Group):
     response_compression: Literal["none", "gzip", "deflate"] = Field(
         "none", description="Compress responses (requests a client compressed are always "
         "accepted).")
-
-    @model_validator(mode="after")
-    def _tls_pairs(self) -> GrpcSettings:
-        _check_tls(self.tls_cert_path, self.tls_key_path, self.tls_client_ca_path)
-        return self
-
-
-def _check_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> None:
-    if (cert is None) != (key is None):
-        raise ValueError("tls_cert_path and tls_key_path go together")
-    if client_ca is not None and cert is None:
-        raise ValueError("tls_client_ca_path (mutual TLS) needs tls_cert_path and tls_key_path")
 
 
 class RepositorySettings(_Group):

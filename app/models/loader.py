@@ -28,6 +28,10 @@ from app.types import Array, TensorSpec
 
 log = logging.getLogger(__name__)
 
+# A model server sends nothing anywhere on its own: onnxruntime's usage events are on by
+# default where its build supports them (the image also sets ORT_DISABLE_TELEMETRY=1).
+ort.disable_telemetry_events()
+
 #: Triton's optimization.graph.level -> onnxruntime's level.
 _GRAPH_LEVELS = {
     -1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
