@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Regression check between two checkouts of onnx-serve: each serves the peers' bench models in
+# turn (alternated ROUNDS times, so drift on this shared machine hits both alike) under the shared
+# load generator; prints req/s per run and the ratio of the medians.
+#   bash bench/compare_checkouts.sh /path/to/old-checkout [/path/to/new-checkout]
+# Env: ROUNDS (3), CASES ("mlp grpc,tiny grpc,mlp http"), CONC (1,32), DUR (5), WARMUP (2),
+#      PEERS (/tmp/peers: loadgen-venv and models, as bench/peers_bench.sh installs them), PY.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+OLD="$(cd "${1:?usage: compare_checkouts.sh OLD [NEW]}" && pwd)"; NEW="$(cd "${2:-$REPO}" && pwd)"
+SHARED="$REPO/../shared/bench/peers"; PEERS="${PEERS:-/tmp/peers}"; PY="${PY:-$REPO/.venv/bin/python}"
+ROUNDS="${ROUNDS:-3}"; CASES="${CASES:-mlp grpc,tiny grpc,mlp http}"; CONC="${CONC:-1,32}"
+DUR="${DUR:-5}"; WARMUP="${WARMUP:-2}"
+LG="$PEERS/loadgen-venv/bin/python"
+[ -x "$LG" ] && [ -d "$PEERS/models" ] || { echo "run bash bench/peers_bench.sh once first" >&2; exit 1; }
+declare -A SHAPE=([tiny]=16 [mlp]=784 [cnn]=3,64,64)
+OUT="$(mktemp /tmp/compare-XXXX.jsonl)"
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PID=""
+trap '[ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; true' EXIT
+
+for round in $(seq 1 "$ROUNDS"); do
+  for side in old new; do
+    dir=$OLD; [ "$side" = new ] && dir=$NEW
+    HP=$(free_port); GP=$(free_port)
+    # `python -m app` from the checkout's folder imports that checkout's app/ first.
+    (cd "$dir" && exec "$PY" -m app --model-repository "$PEERS/models" --host 127.0.0.1 \
+      --http-port "$HP" --grpc-port "$GP" --log-level warning) >"$OUT.$side.log" 2>&1 &
+    PID=$!
+    for _ in $(seq 1 600); do
+      curl -sf -o /dev/null "http://127.0.0.1:$HP/v2/models/cnn/ready" && break
+      kill -0 "$PID" 2>/dev/null || { echo "$side server exited: $OUT.$side.log" >&2; exit 1; }
+      sleep 0.1
+    done
+    IFS=, read -ra cases <<<"$CASES"
+    for case in "${cases[@]}"; do
+      read -r model proto <<<"$case"
+      port=$HP; [ "$proto" = grpc ] && port=$GP
+      "$LG" "$SHARED/loadgen.py" -u "127.0.0.1:$port" -i "$proto" -m "$model" \
+        --shape "${SHAPE[$model]}" -c "$CONC" -d "$DUR" --warmup "$WARMUP" --server-pid "$PID" \
+        --label "$side" --jsonl "$OUT" >/dev/null
+    done
+    kill -TERM "$PID"; wait "$PID" || true; PID=""
+    echo "round $round: $side done"
+  done
+done
+
+"$PY" - "$OUT" <<'EOF'
+import collections, json, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    runs[(r["model"], r["protocol"], r["concurrency"], r["label"])].append(r["req_s"])
+print("| model | proto | conc | old req/s | new req/s | median new/old |")
+print("|---|---|---:|---|---|---:|")
+for model, proto, conc in sorted({key[:3] for key in runs}):
+    old, new = runs[(model, proto, conc, "old")], runs[(model, proto, conc, "new")]
+    print(f"| {model} | {proto} | {conc} | {', '.join(f'{x:,.0f}' for x in old)} | "
+          f"{', '.join(f'{x:,.0f}' for x in new)} | "
+          f"{statistics.median(new) / statistics.median(old):.2f} |")
+EOF
