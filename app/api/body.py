@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 
 from app.errors import InvalidInput, RequestTooLarge
@@ -56,6 +57,14 @@ class BodyBuffer:
                     from err
             self._append(out, inflated=True)
             data = self._inflater.unconsumed_tail
+
+    async def add(self, chunk: bytes) -> None:
+        """`feed` from the event loop: a compressed chunk may inflate to many megabytes (up
+        to the limit), so that work runs on a worker thread (zlib releases the GIL)."""
+        if self._inflater is None:
+            self.feed(chunk)
+        else:
+            await asyncio.to_thread(self.feed, chunk)
 
     def finish(self) -> bytes:
         """The whole (decompressed) body."""

@@ -139,7 +139,7 @@ class InferFastPath:
             message: Message = await receive()
             if message["type"] == "http.disconnect":
                 return None
-            buffer.feed(message.get("body", b""))
+            await buffer.add(message.get("body", b""))
             if not message.get("more_body", False):
                 return buffer.finish()
 

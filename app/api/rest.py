@@ -228,7 +228,7 @@ class RestApi:
         buffer = self.body_buffer(http.headers.get("content-length"),
                                   http.headers.get("content-encoding"))
         async for chunk in http.stream():
-            buffer.feed(chunk)
+            await buffer.add(chunk)
         return buffer.finish()
 
 
