@@ -15,6 +15,7 @@ class ErrorCode(enum.Enum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     TOO_LARGE = "too_large"
     UNSUPPORTED = "unsupported"
+    UNSUPPORTED_MEDIA = "unsupported_media"
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION_DENIED = "permission_denied"
     INTERNAL = "internal"
@@ -88,6 +89,12 @@ class PermissionDenied(ServingError):
     """A valid API key that may not use the API group the request belongs to."""
 
     code = ErrorCode.PERMISSION_DENIED
+
+
+class UnsupportedEncoding(ServingError):
+    """The request body is encoded in a way the server cannot read (Content-Encoding)."""
+
+    code = ErrorCode.UNSUPPORTED_MEDIA
 
 
 class InferenceFailed(ServingError):

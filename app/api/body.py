@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 
-from app.errors import InvalidInput, RequestTooLarge
+from app.errors import InvalidInput, RequestTooLarge, UnsupportedEncoding
 
 #: Content-Encoding -> zlib's wbits: gzip framing, or zlib framing for "deflate" (RFC 9110
 #: 8.4.1.2, and what tritonclient's request_compression_algorithm="deflate" sends).
@@ -95,6 +95,6 @@ def _inflater(coding: str) -> zlib._Decompress | None:
         return None
     wbits = _WBITS.get(coding)
     if wbits is None:
-        raise InvalidInput(
+        raise UnsupportedEncoding(
             f"Content-Encoding {coding!r} is not supported (send gzip, deflate or identity)")
     return zlib.decompressobj(wbits)

@@ -181,7 +181,7 @@ HTTP_CASES: dict[str, Http] = {
                                       {"Content-Encoding": "gzip"}),
     "two gzip members": Http(gzip.compress(doc(tensor())) * 2, 400, "data follows the end",
                              {"Content-Encoding": "gzip"}),
-    "unsupported Content-Encoding": Http(doc(tensor()), 400, "'br' is not supported",
+    "unsupported Content-Encoding": Http(doc(tensor()), 415, "'br' is not supported",
                                          {"Content-Encoding": "br"}),
 }
 

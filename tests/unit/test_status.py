@@ -21,6 +21,7 @@ def test_protocol_table() -> None:
     assert HTTP_STATUS[ErrorCode.DEADLINE_EXCEEDED] == 504
     assert HTTP_STATUS[ErrorCode.TOO_LARGE] == 413
     assert HTTP_STATUS[ErrorCode.UNSUPPORTED] == 501
+    assert HTTP_STATUS[ErrorCode.UNSUPPORTED_MEDIA] == 415
     assert HTTP_STATUS[ErrorCode.INTERNAL] == 500
     assert HTTP_STATUS[ErrorCode.UNAUTHENTICATED] == 401
     assert HTTP_STATUS[ErrorCode.PERMISSION_DENIED] == 403
