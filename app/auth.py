@@ -156,6 +156,8 @@ class Authenticator:
         self._next_look = time.monotonic() + self._interval
         self._looking: asyncio.Future[None] | None = None
         self._last_error = ""
+        #: (protocol, "unauthenticated" | "permission_denied") -> refused requests
+        self.refusals: dict[tuple[str, str], int] = {}
         sources = [str(self._path)] if self._path is not None else []
         sources += ["ONNX_SERVE_AUTH__KEYS"] if settings.keys is not None else []
         log.info("authentication on: %d API keys from %s", len(self._table.entries),
@@ -163,9 +165,18 @@ class Authenticator:
         if not self._table.entries:
             log.warning("no API keys yet: every request but health checks is refused")
 
-    def check(self, authorization: bytes | None, needed: Scope) -> None:
+    def check(self, authorization: bytes | None, needed: Scope, protocol: str = "http") -> None:
         """Return if the bearer key in `authorization` may use every group in `needed`
-        (ANY_KEY: any valid key); raise Unauthenticated or PermissionDenied otherwise."""
+        (ANY_KEY: any valid key); raise Unauthenticated or PermissionDenied otherwise, and
+        count the refusal (a metric, not a log line: a flood must not fill the logs)."""
+        try:
+            self._check(authorization, needed)
+        except (Unauthenticated, PermissionDenied) as err:
+            key = (protocol, err.code.value)
+            self.refusals[key] = self.refusals.get(key, 0) + 1
+            raise
+
+    def _check(self, authorization: bytes | None, needed: Scope) -> None:
         self._maybe_reload()
         key = bearer_key(authorization)
         if key is None:

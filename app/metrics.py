@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from app import __version__
+from app.auth import Authenticator
 from app.batching.stats import Histogram, ModelStats
 from app.models.manager import ModelManager
 from app.models.version import ModelState
@@ -135,9 +136,28 @@ class ServingCollector(Collector):
         yield from (state, load, failures)
 
 
-def build_registry(manager: ModelManager, service: InferenceService) -> CollectorRegistry:
-    """A registry of our own (never the global one): serving metrics plus process CPU/RSS."""
+class AuthCollector(Collector):
+    """Requests refused for a missing/wrong key (unauthenticated) or a key without the API
+    group (permission_denied): a rising rate is a misconfigured client or someone guessing."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    def collect(self) -> Iterator[Metric]:
+        refusals = CounterMetricFamily(f"{PREFIX}_auth_refusals", "Requests refused by API-key "
+                                       "authentication.", labels=["protocol", "reason"])
+        for (protocol, reason), count in sorted(self._authenticator.refusals.items()):
+            refusals.add_metric([protocol, reason], count)
+        yield refusals
+
+
+def build_registry(manager: ModelManager, service: InferenceService,
+                   authenticator: Authenticator | None = None) -> CollectorRegistry:
+    """A registry of our own (never the global one): serving metrics plus process CPU/RSS,
+    and refused authentications when API keys are on."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ServingCollector(manager, service))
+    if authenticator is not None:
+        registry.register(AuthCollector(authenticator))
     ProcessCollector(registry=registry)
     return registry

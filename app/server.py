@@ -68,9 +68,9 @@ class Server:
         self.settings = settings
         self.manager = build_manager(settings)
         self.service = InferenceService(self.manager, settings.repository.control_mode)
-        self.registry = (build_registry(self.manager, self.service)
-                         if settings.metrics.enabled else None)
         self.authenticator = Authenticator(settings.auth) if settings.auth.enabled else None
+        self.registry = (build_registry(self.manager, self.service, self.authenticator)
+                         if settings.metrics.enabled else None)
         http = settings.http
         config = uvicorn.Config(
             create_app(self.service, http, self.registry, self.authenticator, settings.cors),

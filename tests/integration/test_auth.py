@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from app.api.grpc_auth import METHOD_GROUPS
@@ -159,6 +160,28 @@ def test_streaming_inference_needs_the_inference_group(channel: grpc.Channel) ->
             list(stub.ModelStreamInfer(iter([infer_request()]), metadata=metadata(key),
                                        timeout=10))
         assert caught.value.code() == code
+
+
+def refusals(server: Endpoints) -> dict[tuple[str, str], float]:
+    text = httpx.get(f"{server.http}/metrics", headers=bearer(KEYS["metrics"]), timeout=10).text
+    return {(s.labels["protocol"], s.labels["reason"]): s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "onnxserve_auth_refusals" for s in family.samples
+            if s.name.endswith("_total")}
+
+
+def test_refusals_are_counted_in_the_metrics(server: Endpoints, channel: grpc.Channel) -> None:
+    before = refusals(server)
+    CALLS["metadata"].rest(server, None)
+    CALLS["metadata"].rest(server, WRONG)
+    infer = CALLS["inference"].grpc_call
+    assert infer is not None
+    with pytest.raises(grpc.RpcError):
+        infer(pb_grpc.GRPCInferenceServiceStub(channel), metadata(KEYS["metadata"]))
+    after = refusals(server)
+    assert after[("http", "unauthenticated")] - before.get(("http", "unauthenticated"), 0) == 2
+    assert after[("grpc", "permission_denied")] \
+        - before.get(("grpc", "permission_denied"), 0) == 1
 
 
 def test_the_environment_key_works_beside_the_file(server: Endpoints) -> None:
