@@ -71,8 +71,10 @@ TABLE: dict[str, Case] = {
                              ErrorCode.INVALID_INPUT),
 }
 HTTP_TO_CODE = {status: code for code, status in HTTP_STATUS.items()}
+# Codes that share a gRPC status with another: TOO_LARGE (RESOURCE_EXHAUSTED, as OVERLOADED)
+# and UNSUPPORTED_MEDIA (HTTP's Content-Encoding only; INVALID_ARGUMENT on gRPC).
 GRPC_TO_CODE = {status: code for code, status in GRPC_STATUS.items()
-                if code is not ErrorCode.TOO_LARGE}
+                if code not in (ErrorCode.TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA)}
 
 
 def via_rest(url: str, case: Case) -> tuple[ErrorCode | None, list[Any]]:
