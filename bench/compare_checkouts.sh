@@ -15,9 +15,9 @@ LG="$PEERS/loadgen-venv/bin/python"
 [ -x "$LG" ] && [ -d "$PEERS/models" ] || { echo "run bash bench/peers_bench.sh once first" >&2; exit 1; }
 declare -A SHAPE=([tiny]=16 [mlp]=784 [cnn]=3,64,64)
 OUT="$(mktemp /tmp/compare-XXXX.jsonl)"
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PID=""
-trap '[ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; true' EXIT
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
+trap stop EXIT
 
 for round in $(seq 1 "$ROUNDS"); do
   for side in old new; do
@@ -40,7 +40,7 @@ for round in $(seq 1 "$ROUNDS"); do
         --shape "${SHAPE[$model]}" -c "$CONC" -d "$DUR" --warmup "$WARMUP" --server-pid "$PID" \
         --label "$side" --jsonl "$OUT" >/dev/null
     done
-    kill -TERM "$PID"; wait "$PID" || true; PID=""
+    stop
     echo "round $round: $side done"
   done
 done

@@ -12,7 +12,8 @@ LG="$PEERS/loadgen-venv/bin/python"
 declare -A SHAPE=([tiny]=16 [mlp]=784)
 mkdir -p "$REPO/bench/results" "$PEERS/logs"
 "$PY" "$SHARED/make_models.py" "$PEERS/models" >/dev/null
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 PID=""; SCRAPER=""
 stop() {
   [ -n "$SCRAPER" ] && kill "$SCRAPER" 2>/dev/null; SCRAPER=""

@@ -46,15 +46,8 @@ for t in 1 2; do
     --threads "$t" | tee "$OUT.raw$t.txt"
 done
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PID=""
-stop() {
-  [ -n "$PID" ] || return 0
-  kill -INT "$PID" 2>/dev/null || true
-  for _ in $(seq 1 40); do kill -0 "$PID" 2>/dev/null || break; sleep 0.25; done
-  kill -KILL "$PID" 2>/dev/null || true
-  PID=""
-}
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 trap stop EXIT
 drive() {  # label http_port grpc_port model proto [loadgen args...]
   local label=$1 http=$2 grpc=$3 m=$4 proto=$5; shift 5

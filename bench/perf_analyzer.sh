@@ -21,7 +21,8 @@ ldconfig -p | grep -q libb64.so.0d || apt-get install -y -qq libb64-0d
 CUDART="$("$PA_VENV/bin/python" -c 'import nvidia.cuda_runtime as c; print(list(c.__path__)[0])')/lib"
 "$PY" "$SHARED/make_models.py" "$PEERS/models" >/dev/null
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 HP=$(free_port); GP=$(free_port)
 "$PY" -m app --model-repository "$PEERS/models" --host 127.0.0.1 --http-port "$HP" \
   --grpc-port "$GP" --log-level warning >"$PEERS/logs/onnx-serve-pa.log" 2>&1 &

@@ -23,15 +23,8 @@ cd "$REPO"
   "$PEERS/loadgen-venv/bin/pip" install -q aiohttp uvloop numpy grpcio 'tritonclient[grpc]'; }
 "$PY" "$SHARED/make_models.py" "$PEERS/models" >/dev/null
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PID=""
-stop() {
-  [ -n "$PID" ] || return 0
-  kill -INT "$PID" 2>/dev/null || true
-  for _ in $(seq 1 40); do kill -0 "$PID" 2>/dev/null || break; sleep 0.25; done
-  kill -KILL "$PID" 2>/dev/null || true
-  PID=""
-}
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 trap stop EXIT
 wait_ready() {  # url: poll until 200, at most 120 s
   for _ in $(seq 1 1200); do

@@ -144,9 +144,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, service: InferenceService, settings: GrpcSettings) -> None:
         self._service = service
-        self._limits = TensorLimits(settings.max_tensor_elements, settings.max_request_elements,
-                                    settings.max_inputs, settings.max_bytes_element_bytes,
-                                    "ONNX_SERVE_GRPC__")
+        self._limits = TensorLimits.of(settings, "grpc")
         self._max_message_bytes = settings.max_message_bytes
         self._idle_streams: set[asyncio.Task[Any]] = set()
 

@@ -80,9 +80,7 @@ class RestApi:
         self._settings = settings
         self.registry = registry
         self._limits = RestLimits(
-            TensorLimits(settings.max_tensor_elements, settings.max_request_elements,
-                         settings.max_inputs, settings.max_bytes_element_bytes,
-                         "ONNX_SERVE_HTTP__"),
+            TensorLimits.of(settings, "http"),
             settings.json_half_precision, settings.max_json_depth)
 
     async def live(self) -> Response:

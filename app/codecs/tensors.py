@@ -6,12 +6,16 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app.codecs.dtypes import DataType
 from app.errors import InvalidInput, RequestTooLarge
 from app.types import Array
+
+if TYPE_CHECKING:
+    from app.settings import GrpcSettings, HttpSettings
 
 _LENGTH = struct.Struct("<I")
 #: The most dimensions a tensor may have: numpy 1.x's limit (numpy 2 allows 64).
@@ -31,6 +35,13 @@ class TensorLimits:
     max_inputs: int = 256
     max_bytes_element_bytes: int = 16 << 20
     env: str = "ONNX_SERVE_HTTP__"
+
+    @classmethod
+    def of(cls, settings: HttpSettings | GrpcSettings, group: str) -> TensorLimits:
+        """The limits of one listener's settings group ("http" or "grpc")."""
+        return cls(settings.max_tensor_elements, settings.max_request_elements,
+                   settings.max_inputs, settings.max_bytes_element_bytes,
+                   f"ONNX_SERVE_{group.upper()}__")
 
     def refuse(self, message: str, setting: str) -> RequestTooLarge:
         """The error for a request over the limit `setting` (a field name)."""
