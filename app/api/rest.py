@@ -21,13 +21,8 @@ from app import __version__
 from app.api.body import BodyBuffer
 from app.api.openapi import INFER_OPENAPI, error_responses
 from app.api.status import HTTP_STATUS
-from app.codecs.rest import (
-    RestLimits,
-    decode_raw_request,
-    decode_request,
-    encode_response,
-    parse_json_object,
-)
+from app.codecs.json_request import parse_json_object
+from app.codecs.rest import RestLimits, decode_raw_request, decode_request, encode_response
 from app.codecs.tensors import TensorLimits
 from app.errors import ErrorCode, InvalidInput, ServingError, Unsupported
 from app.service import InferenceService, ModelMetadata

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 
 from app.codecs import dtypes
-from app.codecs.json_depth import check_depth
+from app.codecs.json_request import TensorData, parse_request_document
 from app.codecs.tensors import (
     TensorLimits,
     array_from_buffer,
@@ -50,7 +50,7 @@ def decode_request(
         raise InvalidInput(
             f"Inference-Header-Content-Length is {json_end} but the body has only {len(body)} bytes"
         )
-    document = parse_json_object(body[:json_end], limits.max_json_depth)
+    document = parse_request_document(body[:json_end], limits.max_json_depth)
     binary = memoryview(body)[json_end:]
 
     raw_inputs = _required_list(document, "inputs", "request")
@@ -215,6 +215,11 @@ def _array_from_json(
             f"{where}: {dt.name} data cannot be sent as JSON numbers; send it as binary "
             "(binary_data_size) or start the server with ONNX_SERVE_HTTP__JSON_HALF_PRECISION=true"
         )
+    if isinstance(data, TensorData):
+        numbers = _numbers(where, data, dt, count)
+        if numbers is not None:
+            return numbers.reshape(shape)
+        data = data.as_list()  # not plain numbers of the right count: decoded the slow way
     try:
         array = np.array(data, dtype=object if dt.is_bytes else None)
     except (ValueError, TypeError, OverflowError) as err:
@@ -224,6 +229,29 @@ def _array_from_json(
             f"{where}: shape {shape} needs {count} elements, 'data' has {array.size}"
         )
     return _coerce(name, data, array, dt, limits.tensors).reshape(shape)
+
+
+def _numbers(where: str, data: TensorData, dt: dtypes.DataType, count: int) -> Array | None:
+    """Numeric data without a Python object per element, or None for the general path.
+
+    Nested arrays are flattened like Triton does (only the element count is checked).
+    """
+    if dt.is_bytes or dt.name == "BOOL":
+        return None
+    integers = dt.numpy.kind in "iu"
+    flat = data.numbers(integers)
+    if flat is None or flat.size != count:
+        return None
+    if integers and flat.size:
+        info = np.iinfo(dt.numpy)  # type: ignore[type-var]
+        if flat.min() < info.min or flat.max() > info.max:
+            raise InvalidInput(_out_of_range(where, dt))
+    return flat.astype(dt.numpy)
+
+
+def _out_of_range(where: str, dt: dtypes.DataType) -> str:
+    info = np.iinfo(dt.numpy)  # type: ignore[type-var]
+    return f"{where}: a value is outside the {dt.name} range [{info.min}, {info.max}]"
 
 
 def _coerce(name: str, data: Any, array: Array, dt: dtypes.DataType,
@@ -264,7 +292,7 @@ def _check_string_lengths(name: str, flat: Array, limits: TensorLimits) -> None:
 def _integers(where: str, data: Any, array: Array, dt: dtypes.DataType) -> Array:
     """Integers, exactly: numpy widens a mix of huge ints to float64, so check those by hand."""
     info = np.iinfo(dt.numpy)  # type: ignore[type-var]
-    out_of_range = f"{where}: a value is outside the {dt.name} range [{info.min}, {info.max}]"
+    out_of_range = _out_of_range(where, dt)
     if array.dtype.kind not in "iu":
         items = np.array(data, dtype=object).reshape(-1).tolist()
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
@@ -275,19 +303,6 @@ def _integers(where: str, data: Any, array: Array, dt: dtypes.DataType) -> Array
     if array.min() < info.min or array.max() > info.max:
         raise InvalidInput(out_of_range)
     return array.astype(dt.numpy)
-
-
-def parse_json_object(raw: bytes | memoryview, max_depth: int = 32) -> dict[str, Any]:
-    """A request body that must be one JSON object (inference, index, load requests),
-    nested at most `max_depth` deep (checked before parsing: Settings.http.max_json_depth)."""
-    check_depth(raw, max_depth)
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        raise InvalidInput(f"the request body is not valid JSON: {err}") from err
-    if not isinstance(document, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    return document
 
 
 def _object(value: Any, where: str) -> Mapping[str, Any]:
