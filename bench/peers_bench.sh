@@ -6,6 +6,7 @@
 #   bash bench/peers_bench.sh
 # Env: DUR (8 s per level), WARMUP (2), CONC (1,8,32), MODELS (tiny mlp cnn),
 #      PROTOS (http grpc grpc-raw),
+#      CEILING (1; 0 skips the do-nothing grpc.aio and sync servers, bench/grpc_ceiling.py),
 #      PEER_LIST (mlserver kserve pytriton), PEER_THREADS ("1 2": each peer runs once per ORT
 #      intra-op thread count and its better run counts), RETRIES (1), PEERS (/tmp/peers), PY,
 #      OUT (results JSONL; raw_limit output beside it; the markdown table to stdout and OUT.md).
@@ -77,6 +78,33 @@ for m in $MODELS; do
   done
 done
 stop
+
+# The transport ceiling: bench/grpc_ceiling.py answers ModelInfer with canned bytes and does
+# nothing else, so the same loadgen against it measures what Python grpcio allows on this
+# machine; grpc.aio (onnx-serve's server) and grpc's sync server on a thread pool.
+case " $PROTOS " in *" grpc "* | *" grpc-raw "*) ;; *) CEILING=0 ;; esac
+if [ "${CEILING:-1}" != 0 ]; then
+  for mode in aio sync; do
+    label="grpc $mode ceiling"; [ "$mode" = aio ] && label="grpc.aio ceiling"
+    CP=$(free_port)
+    echo "=== $label on $CP"
+    PYTHONPATH="$REPO" "$PY" "$REPO/bench/grpc_ceiling.py" --port "$CP" --mode "$mode" \
+      >"$PEERS/logs/grpc-ceiling-$mode.log" 2>&1 &
+    PID=$!
+    for _ in $(seq 1 100); do
+      "$PY" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' \
+        "$CP" 2>/dev/null && break
+      kill -0 "$PID" 2>/dev/null || { echo "grpc_ceiling.py exited; see $PEERS/logs" >&2; exit 1; }
+      sleep 0.1
+    done
+    for m in $MODELS; do
+      for proto in $PROTOS; do
+        case $proto in grpc|grpc-raw) drive "$label" - "$CP" "$m" "$proto" ;; esac
+      done
+    done
+    stop
+  done
+fi
 
 # The peers, as ../shared/bench/peers/run_bench.sh starts and stops them, with "grpc-raw"
 # (raw_input_contents) as a third protocol next to http and grpc (typed contents).

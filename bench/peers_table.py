@@ -1,5 +1,5 @@
-"""Markdown tables from one peers_bench.sh run: onnx-serve vs the best peer and the raw
-onnxruntime ceiling, per model, protocol and concurrency.
+"""Markdown tables from one peers_bench.sh run: onnx-serve vs the best peer, the raw
+onnxruntime ceiling and the gRPC transport ceiling, per model, protocol and concurrency.
 
     python bench/peers_table.py results.jsonl raw1.txt raw2.txt
 """
@@ -12,6 +12,9 @@ from collections import defaultdict
 from typing import Any
 
 OURS = "onnx-serve"
+AIO_CEILING = "grpc.aio ceiling"  # bench/grpc_ceiling.py: do-nothing servers, not peers
+SYNC_CEILING = "grpc sync ceiling"
+CEILINGS = (AIO_CEILING, SYNC_CEILING)
 
 
 def load_rows(path: str) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
@@ -48,19 +51,32 @@ def cell(row: dict[str, Any]) -> str:
     return f"{row['infer_s']:,.0f} · {row['p50_ms']:.2f}/{row['p99_ms']:.1f}"
 
 
+def transport(rows: list[dict[str, Any]], label: str, mine: dict[str, Any]) -> str:
+    """A ceiling server's best infer/s here and onnx-serve's share of it; blank without one."""
+    ceiling = [r for r in rows if r["label"] == label]
+    if not ceiling:
+        return ""
+    best = max(r["infer_s"] for r in ceiling)
+    return f"{best:,.0f} ({100 * mine['infer_s'] / best:.0f}%)"
+
+
 def main() -> None:
     points = load_rows(sys.argv[1])
     raw = load_raw(sys.argv[2:])
     print("infer/s · p50/p99 ms. Best peer = highest infer/s among every peer and ORT thread "
           "count measured. Raw = onnxruntime in-process at batch = concurrency (capped at 64), "
-          "best thread count.\n")
+          "best thread count. grpc.aio ceiling = a do-nothing grpc.aio ModelInfer server "
+          "(canned answers, bench/grpc_ceiling.py) under the same loadgen, and onnx-serve's "
+          "share of it; it is not a peer.\n")
     print("| model | proto | conc | onnx-serve | best peer | peer | vs best peer | raw ceiling "
-          "| % of raw | other CPU % |")
-    print("|---|---|---:|---|---|---|---:|---:|---:|---:|")
+          "| % of raw | grpc.aio ceiling | other CPU % |")
+    print("|---|---|---:|---|---|---|---:|---:|---:|---:|---:|")
+    top = max((conc for _, _, conc in points), default=0)
+    sync_notes = []
     for (model, proto, conc), rows in sorted(points.items(),
                                              key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
         ours = [r for r in rows if r["label"] == OURS]
-        peers = [r for r in rows if r["label"] != OURS]
+        peers = [r for r in rows if r["label"] != OURS and r["label"] not in CEILINGS]
         if not ours:
             continue
         mine = ours[-1]
@@ -72,8 +88,15 @@ def main() -> None:
         peer_cell = cell(best) if best else "-"
         peer_name = best["label"] if best else "-"
         other = mine.get("other_cpu_pct") or 0
+        aio = transport(rows, AIO_CEILING, mine)
         print(f"| {model} | {proto} | {conc} | {cell(mine)} | {peer_cell} | {peer_name} | "
-              f"{ratio} | {ceiling_text} | {share} | {other:.0f} |")
+              f"{ratio} | {ceiling_text} | {share} | {aio} | {other:.0f} |")
+        sync = transport(rows, SYNC_CEILING, mine)
+        if conc == top and sync:
+            sync_notes.append(f"{model} {proto} {sync}")
+    if sync_notes:
+        print(f"\ngrpc sync ceiling (grpc.server on a thread pool, same do-nothing server) at "
+              f"concurrency {top}, infer/s (onnx-serve's share): {'; '.join(sync_notes)}.")
     print("\nConcurrency 1, p50 latency against KServe (no batcher: the fastest unbatched peer):\n")
     print("| model | proto | onnx-serve p50 ms | KServe p50 ms (best thread count) | ratio |")
     print("|---|---|---:|---:|---:|")
