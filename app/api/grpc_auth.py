@@ -37,8 +37,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks `authorization: Bearer <key>` metadata against the method's API group; a
     method missing from METHOD_GROUPS needs a valid key of any group.
 
-    Goes before ErrorInterceptor, and only when authentication is on. Refusing handlers are
-    built once per method and outcome, as ErrorInterceptor builds its wrappers.
+    The server's only interceptor, and only when authentication is on. Refusing handlers
+    are built once per method and outcome.
     """
 
     def __init__(self, authenticator: Authenticator) -> None:
