@@ -21,7 +21,7 @@ SIDE = 256
 
 def slow_model() -> onnx.ModelProto:
     """A few milliseconds per run, so the queue stays full."""
-    return onnx_models.matmul_chain(SIDE, steps=60, scale=0.5)
+    return onnx_models.matmul_chain(SIDE, steps=120, scale=0.5)
 
 
 def rss_kib(pid: int) -> int:
