@@ -220,15 +220,33 @@ def _array_from_json(
         if numbers is not None:
             return numbers.reshape(shape)
         data = data.as_list()  # not plain numbers of the right count: decoded the slow way
+    kind = object if dt.is_bytes else None
+    if dt.is_bytes:
+        data = _flattened(data)  # an object array would keep irregular lists as elements
     try:
-        array = np.array(data, dtype=object if dt.is_bytes else None)
-    except (ValueError, TypeError, OverflowError) as err:
-        raise InvalidInput(f"{where}: 'data' is not a regular (rectangular) array: {err}") from err
+        array = np.array(data, dtype=kind)
+    except ValueError:
+        # Irregular nesting is flattened in row-major order, as Triton (and the simdjson path)
+        # do; only the element count must match the shape.
+        data = _flattened(data)
+        try:
+            array = np.array(data, dtype=kind)
+        except (ValueError, TypeError, OverflowError) as err:
+            raise InvalidInput(f"{where}: 'data' cannot be read as numbers: {err}") from err
+    except (TypeError, OverflowError) as err:
+        raise InvalidInput(f"{where}: 'data' cannot be read as numbers: {err}") from err
     if array.size != count:
         raise InvalidInput(
             f"{where}: shape {shape} needs {count} elements, 'data' has {array.size}"
         )
     return _coerce(name, data, array, dt, limits.tensors).reshape(shape)
+
+
+def _flattened(data: Any) -> list[Any]:
+    """Every leaf of nested lists, in row-major order (depth is bounded by max_json_depth)."""
+    if not isinstance(data, list):
+        return [data]
+    return [leaf for item in data for leaf in _flattened(item)]
 
 
 def _numbers(where: str, data: TensorData, dt: dtypes.DataType, count: int) -> Array | None:

@@ -78,7 +78,7 @@ CASES: dict[str, Case] = {
     "data shorter than shape": json_case("id_fp32", {"inputs": [x_input(shape=[2, 3])]},
                                          "needs 6 elements, 'data' has 3"),
     "ragged data": json_case("id_fp32", {"inputs": [x_input(shape=[2, 2],
-                             data=[[1, 2], [3]])]}, "not a regular"),
+                             data=[[1, 2], [3]])]}, "needs 4 elements, 'data' has 3"),
     "strings for FP32": json_case("id_fp32", {"inputs": [x_input(data=["1", "2", "3"])]},
                                   "must hold JSON numbers"),
     "numbers for BOOL": json_case("id_bool", {"inputs": [x_input(datatype="BOOL")]},

@@ -99,13 +99,22 @@ def test_nested_data_is_flattened_row_major() -> None:
 
 
 def test_ragged_data_of_the_wrong_count_is_refused() -> None:
-    with pytest.raises(InvalidInput, match="not a regular"):
+    with pytest.raises(InvalidInput, match="needs 4 elements, 'data' has 3"):
         decoded(body([[1, 2], [3]], shape=[2, 2]))
 
 
-def test_ragged_data_of_the_right_count_is_flattened_like_triton() -> None:
-    # Triton's JSON reader walks nested arrays and checks only the element count.
-    assert decoded(body([[1, 2], [3], []], shape=[3])).tolist() == [1, 2, 3]
+@pytest.mark.parametrize("simdjson_from", [0, 1 << 20])
+@pytest.mark.parametrize(("data", "datatype"), [([[1, 2], [3], []], "FP32"),
+                                                ([[1], [2, [3]]], "INT8"),
+                                                ([["a"], ["b", "c"]], "BYTES")])
+def test_ragged_data_of_the_right_count_is_flattened_like_triton(
+        data: list[Any], datatype: str, simdjson_from: int) -> None:
+    # Triton's JSON reader walks nested arrays and checks only the element count; both
+    # paths (simdjson for large bodies, orjson for small ones) do the same.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(json_request, "SIMDJSON_MIN_BYTES", simdjson_from)
+        got = decoded(body(data, datatype, shape=[3])).tolist()
+    assert got == (["a", "b", "c"] if datatype == "BYTES" else [1, 2, 3])
 
 
 def test_repeated_keys_keep_the_last_value() -> None:
