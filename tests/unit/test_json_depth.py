@@ -40,3 +40,12 @@ def test_deep_bodies_are_refused_before_parsing() -> None:
     check_depth(b"[" * 32 + b"]" * 32, 32)
     with pytest.raises(RequestTooLarge, match="nests 33 levels deep, more than the limit of 32"):
         check_depth(b"[" * 33, 32)
+
+
+@pytest.mark.parametrize("padding", [0, 8192])  # both ways of counting brackets
+def test_large_bodies_are_checked_alike(padding: int) -> None:
+    pad = b'"' + b"x" * padding + b'"'
+    check_depth(b"[" * 32 + pad + b"]" * 32, 32)
+    with pytest.raises(RequestTooLarge, match="nests 33 levels deep"):
+        check_depth(b"[" * 33 + pad + b"]" * 33, 32)
+    check_depth(b"[" + b"1," * padding + b"1]", 32)  # many elements, one level
