@@ -3,8 +3,8 @@
 orjson builds a Python float for every element and numpy then converts them one by one:
 for a 64x64x3 image that is ~0.7 ms of event-loop time per request. simdjson copies a flat
 array of numbers into a buffer in C, so numeric tensors reach numpy without Python objects;
-anything else (strings, booleans, mixed kinds, irregular nesting) is handed back as lists and
-decoded as before, with the same errors.
+anything else (strings, booleans, mixed kinds, a count that does not match the shape) is
+handed back as lists and decoded as before, with the same errors.
 """
 
 from __future__ import annotations
