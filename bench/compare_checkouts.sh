@@ -27,11 +27,7 @@ for round in $(seq 1 "$ROUNDS"); do
     (cd "$dir" && exec "$PY" -m app --model-repository "$PEERS/models" --host 127.0.0.1 \
       --http-port "$HP" --grpc-port "$GP" --log-level warning) >"$OUT.$side.log" 2>&1 &
     PID=$!
-    for _ in $(seq 1 600); do
-      curl -sf -o /dev/null "http://127.0.0.1:$HP/v2/models/cnn/ready" && break
-      kill -0 "$PID" 2>/dev/null || { echo "$side server exited: $OUT.$side.log" >&2; exit 1; }
-      sleep 0.1
-    done
+    wait_ready "http://127.0.0.1:$HP/v2/models/cnn/ready" "$OUT.$side.log"
     IFS=, read -ra cases <<<"$CASES"
     for case in "${cases[@]}"; do
       read -r model proto <<<"$case"

@@ -29,9 +29,7 @@ for round in $(seq 1 "$ROUNDS"); do
       --host 127.0.0.1 --http-port "$HP" --grpc-port "$GP" --log-level warning \
       >"$PEERS/logs/onnx-serve-metrics.log" 2>&1 &
     PID=$!
-    for _ in $(seq 1 600); do
-      curl -sf -o /dev/null "http://127.0.0.1:$HP/v2/models/cnn/ready" && break; sleep 0.1
-    done
+    wait_ready "http://127.0.0.1:$HP/v2/models/cnn/ready"
     if [ "$metrics" = true ]; then
       (while true; do curl -sf -o /dev/null "http://127.0.0.1:$HP/metrics"; sleep 1; done) &
       SCRAPER=$!

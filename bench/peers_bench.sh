@@ -67,11 +67,7 @@ echo "=== onnx-serve on $HP/$GP (default settings)"
 "$PY" -m app --model-repository "$PEERS/models" --host 127.0.0.1 --http-port "$HP" \
   --grpc-port "$GP" --log-level warning >"$PEERS/logs/onnx-serve.log" 2>&1 &
 PID=$!
-for _ in $(seq 1 600); do
-  curl -sf -o /dev/null "http://127.0.0.1:$HP/v2/models/cnn/ready" && break
-  kill -0 "$PID" 2>/dev/null || { echo "onnx-serve exited; see $PEERS/logs" >&2; exit 1; }
-  sleep 0.1
-done
+wait_ready "http://127.0.0.1:$HP/v2/models/cnn/ready" "$PEERS/logs/onnx-serve.log"
 for m in $MODELS; do
   for proto in $PROTOS; do
     drive onnx-serve "$HP" "$GP" "$m" "$proto"

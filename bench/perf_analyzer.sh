@@ -28,9 +28,7 @@ HP=$(free_port); GP=$(free_port)
   --grpc-port "$GP" --log-level warning >"$PEERS/logs/onnx-serve-pa.log" 2>&1 &
 PID=$!
 trap 'kill -INT $PID 2>/dev/null; wait $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do
-  curl -sf -o /dev/null "http://127.0.0.1:$HP/v2/models/cnn/ready" && break; sleep 0.1
-done
+wait_ready "http://127.0.0.1:$HP/v2/models/cnn/ready"
 for m in $MODELS; do
   for proto in http grpc; do
     port=$HP; [ "$proto" = grpc ] && port=$GP

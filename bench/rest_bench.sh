@@ -26,14 +26,6 @@ cd "$REPO"
 # shellcheck source=bench/lib.sh
 . "$REPO/bench/lib.sh"
 trap stop EXIT
-wait_ready() {  # url: poll until 200, at most 120 s
-  for _ in $(seq 1 1200); do
-    curl -sf -o /dev/null "$1" && return 0
-    kill -0 "$PID" 2>/dev/null || { echo "server exited; see $PEERS/logs" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "not ready: $1" >&2; return 1
-}
 drive() {  # label port: JSON then binary, mlp, every concurrency level
   local common=(-u "127.0.0.1:$2" -i http -m mlp --shape 784 -c "$CONC" -d "$DUR"
                 --warmup "$WARMUP" --server-pid "$PID" --jsonl "$OUT" --retries 1)
@@ -47,7 +39,7 @@ ONNX_SERVE_DEVICES__INTRA_OP_THREADS="$THREADS" "$PY" -m app --model-repository 
   --host 127.0.0.1 --http-port "$HP" --grpc-port "$GP" --log-level warning \
   >"$PEERS/logs/onnx-serve.log" 2>&1 &
 PID=$!
-wait_ready "http://127.0.0.1:$HP/v2/models/mlp/ready"
+wait_ready "http://127.0.0.1:$HP/v2/models/mlp/ready" "$PEERS/logs"
 drive onnx-serve "$HP"
 stop
 
@@ -56,7 +48,7 @@ echo "=== KServe on $HP (intra-op threads $THREADS)"
 ORT_INTRA_OP_THREADS="$THREADS" PEERS="$PEERS" setsid "$SHARED/kserve/start.sh" \
   --http_port "$HP" --grpc_port "$GP" >"$PEERS/logs/kserve.log" 2>&1 &
 PID=$!
-wait_ready "http://127.0.0.1:$HP/v2/models/mlp/ready"
+wait_ready "http://127.0.0.1:$HP/v2/models/mlp/ready" "$PEERS/logs"
 drive kserve "$HP"
 stop
 
