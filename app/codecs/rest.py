@@ -221,7 +221,7 @@ def _array_from_json(
             return numbers.reshape(shape)
         data = data.as_list()  # not plain numbers of the right count: decoded the slow way
     kind = object if dt.is_bytes else None
-    if dt.is_bytes:
+    if dt.is_bytes and isinstance(data, list) and any(isinstance(item, list) for item in data):
         data = _flattened(data)  # an object array would keep irregular lists as elements
     try:
         array = np.array(data, dtype=kind)
