@@ -4,7 +4,9 @@ Nothing is recorded through prometheus-client on the request path: each version'
 already counts requests, rows, batches and durations (the statistics extension reports the
 same numbers), and this collector turns them into metric families when Prometheus scrapes.
 Labels are bounded: model and version of loaded models only (requests naming unknown models
-count under model=""), protocol, outcome, phase and state.
+count under model=""), protocol, outcome, phase and state. Every answered inference request
+counts once in onnxserve_requests_total, whichever layer answered it (API key, body, decoding,
+validation, the model, overload, shutdown): see InferenceService.refused.
 """
 
 from __future__ import annotations
@@ -65,15 +67,17 @@ class ServingCollector(Collector):
 
     def _requests(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
-            f"{PREFIX}_requests", "Inference requests by model, protocol and outcome "
-            "(success, or the error: invalid_input, overloaded, deadline_exceeded, cancelled, "
-            "unavailable, not_found, internal, ...).",
+            f"{PREFIX}_requests", "Inference requests answered, by model, protocol and "
+            "outcome (success, or the error: invalid_input, too_large, overloaded, "
+            "deadline_exceeded, cancelled, unavailable, not_found, unauthenticated, internal, "
+            "...); model \"\" when the request named no loaded version.",
             labels=["model", "version", "protocol", "outcome"])
         for (protocol, outcome), count in sorted(self._service.unresolved.items()):
             requests.add_metric(["", "", protocol, outcome], count)
         duration = HistogramMetricFamily(
             f"{PREFIX}_request_duration_seconds",
-            "Time from receiving a decoded request to its answer, any outcome.",
+            "Time from receiving a decoded request to its answer, any outcome (requests "
+            "refused before decoding are counted in onnxserve_requests_total only).",
             labels=["model", "version", "protocol"])
         for labels, stats in self._loaded():
             for (protocol, outcome), count in sorted(stats.outcomes.items()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -165,7 +166,9 @@ class InferenceService:
         outcome is counted for the metrics, under the model when it resolved.
         """
         if self._refusing:
-            raise ShuttingDown("the server is shutting down; retry on another replica")
+            refusal = ShuttingDown("the server is shutting down; retry on another replica")
+            self.refused(protocol, request.model_name, request.version, refusal)
+            raise refusal
         started = time.perf_counter()
         self._active += 1
         try:
@@ -214,6 +217,31 @@ class InferenceService:
             output_datatypes={n: datatypes[n] for n in names},
             id=request.id,
         )
+
+    def refused(self, protocol: str, name: str | None, version: str | None,
+                err: BaseException) -> None:
+        """Count one inference request answered before it reached `infer` (its body, its
+        decoding, its key), so `infer` and this together count every answer once.
+
+        It counts under its model when the name (and version) resolve to a loaded version,
+        else under model "": names clients send must not create label values.
+        """
+        if isinstance(err, ServingError):
+            outcome = err.code.value
+        elif isinstance(err, asyncio.CancelledError):
+            outcome = "cancelled"
+        else:
+            outcome = ErrorCode.INTERNAL.value
+        model = None
+        if name is not None:
+            # Unknown, not ready, or not a valid name or version: the placeholder.
+            with contextlib.suppress(ServingError, ValueError):
+                model = self._manager.resolve(check_model_name(name), version)
+        if model is None:
+            key = (protocol, outcome)
+            self.unresolved[key] = self.unresolved.get(key, 0) + 1
+        else:
+            model.batcher.stats.request_refused(protocol, outcome)
 
     def model_statistics(self, name: str, version: str | None) -> list[dict[str, Any]]:
         """Triton's statistics: every ready version of every model (empty name), of one

@@ -63,35 +63,45 @@ def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., 
     return wrapper
 
 
+#: Hears of an inference request refused before the servicer saw it: (method, error).
+Refused = Callable[[str, ServingError], None]
+_INFER_METHODS = frozenset(f"/{SERVICE_NAME}/{name}" for name in ("ModelInfer",
+                                                                   "ModelStreamInfer"))
+
+
 class _ErrorMapping:
     """Stands in for the server while services register, so that every method handler is
     wrapped once: errors leave through _abort (the one place that maps them to status
     codes). An interceptor would do it on every call: its per-call coroutine cost up to ~10%
     of gRPC throughput at concurrency 32 (tiny model; issue 5's notes)."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, refused: Refused) -> None:
         self._server = server
+        self._refused = refused
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        self._server.add_generic_rpc_handlers(tuple(_WrappedService(h) for h in handlers))
+        self._server.add_generic_rpc_handlers(
+            tuple(_WrappedService(h, self._refused) for h in handlers))
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         self._server.add_registered_method_handlers(
-            service, {name: _wrap(handler) for name, handler in handlers.items()})
+            service, {name: _wrap(handler, f"/{service}/{name}", self._refused)
+                      for name, handler in handlers.items()})
 
 
 class _WrappedService(grpc.GenericRpcHandler):
     """A generic handler whose method handlers are wrapped, each once."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+    def __init__(self, inner: grpc.GenericRpcHandler, refused: Refused) -> None:
         self._inner = inner
+        self._refused = refused
         self._wrapped: dict[str, Any] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is None:
-            wrapped = _wrap(self._inner.service(handler_call_details))
+            wrapped = _wrap(self._inner.service(handler_call_details), method, self._refused)
             if wrapped is not None:
                 self._wrapped[method] = wrapped
         return wrapped
@@ -106,7 +116,10 @@ class _Undecodable:
         self.message = f"the request is not a valid protobuf message: {error}"
 
 
-def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+def _tolerant(deserialize: Callable[[bytes], Any] | None,
+              refused: Callable[[ServingError], None]) -> Callable[[bytes], Any] | None:
+    """`deserialize`, returning _Undecodable for a message that does not parse (which the
+    handler wrappers refuse: `refused` hears of it now)."""
     if deserialize is None:
         return None
 
@@ -114,7 +127,9 @@ def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], A
         try:
             return deserialize(data)
         except DecodeError as err:
-            return _Undecodable(err)
+            undecodable = _Undecodable(err)
+            refused(InvalidInput(undecodable.message))
+            return undecodable
 
     return tolerant
 
@@ -133,10 +148,14 @@ async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield _decoded(request)
 
 
-def _wrap(handler: Any) -> Any:
+def _wrap(handler: Any, method: str, refused: Refused) -> Any:
     if handler is None:
         return None
-    codec = {"request_deserializer": _tolerant(handler.request_deserializer),
+
+    def undecodable(err: ServingError) -> None:
+        refused(method, err)
+
+    codec = {"request_deserializer": _tolerant(handler.request_deserializer, undecodable),
              "response_serializer": handler.response_serializer}
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **codec)
@@ -227,12 +246,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             task.cancel()
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        size = request.ByteSize()
-        if size > self._max_message_bytes:
-            raise RequestTooLarge(
-                f"the request ({size} bytes) exceeds the gRPC message limit of "
-                f"{self._max_message_bytes} bytes (setting ONNX_SERVE_GRPC__MAX_MESSAGE_BYTES)")
-        decoded = decode_request(request, self._limits)
+        try:
+            size = request.ByteSize()
+            if size > self._max_message_bytes:
+                raise RequestTooLarge(
+                    f"the request ({size} bytes) exceeds the gRPC message limit of "
+                    f"{self._max_message_bytes} bytes "
+                    "(setting ONNX_SERVE_GRPC__MAX_MESSAGE_BYTES)")
+            decoded = decode_request(request, self._limits)
+        except BaseException as err:  # answered without the service: count it here
+            self._service.refused("grpc", request.model_name, request.model_version or None,
+                                  err)
+            raise
         response = await self._service.infer(decoded, "grpc")
         return encode_response(response, raw=bool(request.raw_input_contents))
 
@@ -336,7 +361,12 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
     """A grpc.aio server (not yet bound or started) with every service registered; API keys
     are checked when an authenticator is given."""
     limit = settings.max_message_bytes
-    interceptors = [] if authenticator is None else [AuthInterceptor(authenticator)]
+
+    def refused(method: str, err: ServingError) -> None:  # before the servicer saw it
+        if method in _INFER_METHODS:
+            service.refused("grpc", None, None, err)
+
+    interceptors = [] if authenticator is None else [AuthInterceptor(authenticator, refused)]
     server = grpc.aio.server(
         interceptors=interceptors,
         # gRPC's own refusal cannot say which setting to change; up to twice the limit the
@@ -351,7 +381,7 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
         compression=_COMPRESSION[settings.response_compression],
     )
     inference = InferenceServicer(service, settings)
-    mapped = _ErrorMapping(server)
+    mapped = _ErrorMapping(server, refused)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
         inference, mapped
     )

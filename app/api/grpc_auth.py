@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -41,8 +42,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     are built once per method and outcome.
     """
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator,
+                 refused: Callable[[str, ServingError], None] | None = None) -> None:
         self._auth = authenticator
+        self._refused = refused  # hears of each refusal: (method, error)
         self._refusals: dict[tuple[str, str], Any] = {}
 
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
@@ -58,6 +61,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             self._auth.check(authorization, needed, "grpc")
         except ServingError as err:
+            if self._refused is not None:
+                self._refused(method, err)
             return await self._refusal(continuation, handler_call_details, err)
         return await continuation(handler_call_details)
 

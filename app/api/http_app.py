@@ -40,8 +40,14 @@ def create_app(service: InferenceService, settings: HttpSettings,
     authenticator is given; CORS when configured."""
     api = RestApi(service, settings, registry)
     routes = create_fastapi(api)
+
+    def refused(scope: Scope, err: ServingError) -> None:  # by the API-key gate
+        target = infer_target(scope["path"])
+        if target is not None and scope.get("method") == "POST":
+            api.refused(*target, err)
+
     return secure(InferFastPath(routes, api), routes, lambda path: infer_target(path) is not None,
-                  authenticator, cors or CorsSettings())
+                  authenticator, cors or CorsSettings(), refused)
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
@@ -101,6 +107,7 @@ class InferFastPath:
         try:
             body = await self._read_body(receive, declared, encoding)
         except ServingError as err:
+            self._api.refused(name, version, err)
             await _send_error(send, err)
             return
         if body is None:

@@ -24,14 +24,16 @@ _REALM = b'Bearer realm="onnx-serve"'
 
 
 def secure(app: ASGIApp, routes: FastAPI, is_infer: Callable[[str], bool],
-           authenticator: Authenticator | None, cors: CorsSettings) -> ASGIApp:
-    """`app` behind the API-key gate and CORS, each only when configured (zero cost when not).
+           authenticator: Authenticator | None, cors: CorsSettings,
+           refused: Callable[[Scope, ServingError], None] | None = None) -> ASGIApp:
+    """`app` behind the API-key gate and CORS, each only when configured (zero cost when not);
+    `refused` hears of each request the gate refuses (the metrics count inference ones).
 
     CORS goes outermost: preflights carry no key, and browsers need CORS headers on a 401 to
     let a script read it.
     """
     if authenticator is not None:
-        app = AuthGate(app, authenticator, RouteClassifier(routes, is_infer))
+        app = AuthGate(app, authenticator, RouteClassifier(routes, is_infer), refused)
     if cors.enabled:
         app = CORSMiddleware(
             app, allow_origins=cors.allow_origins, allow_origin_regex=cors.allow_origin_regex,
@@ -92,10 +94,12 @@ class AuthGate:
     is refused before its body is read. Installed only when authentication is on."""
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator,
-                 classify: Callable[[Scope], Groups | None]) -> None:
+                 classify: Callable[[Scope], Groups | None],
+                 refused: Callable[[Scope, ServingError], None] | None = None) -> None:
         self._app = app
         self._auth = authenticator
         self._classify = classify
+        self._refused = refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
@@ -112,6 +116,8 @@ class AuthGate:
                     if scope["type"] == "websocket":
                         await send({"type": "websocket.close", "code": 1008})  # policy
                     else:
+                        if self._refused is not None:
+                            self._refused(scope, err)
                         await _refuse(send, err, authorization is not None, needed)
                     return
         await self._app(scope, receive, send)

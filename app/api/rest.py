@@ -169,7 +169,11 @@ class RestApi:
     async def _infer(self, http: Request, name: str, version: str | None) -> Response:
         """The documented route. In the server, api/http_app.py answers these URLs before
         FastAPI sees them (and cancels requests whose client disconnects)."""
-        body = await self._read_body(http)
+        try:
+            body = await self._read_body(http)
+        except ServingError as err:
+            self.refused(name, version, err)
+            raise
         content, json_length = await self.infer(name, version, http.headers.get(HEADER_LENGTH),
                                                 body)
         if json_length is None:
@@ -181,12 +185,20 @@ class RestApi:
                     body: bytes) -> tuple[bytes, int | None]:
         """Decode, infer, encode: the answer's bytes, and its JSON header length when the
         answer carries binary outputs (None for plain JSON)."""
-        request = await self._decode(header, body, name, version)
+        try:
+            request = await self._decode(header, body, name, version)
+        except BaseException as err:
+            self.refused(name, version, err)
+            raise
         response = await self._service.infer(request)
         size = sum(a.nbytes for a in response.outputs.values())
         if size > OFFLOAD_BYTES:
             return await asyncio.to_thread(encode_response, response, request)
         return encode_response(response, request)
+
+    def refused(self, name: str, version: str | None, err: BaseException) -> None:
+        """Count an inference request answered before the service saw it (the metrics)."""
+        self._service.refused("http", name, version, err)
 
     async def _decode(
         self, header: str | None, body: bytes, name: str, version: str | None

@@ -104,6 +104,12 @@ class ModelStats:
             histogram = self.request_seconds[protocol] = _latency()
         histogram.observe(seconds)
 
+    def request_refused(self, protocol: str, outcome: str) -> None:
+        """One request refused before it was decoded (body, decoding, API key): counted, not
+        timed, since request_seconds covers decoded requests."""
+        key = (protocol, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
     def request_succeeded(self, total_ns: int, queue_ns: int) -> None:
         self.success.add(total_ns)
         self.queue.add(queue_ns)

@@ -38,6 +38,7 @@ class Instance:
 
     kind: str  # "cpu" or "gpu"
     device_id: int = 0
+    auto: bool = False  # KIND_AUTO chose the GPU: without a usable one it means the CPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,8 @@ def plan_instances(groups: Sequence[InstanceGroup], cuda_available: bool,
             instances += [Instance("cpu")] * group.count
         else:
             gpus = group.gpus or (list(range(gpu_count)) if group.kind == "KIND_AUTO" else [0])
-            instances += [Instance("gpu", gpu) for gpu in gpus for _ in range(group.count)]
+            instances += [Instance("gpu", gpu, group.kind == "KIND_AUTO")
+                          for gpu in gpus for _ in range(group.count)]
     return instances
 
 
@@ -101,6 +103,32 @@ def place(instance: Instance, accelerators: Sequence[Accelerator],
             note = "TensorRT requested but this onnxruntime build has none; using CUDA"
             log.warning("%s", note)
     return Placement(instance, chain, note)
+
+
+def confirm(placement: Placement, actual: Sequence[str], strict: bool) -> Placement:
+    """The placement as its session really got it (`session.get_providers()`).
+
+    onnxruntime drops a provider it cannot start and carries on without it: onnxruntime-gpu
+    on a host without a usable CUDA driver or libraries runs on CPU, saying so only in its
+    own log. Under `strict` a missing provider fails the load, by name (except that KIND_AUTO
+    with no usable GPU means the CPU); otherwise the instance runs on what it got, with a
+    warning and a note that /config and the repository index show.
+    """
+    missing = [name for name in placement.names if name not in actual]
+    if not missing:
+        return placement
+    gpu_lost = not any(name in actual for name in (CUDA, TENSORRT))
+    why = (f"{', '.join(missing)} requested for GPU {placement.instance.device_id} but "
+           "onnxruntime could not start it (no usable device, driver or libraries?)")
+    got = ", ".join(actual)
+    if strict and not (placement.instance.auto and gpu_lost):
+        raise UnsupportedModel(f"{why}; the session got {got or 'none'}; not falling back "
+                               "(strict providers)")
+    log.warning("%s; running this instance on %s", why, got)
+    options = dict(placement.providers)
+    note = "; ".join(n for n in (placement.note, f"{why}; running on {got}") if n)
+    instance = Instance("cpu") if gpu_lost else placement.instance
+    return Placement(instance, [(name, options.get(name, {})) for name in actual], note)
 
 
 def _fallback(instance: Instance, why: str, strict: bool) -> Placement:

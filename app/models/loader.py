@@ -18,7 +18,7 @@ import onnxruntime as ort
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
-from app.models.devices import CUDA, Placement, place, plan_instances
+from app.models.devices import CUDA, Placement, confirm, place, plan_instances
 from app.models.scheduling import batch_layout, batch_policy
 from app.models.signature import Signature, UnsupportedModel
 from app.models.threads import ThreadBudget
@@ -92,6 +92,9 @@ def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
                                      providers=[n for n, _ in p.providers],
                                      provider_options=[o for _, o in p.providers])
                 for p in placements]
+    # What each session really got: onnxruntime quietly drops a provider it cannot start.
+    placements = [confirm(p, s.get_providers(), defaults.strict_providers)
+                  for p, s in zip(placements, sessions, strict=True)]
     first = sessions[0]
     signature = Signature.from_session(first.get_inputs(), first.get_outputs(),
                                        config.max_batch_size, default_max_batch_size,

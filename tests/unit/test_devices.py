@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
+import onnxruntime as ort
 import pytest
 
 from app.models.devices import (
@@ -9,6 +13,8 @@ from app.models.devices import (
     CUDA,
     TENSORRT,
     Instance,
+    Placement,
+    confirm,
     place,
     plan_instances,
     tensorrt_profiles,
@@ -16,6 +22,7 @@ from app.models.devices import (
 from app.models.signature import UnsupportedModel
 from app.repository.execution_config import Accelerator, InstanceGroup
 from app.types import TensorSpec
+from tests.support import onnx_models
 
 GPU_BUILD = [TENSORRT, CUDA, CPU]
 INPUTS = [TensorSpec("x", "FP32", (-1, 3, 224, 224)), TensorSpec("mask", "BOOL", (-1, 7))]
@@ -23,7 +30,8 @@ INPUTS = [TensorSpec("x", "FP32", (-1, 3, 224, 224)), TensorSpec("mask", "BOOL",
 
 def test_auto_is_one_instance_per_gpu_else_cpu() -> None:
     auto = [InstanceGroup(kind="KIND_AUTO")]
-    assert plan_instances(auto, True, 2, 1) == [Instance("gpu", 0), Instance("gpu", 1)]
+    assert plan_instances(auto, True, 2, 1) == [Instance("gpu", 0, auto=True),
+                                                Instance("gpu", 1, auto=True)]
     assert plan_instances(auto, False, 0, 1) == [Instance("cpu")]
     assert plan_instances([], False, 0, 2) == [Instance("cpu"), Instance("cpu")]
 
@@ -98,3 +106,53 @@ def test_tensorrt_missing_but_cuda_present() -> None:
 def test_bad_accelerators_are_load_errors(accelerator: Accelerator, message: str) -> None:
     with pytest.raises(UnsupportedModel, match=message):
         place(Instance("gpu"), [accelerator], {}, GPU_BUILD, strict=False, inputs=INPUTS)
+
+
+def session_for(placement: Placement) -> ort.InferenceSession:
+    """A real session asked for the placement's providers, as the loader builds it."""
+    with warnings.catch_warnings():  # "Specified provider ... is not in available provider names"
+        warnings.simplefilter("ignore", UserWarning)
+        return ort.InferenceSession(onnx_models.identity("FP32").SerializeToString(),
+                                    providers=list(placement.names),
+                                    provider_options=[o for _, o in placement.providers])
+
+
+def test_a_provider_the_session_did_not_get_fails_when_strict(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """onnxruntime-gpu without a usable CUDA runs the session on CPU, silently; so does this
+    CPU build when asked for CUDA. What the session got is what counts."""
+    assert CUDA not in ort.get_available_providers()
+    # What a GPU build plans for an explicit KIND_GPU instance.
+    planned = place(Instance("gpu", 0), [], {}, GPU_BUILD, strict=False)
+    assert planned.names == (CUDA, CPU)
+    got = session_for(planned).get_providers()
+    assert got == [CPU]
+    with pytest.raises(UnsupportedModel, match="CUDAExecutionProvider requested for GPU 0"):
+        confirm(planned, got, strict=True)
+    with caplog.at_level(logging.WARNING, "app.models.devices"):
+        served = confirm(planned, got, strict=False)
+    assert served.names == (CPU,) and served.instance == Instance("cpu")
+    assert "CUDAExecutionProvider" in served.note and "running on CPUExecutionProvider" \
+        in served.note
+    assert any("CUDAExecutionProvider" in r.getMessage() for r in caplog.records)
+
+
+def test_kind_auto_without_a_usable_gpu_means_cpu_even_when_strict() -> None:
+    (auto,) = plan_instances([InstanceGroup(kind="KIND_AUTO")], True, 1, 1)
+    planned = place(auto, [], {}, GPU_BUILD, strict=True)
+    served = confirm(planned, session_for(planned).get_providers(), strict=True)
+    assert served.names == (CPU,) and served.instance.kind == "cpu" and served.note
+
+
+def test_tensorrt_the_session_did_not_get() -> None:
+    trt = [Accelerator(name="tensorrt", parameters={"precision_mode": "FP16"})]
+    planned = place(Instance("gpu", 1), trt, {}, GPU_BUILD, strict=False)
+    # TensorRT's libraries missing, CUDA working: what onnxruntime-gpu then reports.
+    with pytest.raises(UnsupportedModel, match=r"TensorrtExecutionProvider requested.*the session "
+                                               r"got CUDAExecutionProvider, CPUExecutionProvider"):
+        confirm(planned, [CUDA, CPU], strict=True)
+    served = confirm(planned, [CUDA, CPU], strict=False)
+    assert served.instance == Instance("gpu", 1)
+    assert served.providers == [(CUDA, dict(planned.providers)[CUDA]), (CPU, {})]
+    # Nothing lost: the placement stands as planned.
+    assert confirm(planned, list(planned.names), strict=True) is planned
