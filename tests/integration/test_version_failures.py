@@ -325,3 +325,18 @@ def test_strict_readiness_waits_only_for_models_that_failed_at_startup(tmp_path:
             assert_serves(endpoints, "m", "1")
         assert not flips, f"server readiness flipped: {flips[:5]}"
 
+
+def test_a_repository_that_is_briefly_away_changes_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "repo"
+    place(root, "m", 1, 1.0)
+    with running_server(root, repository=POLL) as endpoints:
+        url = endpoints.http
+        with readiness_watch(url) as flips:
+            os.replace(root, tmp_path / "away")  # e.g. a network volume that drops out
+            wait_for(lambda: "cannot scan the repository" in caplog.text, 10, "a failed scan")
+            assert_serves(endpoints, "m", "1")
+            os.replace(tmp_path / "away", root)
+            place(root, "m", 2, 2.0)  # the watcher still runs: the new version is applied
+            wait_for(lambda: added(url, "m") == 2.0, 10, "version 2 served")
+        assert not flips, f"server readiness flipped: {flips[:5]}"
