@@ -257,12 +257,13 @@ class InferenceService:
 
     async def repository_index(self, ready_only: bool) -> list[IndexEntry]:
         """Every model on disk or in memory: loaded versions with state, the rest by name."""
-        entries = [IndexEntry(s.key.name, s.key.version, s.state.value, s.reason)
+        reasons = self._manager.known()  # a model-level reason goes on each of its rows
+        entries = [IndexEntry(s.key.name, s.key.version, s.state.value,
+                              "; ".join(r for r in (reasons.get(s.key.name), s.reason) if r))
                    for s in self._manager.statuses()]
         if ready_only:
             return [e for e in entries if e.state == ModelState.READY.value]
         listed = {e.name for e in entries}
-        reasons = self._manager.known()
         entries += [IndexEntry(name, state=ModelState.UNAVAILABLE.value, reason=reason)
                     for name, reason in reasons.items() if name not in listed]
         on_disk = await self._manager.in_loader(scan_repository, self._manager.root)

@@ -117,8 +117,9 @@ class RepositorySettings(_Group):
     )
     strict_readiness: bool = Field(
         True,
-        description="true: /v2/health/ready needs every model that should be loaded to be "
-        "READY; false: ready as soon as the server answers.",
+        description="true: /v2/health/ready needs startup loading to be over and every model "
+        "that failed to load at startup to have loaded since (later problems of one model "
+        "never turn the server unready); false: ready as soon as the server answers.",
     )
 
 

@@ -41,6 +41,15 @@ class ModelRecord:
     reason: str = ""  # a problem of the whole model (bad config, no version to serve)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    def serving(self) -> list[int]:
+        """Versions that hold sessions now, ascending."""
+        return sorted(v for v, s in self.versions.items() if s.model is not None)
+
+    def healthy(self) -> bool:
+        """Everything the model should serve is READY, and nothing was refused."""
+        return not self.reason and bool(self.versions) and all(
+            s.state is ModelState.READY and s.model is not None for s in self.versions.values())
+
 
 class ModelManager:
     """Holds every model version the server knows, and changes them safely.
@@ -62,6 +71,9 @@ class ModelManager:
         #: retirements in progress: each waits for its version's leases, then closes it
         self._retiring: dict[asyncio.Task[None], LoadedModel] = {}
         self._startup_done = False
+        #: Models that failed while the server started and have not been healthy since:
+        #: strict readiness waits for these only (Triton's meaning: a failed startup load).
+        self._startup_failed: set[str] = set()
         self._changed = asyncio.Event()
         #: For the metrics: how long each loaded version took, and failed loads per model.
         self.load_seconds: dict[ModelKey, float] = {}
@@ -75,6 +87,12 @@ class ModelManager:
             await asyncio.gather(*(self.sync(n, source=s) for n, s in sources.items()))
         else:
             await asyncio.gather(*(self._start_one(name) for name in names))
+        self._startup_failed = {name for name, record in self._records.items()
+                                if record.wanted and not record.healthy()}
+        if self._startup_failed and self._strict:
+            log.error("not ready (strict readiness): %s failed to load at startup; readiness "
+                      "follows once they load, are unloaded or leave the repository",
+                      ", ".join(sorted(self._startup_failed)))
         self._startup_done = True
         self._notify()
 
@@ -93,7 +111,10 @@ class ModelManager:
             raise ModelNotFound(f"no model '{name}' in the repository")
         failures = await self.sync(name, override=override, force=True)
         if failures:
-            raise InvalidInput(f"failed to load '{name}': {'; '.join(failures)}")
+            record = self._records[name]  # a model-level reason already says what serves
+            serving = [] if record.reason else record.serving()
+            still = f" (still serving version {', '.join(map(str, serving))})" if serving else ""
+            raise InvalidInput(f"failed to load '{name}': {'; '.join(failures)}{still}")
 
     async def unload(self, name: str) -> None:
         """Retire every version (in-flight requests finish first); the name stays indexed."""
@@ -105,7 +126,8 @@ class ModelManager:
                 if status.model is not None:
                     self._retire_later(status.model)
                 status.model, status.state, status.reason = None, ModelState.UNAVAILABLE, UNLOADED
-            record.wanted, record.fingerprint = False, None
+            record.wanted, record.fingerprint, record.reason = False, None, ""
+            self._startup_settled(name)
             self._notify()
         log.info("model '%s' unloaded", name)
 
@@ -133,7 +155,11 @@ class ModelManager:
                    override: ModelConfig | None = None, force: bool = False) -> list[str]:
         """Make the model match its folder: load what is new or changed, swap each version
         in only once it is READY, then retire what was replaced or is no longer wanted.
-        Returns what failed (empty when all went well)."""
+
+        A version that serves is retired only when its folder is gone or when what replaces
+        it is READY (Triton's rule): for each wanted version that failed to load, one that
+        serves and is no longer selected stays, the highest first. A bad configuration
+        changes nothing. Returns what failed (empty when all went well)."""
         record = self._records.setdefault(name, ModelRecord(name))
         async with record.lock:
             if source is None:
@@ -141,10 +167,10 @@ class ModelManager:
             try:
                 config = override or load_config(source.config_path)
             except ConfigError as err:
-                return self._fail(record, source, str(err))
+                return self._refuse(record, source, f"configuration refused: {err}")
             wanted = config.version_policy.select(list(source.versions))
             if not wanted:
-                return self._fail(record, source, "no version folder matches the version policy")
+                return self._refuse(record, source, _nothing_selected(source))
             stamp = {v: (source.fingerprints[v], source.config_fingerprint, override)
                      for v in wanted}
             todo = [v for v in wanted if force or _stale(record.versions.get(v), stamp[v])]
@@ -160,16 +186,20 @@ class ModelManager:
                                    config, stamp[v])
                 for v in todo
             ))
+            notes: dict[int, list[str]] = {}  # why a serving version is not what was asked
+            for v, result in zip(todo, results, strict=True):
+                if isinstance(result, str) and record.versions[v].model is not None:
+                    notes[v] = [f"reload failed, still serving the previous files: {result}"]
+                self._swap_in(record.versions[v], result)
+            failed = [v for v in todo if record.versions[v].model is None]
+            self._retire_unwanted(record, source, wanted, failed, notes)
+            record.labels = self._labels(record, config.version_labels, notes)
+            _explain(record, notes)
+            record.fingerprint, record.wanted, record.reason = source.fingerprint, True, ""
             failures = [f"version {v}: {result}" for v, result in zip(todo, results, strict=True)
                         if isinstance(result, str)]
-            for v, result in zip(todo, results, strict=True):
-                self._swap_in(record.versions[v], result)
-            for v in [v for v in record.versions if v not in wanted]:
-                gone = record.versions.pop(v)
-                if gone.model is not None:
-                    self._retire_later(gone.model)
-            record.labels, record.fingerprint = dict(config.version_labels), source.fingerprint
-            record.wanted, record.reason = True, ""
+            if not failures and record.healthy():
+                self._startup_settled(name)
             self._notify()
             return failures
 
@@ -177,17 +207,71 @@ class ModelManager:
         if isinstance(result, LoadedModel):
             if status.model is not None:
                 self._retire_later(status.model)
-            notes = sorted({p.note for p in result.pool.placements if p.note})
-            status.model, status.state, status.reason = result, ModelState.READY, "; ".join(notes)
+            status.model, status.state, status.reason = result, ModelState.READY, ""
         elif status.model is not None:  # keep serving what worked; say why it was not replaced
-            status.reason = f"reload failed, still serving the previous files: {result}"
-            log.error("model %s: %s", status.key, status.reason)
+            log.error("model %s: reload failed, still serving the previous files: %s",
+                      status.key, result)
         else:
             status.state, status.reason = ModelState.UNAVAILABLE, result
             log.error("model %s is UNAVAILABLE: %s", status.key, result)
 
-    def _fail(self, record: ModelRecord, source: ModelSource, reason: str) -> list[str]:
-        """A model-level failure: whatever already serves keeps serving."""
+    def _retire_unwanted(self, record: ModelRecord, source: ModelSource, wanted: list[int],
+                         failed: list[int], notes: dict[int, list[str]]) -> None:
+        """Retire versions the policy no longer selects, except that each wanted version
+        which failed keeps one of them serving in its place (the highest first); a version
+        whose folder was removed is retired in any case (that is what removing it means)."""
+        self._retire_vanished(record, source)
+        outside = [v for v in reversed(record.serving()) if v not in wanted]
+        kept = outside[:len(failed)]
+        for v in [v for v in record.versions if v not in wanted and v not in kept]:
+            gone = record.versions.pop(v)
+            if gone.model is not None:
+                self._retire_later(gone.model)
+        named = ", ".join(map(str, failed))
+        for v in kept:
+            notes.setdefault(v, []).append(
+                f"serving in place of version {named}, which failed to load")
+        if failed and record.serving():
+            log.warning("model '%s': version %s failed to load; version %s keeps serving "
+                        "(unversioned requests: version %s)", record.name, named,
+                        ", ".join(map(str, record.serving())), record.serving()[-1])
+
+    @staticmethod
+    def _labels(record: ModelRecord, configured: dict[str, int],
+                notes: dict[int, list[str]]) -> dict[str, int]:
+        """The configured labels; one whose version is not READY keeps pointing where it
+        did while that version serves (a label moves only onto a READY version, as in TF
+        Serving), and otherwise names its version, which then answers 503 with the reason."""
+        labels: dict[str, int] = {}
+        for label, target in configured.items():
+            status, previous = record.versions.get(target), record.labels.get(label)
+            if (status is None or status.model is None) and previous is not None \
+                    and previous != target and previous in record.serving():
+                labels[label] = previous
+                notes.setdefault(previous, []).append(
+                    f"label '{label}' stays here until version {target} is READY")
+                log.warning("model '%s': label '%s' stays on version %s: version %s is not "
+                            "READY", record.name, label, previous, target)
+            else:
+                labels[label] = target
+        return labels
+
+    def _retire_vanished(self, record: ModelRecord, source: ModelSource) -> None:
+        """A version folder removed from disk means the user retires that version."""
+        for v in [v for v in record.versions if v not in source.versions]:
+            gone = record.versions.pop(v)
+            if gone.model is not None:
+                log.info("model %s: its folder was removed; retiring it", gone.key)
+                self._retire_later(gone.model)
+
+    def _refuse(self, record: ModelRecord, source: ModelSource, reason: str) -> list[str]:
+        """A model-level failure: whatever already serves keeps serving, and says why the
+        change was refused; server readiness is not affected once startup is over."""
+        self._retire_vanished(record, source)
+        serving = record.serving()
+        if serving:
+            reason += (f"; still serving version {', '.join(map(str, serving))} with the "
+                       "last good configuration")
         log.error("model '%s': %s", record.name, reason)
         self.load_failures[record.name] = self.load_failures.get(record.name, 0) + 1
         record.reason, record.fingerprint, record.wanted = reason, source.fingerprint, True
@@ -224,8 +308,16 @@ class ModelManager:
                 if status.model is not None:
                     self._retire_later(status.model)
             del self._records[name]
+            self._startup_settled(name)
             self._notify()
         log.info("model '%s' left the repository", name)
+
+    def _startup_settled(self, name: str) -> None:
+        """The model no longer holds strict readiness back (it loaded, or is not wanted)."""
+        if name in self._startup_failed:
+            self._startup_failed.discard(name)
+            if not self._startup_failed and self._strict:
+                log.info("ready: no model that failed at startup is still failing")
 
     def _retire_later(self, model: LoadedModel) -> None:
         self.threads.release(model.budget_token)
@@ -272,18 +364,19 @@ class ModelManager:
         return [s for n in names for _, s in sorted(self._records[n].versions.items())]
 
     def known(self) -> dict[str, str]:
-        """Model name -> model-level reason ('' when none), for the repository index."""
+        """Model name -> model-level reason ('' when none), for the repository index: it
+        belongs on each of the model's rows (e.g. a refused config.yaml while the last good
+        one serves), or on a row of its own when the model has no version to list."""
         return {name: record.reason for name, record in sorted(self._records.items())}
 
     def all_ready(self) -> bool:
-        """Strict: startup is over and every wanted model has all its versions READY."""
+        """Strict: startup is over and no model that failed to load at startup is still
+        failing. A model's later problems (a bad new version or config, a removed folder)
+        stay that model's: it keeps serving what it can, and readiness is not affected, as
+        in Triton, whose strict readiness looks only at versions that are READY."""
         if not self._strict:
             return True
-        return self._startup_done and all(
-            not record.reason and record.versions
-            and all(s.state is ModelState.READY for s in record.versions.values())
-            for record in self._records.values() if record.wanted
-        )
+        return self._startup_done and not self._startup_failed
 
     async def wait_for_change(self) -> None:
         """Return after the next state change of any version (or of startup)."""
@@ -309,6 +402,20 @@ class ModelManager:
     async def in_loader(self, function: Callable[..., T], *args: object) -> T:
         """Run blocking repository work (scans, session builds) on the loader threads."""
         return await asyncio.get_running_loop().run_in_executor(self._loader, function, *args)
+
+
+def _explain(record: ModelRecord, notes: dict[int, list[str]]) -> None:
+    """Each serving version's reason: what differs from what was asked, then device notes."""
+    for v, status in record.versions.items():
+        if status.model is not None:
+            status.reason = "; ".join(notes.get(v, []) + status.model.notes())
+
+
+def _nothing_selected(source: ModelSource) -> str:
+    if not source.versions:
+        return "no version folder (a numbered folder such as 1/) in the model's folder"
+    return (f"no version folder matches the version policy (on disk: "
+            f"{', '.join(map(str, sorted(source.versions)))})")
 
 
 def _stale(status: VersionStatus | None, stamp: object) -> bool:

@@ -51,6 +51,10 @@ class LoadedModel:
         if self._retiring and self.leases == 0:
             self._drained.set()
 
+    def notes(self) -> list[str]:
+        """What differs from what was asked, e.g. a device fallback (see devices.py)."""
+        return sorted({p.note for p in self.pool.placements if p.note})
+
     async def retire(self) -> None:
         """Stop once in-flight requests are done, then free the sessions (off the loop)."""
         self._retiring = True

@@ -30,6 +30,7 @@ class RepositoryWatcher:
         self._interval_s = interval_s
         self._settle_s = settle_s
         self._event = asyncio.Event()
+        self._away = False  # the last scan failed (logged once per outage)
 
     async def run(self) -> None:
         """Watch until cancelled."""
@@ -38,7 +39,10 @@ class RepositoryWatcher:
         try:
             while True:
                 self._event.clear()
-                current = await self._manager.in_loader(scan_repository, self._root)
+                current = await self._scan()
+                if current is None:  # nothing is known about the repository: change nothing
+                    await self._wait(self._interval_s)
+                    continue
                 stable = {n: s for n, s in current.items() if previous.get(n) == s.fingerprint}
                 settled = len(stable) == len(current) and set(previous) == set(current)
                 await self._apply(stable, set(current))
@@ -48,6 +52,22 @@ class RepositoryWatcher:
             events.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await events
+
+    async def _scan(self) -> dict[str, ModelSource] | None:
+        """The repository now, or None when it cannot be listed (e.g. a network volume that
+        dropped out): that is not "every model was removed", so what serves keeps serving."""
+        try:
+            current = await self._manager.in_loader(scan_repository, self._root)
+        except OSError as err:
+            if not self._away:
+                log.warning("cannot scan the repository (%s); models keep serving, "
+                            "retrying every %.1f s", err, self._interval_s)
+            self._away = True
+            return None
+        if self._away:
+            log.warning("the repository can be scanned again")
+            self._away = False
+        return current
 
     async def _apply(self, stable: dict[str, ModelSource], present: set[str]) -> None:
         try:

@@ -1,4 +1,5 @@
-"""Zero-downtime reload: 16 clients (HTTP and gRPC) keep asking while versions change hands."""
+"""Zero-downtime reload: 16 clients (HTTP and gRPC) keep asking while versions change hands,
+and while bad versions and configs come and go."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import shutil
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -13,7 +16,13 @@ import httpx
 
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
-from tests.integration.test_repository_changes import place, served_versions
+from tests.integration.test_repository_changes import POLL, place, served_versions
+from tests.integration.test_version_failures import (
+    place_corrupt,
+    readiness_watch,
+    row,
+    versions_listed,
+)
 from tests.support.server import running_server, wait_for
 
 CLIENTS_PER_PROTOCOL = 8
@@ -66,25 +75,51 @@ class Load:
                 self.record(answer.model_version, answer.outputs[0].contents.fp32_contents[0])
 
 
+@contextmanager
+def clients(url: str, target: str) -> Iterator[Load]:
+    """CLIENTS_PER_PROTOCOL HTTP and as many gRPC clients, asking until the block ends."""
+    load = Load(url, target)
+    threads = [threading.Thread(target=load.http_client) for _ in range(CLIENTS_PER_PROTOCOL)]
+    threads += [threading.Thread(target=load.grpc_client) for _ in range(CLIENTS_PER_PROTOCOL)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield load
+    finally:
+        load.stop.set()
+        for thread in threads:
+            thread.join(timeout=20)
+
+
 def test_versions_replace_each_other_without_a_failed_request(tmp_path: Path) -> None:
     place(tmp_path, "m", 1, 1.0)
     settings = {"control_mode": "poll", "poll_interval_s": 0.1, "settle_s": 0.05}
-    with running_server(tmp_path, repository=settings) as (url, target):
-        load = Load(url, target)
-        threads = [threading.Thread(target=load.http_client) for _ in range(CLIENTS_PER_PROTOCOL)]
-        threads += [threading.Thread(target=load.grpc_client) for _ in range(CLIENTS_PER_PROTOCOL)]
-        for thread in threads:
-            thread.start()
-        try:
-            for _ in range(CYCLES):
-                place(tmp_path, "m", 2, 2.0)
-                wait_for(lambda: served_versions(url, "m") == ["2"], 20, "version 2 took over")
-                os.replace(tmp_path / "m" / "2", tmp_path / ".retired")  # remove atomically
-                shutil.rmtree(tmp_path / ".retired")
-                wait_for(lambda: served_versions(url, "m") == ["1"], 20, "version 1 took over")
-        finally:
-            load.stop.set()
-            for thread in threads:
-                thread.join(timeout=20)
+    with running_server(tmp_path, repository=settings) as (url, target), \
+            clients(url, target) as load:
+        for _ in range(CYCLES):
+            place(tmp_path, "m", 2, 2.0)
+            wait_for(lambda: served_versions(url, "m") == ["2"], 20, "version 2 took over")
+            os.replace(tmp_path / "m" / "2", tmp_path / ".retired")  # remove atomically
+            shutil.rmtree(tmp_path / ".retired")
+            wait_for(lambda: served_versions(url, "m") == ["1"], 20, "version 1 took over")
     assert not load.failures, load.failures[:5]
     assert load.answers["1"] > 0 and load.answers["2"] > 0, load.answers
+
+
+def test_bad_versions_and_configs_lose_no_request_and_keep_readiness(tmp_path: Path) -> None:
+    place(tmp_path, "m", 1, 1.0)
+    config = tmp_path / "m" / "config.yaml"
+    with running_server(tmp_path, repository=POLL) as (url, target), \
+            readiness_watch(url) as flips, clients(url, target) as load:
+        for _ in range(3):
+            place_corrupt(tmp_path, "m", 2)  # a corrupt new version appears, then goes
+            wait_for(lambda: row(url, "m", "2").get("state") == "UNAVAILABLE", 20, "v2 refused")
+            shutil.rmtree(tmp_path / "m" / "2")
+            wait_for(lambda: versions_listed(url, "m") == ["1"], 20, "v2 forgotten")
+            config.write_text("max_batch_sise: 4\n")  # a bad config appears, then is fixed
+            wait_for(lambda: "refused" in row(url, "m", "1").get("reason", ""), 20, "refusal")
+            config.write_text("max_batch_size: 4\n")
+            wait_for(lambda: not row(url, "m", "1").get("reason"), 20, "config applied")
+    assert not load.failures, load.failures[:5]
+    assert load.answers["1"] > 0, load.answers
+    assert not flips, f"server readiness flipped: {flips[:5]}"
