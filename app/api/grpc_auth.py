@@ -56,7 +56,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 authorization = value.encode() if isinstance(value, str) else value
                 break
         try:
-            self._auth.check(authorization, needed, "grpc")
+            await self._auth.check(authorization, needed, "grpc")
         except ServingError as err:
             return await self._refusal(continuation, handler_call_details, err)
         return await continuation(handler_call_details)
