@@ -9,6 +9,7 @@ import hmac
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,9 +139,12 @@ class Authenticator:
 
     `check` runs on the event loop and never blocks: at most every `reload_interval_s` it
     starts a look at the keys file in a worker thread, and the new keys apply once read.
-    A keys file that cannot be read or parsed at start is an error; later, the last good
-    keys stay in force and the problem is logged (once per problem), as they do when the
-    file turns up empty.
+    A key that is not in the table waits (a bounded time) for a read of the file that
+    starts after it arrived, so a key just added works on its first request; those reads
+    happen at most every `unknown_key_reload_interval_ms`, one at a time, each answering
+    every request that waits for it. A keys file that cannot be read or parsed at start is
+    an error; later, the last good keys stay in force and the problem is logged (once per
+    problem), as they do when the file turns up empty.
     """
 
     def __init__(self, settings: AuthSettings) -> None:
@@ -156,6 +160,13 @@ class Authenticator:
         self._next_look = time.monotonic() + self._interval
         self._looking: asyncio.Future[None] | None = None
         self._last_error = ""
+        self._lock = threading.Lock()  # one read at a time: a later read is never undone
+        # Reads for unknown keys: the one requests wait for (not started yet), the one in
+        # progress, and when the next may start.
+        self._fresh_interval = settings.unknown_key_reload_interval_ms / 1000
+        self._fresh: asyncio.Task[None] | None = None
+        self._reading: asyncio.Future[None] | None = None
+        self._fresh_at = 0.0
         #: (protocol, "unauthenticated" | "permission_denied") -> refused requests
         self.refusals: dict[tuple[str, str], int] = {}
         sources = [str(self._path)] if self._path is not None else []
@@ -165,25 +176,31 @@ class Authenticator:
         if not self._table.entries:
             log.warning("no API keys yet: every request but health checks is refused")
 
-    def check(self, authorization: bytes | None, needed: Scope, protocol: str = "http") -> None:
+    async def check(self, authorization: bytes | None, needed: Scope,
+                    protocol: str = "http") -> None:
         """Return if the bearer key in `authorization` may use every group in `needed`
         (ANY_KEY: any valid key); raise Unauthenticated or PermissionDenied otherwise, and
-        count the refusal (a metric, not a log line: a flood must not fill the logs)."""
+        count the refusal (a metric, not a log line: a flood must not fill the logs).
+        Suspends only for a key that is not in the table (see the class)."""
         try:
-            self._check(authorization, needed)
+            self._maybe_reload()
+            bearer = bearer_key(authorization)
+            if bearer is None:
+                raise Unauthenticated(_MISSING if authorization is None else _INVALID)
+            scopes = self._table.scopes_of(bearer)
+            if scopes is None and self._path is not None:
+                await self._fresh_read()
+                scopes = self._table.scopes_of(bearer)
+            if scopes is None:
+                raise Unauthenticated(_INVALID)
+            self._permit(scopes, needed)
         except (Unauthenticated, PermissionDenied) as err:
             key = (protocol, err.code.value)
             self.refusals[key] = self.refusals.get(key, 0) + 1
             raise
 
-    def _check(self, authorization: bytes | None, needed: Scope) -> None:
-        self._maybe_reload()
-        key = bearer_key(authorization)
-        if key is None:
-            raise Unauthenticated(_MISSING if authorization is None else _INVALID)
-        scopes = self._table.scopes_of(key)
-        if scopes is None:
-            raise Unauthenticated(_INVALID)
+    @staticmethod
+    def _permit(scopes: int, needed: Scope) -> None:
         if needed.value & ~scopes:
             raise PermissionDenied(f"this API key may not use the '{group_names(needed)}' API "
                                    f"group (it may use: {group_names(Scope(scopes)) or 'none'})")
@@ -197,13 +214,43 @@ class Authenticator:
         self._next_look = now + self._interval
         self._looking = asyncio.get_running_loop().run_in_executor(None, self._reload)
 
-    def _reload(self) -> None:
-        """In a worker thread: re-read the file if its identity or modification time changed."""
+    async def _fresh_read(self) -> None:
+        """Wait for a read of the keys file that starts after now; give up after the
+        interval and a second (a hung file system must not hang requests)."""
+        if self._fresh is None:
+            self._fresh = asyncio.get_running_loop().create_task(self._read_fresh())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._fresh), self._fresh_interval + 1.0)
+        except asyncio.TimeoutError:  # not TimeoutError before Python 3.11
+            log.warning("the API keys file %s is slow to read; refusing a key not yet known",
+                        self._path)
+        except Exception:  # the key is refused (401), never a 500
+            log.exception("reading the API keys file %s failed", self._path)
+
+    async def _read_fresh(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._reading is not None and not self._reading.done():
+            await asyncio.wait([self._reading])  # one read at a time
+        delay = self._fresh_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)  # the rate limit, not a synchronisation
+        self._fresh = None  # requests from now on need a read that starts after them
+        self._fresh_at = time.monotonic() + self._fresh_interval
+        self._reading = loop.run_in_executor(None, self._reload, True)
+        await self._reading
+
+    def _reload(self, always: bool = False) -> None:
+        """In a worker thread: re-read the file if its identity or modification time changed
+        (or `always`: a change within the clock's granularity keeps the stamp)."""
+        with self._lock:
+            self._reload_locked(always)
+
+    def _reload_locked(self, always: bool) -> None:
         path = self._path
         if path is None:
             return
         try:
-            if _stamp(path) == self._stamp:
+            if not always and _stamp(path) == self._stamp:
                 return
             stamp, table = _load(path)
             if not table.entries:
@@ -216,7 +263,10 @@ class Authenticator:
                 log.error("keeping the previous API keys: %s", err)
             return
         self._last_error = ""
-        self._stamp, self._table = stamp, self._env + table  # readers see old or new, whole
+        fresh = self._env + table
+        if stamp == self._stamp and fresh == self._table:
+            return  # read for an unknown key: nothing changed
+        self._stamp, self._table = stamp, fresh  # readers see old or new, whole
         log.info("API keys reloaded from %s: %d keys", self._path, len(table.entries))
 
 

@@ -188,6 +188,12 @@ class AuthSettings(_Group):
     reload_interval_s: float = Field(
         1.0, gt=0, le=3600, description="Look at the keys file's modification time at most "
         "this often (on a request, off the event loop).")
+    # Issue 14, item 5: a key just added to the file works on its first request.
+    unknown_key_reload_interval_ms: int = Field(
+        100, ge=0, le=5000, description="A key that is not in the table waits for a fresh "
+        "read of the keys file before it is refused; such reads happen at most this often "
+        "(one read answers every request waiting for it), so a flood of bad keys costs at "
+        "most one read per interval and delays each refusal by up to the interval.")
 
     @property
     def enabled(self) -> bool:

@@ -16,7 +16,8 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from app.api.grpc_auth import AuthInterceptor
 from app.api.status import GRPC_STATUS
 from app.auth import Authenticator
-from app.codecs.grpc import decode_request, encode_response
+from app.codecs.checks import unimplemented
+from app.codecs.grpc import answers_raw, decode_request, encode_response
 from app.codecs.tensors import TensorLimits
 from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
@@ -27,6 +28,7 @@ from app.settings import GrpcSettings
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+_FINAL_FLAG = "triton_enable_empty_final_response"
 ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
 
 
@@ -225,7 +227,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             async for request in request_iterator:
                 self._idle_streams.discard(task)
                 try:
-                    yield pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                    answer = await self._infer(request)
                 except ServingError as err:
                     # A failed request is reported on its own message; the stream goes on.
                     failed = pb.ModelInferResponse(model_name=request.model_name,
@@ -233,6 +235,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                                                    id=request.id)
                     yield pb.ModelStreamInferResponse(error_message=err.message,
                                                       infer_response=failed)
+                else:
+                    if _FINAL_FLAG in request.parameters \
+                            and request.parameters[_FINAL_FLAG].bool_param:
+                        # Triton's flag for decoupled clients; no model here is decoupled,
+                        # so each request's one answer is its final one.
+                        answer.parameters["triton_final_response"].bool_param = True
+                    yield pb.ModelStreamInferResponse(infer_response=answer)
                 if self._service.draining:
                     return  # answered what it sent; the server is going away
                 self._idle_streams.add(task)
@@ -259,7 +268,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                                   err)
             raise
         response = await self._service.infer(decoded, "grpc")
-        return encode_response(response, raw=bool(request.raw_input_contents))
+        return encode_response(response, raw=answers_raw(request))
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> Any:
         entries = await self._service.repository_index(request.ready)
@@ -291,7 +300,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 def _unsupported(feature: str) -> Callable[..., Awaitable[Any]]:
     async def method(self: InferenceServicer, request: Any, context: Any) -> Any:
-        raise Unsupported(f"{feature} is not supported by onnx-serve yet")
+        raise unimplemented(feature)  # the same message as HTTP's routes
 
     return method
 

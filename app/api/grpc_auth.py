@@ -59,7 +59,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 authorization = value.encode() if isinstance(value, str) else value
                 break
         try:
-            self._auth.check(authorization, needed, "grpc")
+            await self._auth.check(authorization, needed, "grpc")
         except ServingError as err:
             if self._refused is not None:
                 self._refused(method, err)

@@ -111,7 +111,7 @@ class AuthGate:
                         authorization = value
                         break
                 try:
-                    self._auth.check(authorization, needed)
+                    await self._auth.check(authorization, needed)
                 except ServingError as err:
                     if scope["type"] == "websocket":
                         await send({"type": "websocket.close", "code": 1008})  # policy

@@ -14,6 +14,7 @@ _TENSOR_DATA: dict[str, Any] = {
 _REQUEST_INPUT: dict[str, Any] = {
     "type": "object",
     "required": ["name", "shape", "datatype"],
+    "additionalProperties": False,  # other fields are refused, not ignored
     "properties": {
         "name": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
@@ -25,15 +26,18 @@ _REQUEST_INPUT: dict[str, Any] = {
 _REQUEST_OUTPUT: dict[str, Any] = {
     "type": "object",
     "required": ["name"],
+    "additionalProperties": False,
     "properties": {"name": {"type": "string"}, "parameters": _PARAMETERS},
 }
 INFER_REQUEST: dict[str, Any] = {
     "type": "object",
     "required": ["inputs"],
+    "additionalProperties": False,
     "properties": {
         "id": {"type": "string"},
         "parameters": _PARAMETERS,
-        "inputs": {"type": "array", "items": _REQUEST_INPUT, "minItems": 1},
+        # Empty for a model without inputs.
+        "inputs": {"type": "array", "items": _REQUEST_INPUT},
         "outputs": {"type": "array", "items": _REQUEST_OUTPUT},
     },
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -21,6 +21,7 @@ from app import __version__
 from app.api.body import BodyBuffer
 from app.api.openapi import INFER_OPENAPI, error_responses
 from app.api.status import HTTP_STATUS
+from app.codecs.checks import unimplemented
 from app.codecs.json_request import parse_json_object
 from app.codecs.rest import RestLimits, decode_raw_request, decode_request, encode_response
 from app.codecs.tensors import TensorLimits
@@ -297,6 +298,33 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
                 path.replace("/v2", prefix, 1) + "/infer", handler, methods=["POST"],
                 tags=["inference"], responses=infer_errors, openapi_extra=INFER_OPENAPI,
             )
+    _add_unimplemented_routes(app)
+
+
+#: Triton's HTTP routes of the extensions gRPC answers UNIMPLEMENTED, with the API group of
+#: the matching RPCs (api/grpc_auth.py).
+_UNIMPLEMENTED_ROUTES = (
+    ("/v2/systemsharedmemory/{path:path}", "system shared memory", "inference"),
+    ("/v2/cudasharedmemory/{path:path}", "CUDA shared memory", "inference"),
+    ("/v2/trace/setting", "the trace extension", "repository"),
+    ("/v2/models/{model_name}/trace/setting", "the trace extension", "repository"),
+    ("/v2/logging", "the logging extension", "repository"),
+)
+
+
+def _add_unimplemented_routes(app: FastAPI) -> None:
+    """501 with gRPC's message, not "Not Found": the client learns the feature is missing.
+    Left out of the OpenAPI document, which lists what works."""
+    for path, feature, group in _UNIMPLEMENTED_ROUTES:
+        app.add_api_route(path, _refusing(feature), methods=["GET", "POST"], tags=[group],
+                          include_in_schema=False)
+
+
+def _refusing(feature: str) -> Callable[[], Awaitable[Response]]:
+    async def refuse() -> Response:  # no parameters: FastAPI would take them from the query
+        raise unimplemented(feature)
+
+    return refuse
 
 
 def _add_error_handlers(app: FastAPI) -> None:

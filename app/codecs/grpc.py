@@ -8,6 +8,11 @@ from typing import Any
 import numpy as np
 
 from app.codecs import dtypes
+from app.codecs.checks import (
+    check_input_parameters,
+    check_output_parameters,
+    check_request_parameters,
+)
 from app.codecs.tensors import (
     TensorLimits,
     array_from_buffer,
@@ -50,6 +55,9 @@ def parameters_from_proto(params: Mapping[str, pb.InferParameter]) -> dict[str, 
 
 def decode_request(message: pb.ModelInferRequest, limits: TensorLimits) -> InferRequest:
     """Decode a ModelInferRequest; raw_input_contents, when used, covers every input."""
+    parameters = parameters_from_proto(message.parameters)
+    check_request_parameters(parameters, "grpc")
+    outputs = _requested_outputs(message)
     limits.check_inputs(len(message.inputs))
     raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
@@ -66,6 +74,7 @@ def decode_request(message: pb.ModelInferRequest, limits: TensorLimits) -> Infer
             raise InvalidInput(f"inputs[{position}] has no name")
         if name in inputs:
             raise InvalidInput(f"input '{name}' appears more than once")
+        check_input_parameters(name, parameters_from_proto(tensor.parameters), "grpc")
         dt = dtypes.by_name(tensor.datatype)
         if dt is None:
             known = ", ".join(dtypes.BY_NAME)
@@ -85,16 +94,13 @@ def decode_request(message: pb.ModelInferRequest, limits: TensorLimits) -> Infer
         else:
             inputs[name] = _from_contents(name, dt, tensor.contents, shape, count, limits)
         datatypes[name] = dt.name
-    if not inputs:
-        raise InvalidInput("the request must list at least one input")
-    outputs = _requested_outputs(message)
     return InferRequest(
         model_name=message.model_name,
         version=message.model_version or None,
         inputs=inputs,
         input_datatypes=datatypes,
         id=message.id or None,
-        parameters=parameters_from_proto(message.parameters),
+        parameters=parameters,
         outputs=outputs,
     )
 
@@ -108,7 +114,9 @@ def _requested_outputs(message: pb.ModelInferRequest) -> tuple[RequestedOutput, 
         if wanted.name in seen:
             raise InvalidInput(f"output '{wanted.name}' is requested more than once")
         seen.add(wanted.name)
-        outputs.append(RequestedOutput(wanted.name, parameters_from_proto(wanted.parameters)))
+        parameters = parameters_from_proto(wanted.parameters)
+        check_output_parameters(wanted.name, parameters, "grpc")
+        outputs.append(RequestedOutput(wanted.name, parameters))
     return tuple(outputs)
 
 
@@ -161,6 +169,12 @@ def _from_contents(
                 f"input '{name}': a value is outside the {dt.name} range [{info.min}, {info.max}]"
             )
     return wide.astype(dt.numpy, copy=False).reshape(shape)
+
+
+def answers_raw(message: pb.ModelInferRequest) -> bool:
+    """Outputs go raw when the inputs came raw, and when there were none to tell: Triton
+    always answers raw, and tritonclient reads nothing else."""
+    return bool(message.raw_input_contents) or not message.inputs
 
 
 def encode_response(

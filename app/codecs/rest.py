@@ -10,6 +10,12 @@ import numpy as np
 import orjson
 
 from app.codecs import dtypes
+from app.codecs.checks import (
+    check_input_parameters,
+    check_output_parameters,
+    check_request_parameters,
+    shown,
+)
 from app.codecs.json_request import TensorData, parse_request_document
 from app.codecs.tensors import (
     TensorLimits,
@@ -53,9 +59,11 @@ def decode_request(
     document = parse_request_document(body[:json_end], limits.max_json_depth)
     binary = memoryview(body)[json_end:]
 
+    _known_fields(document, _REQUEST_FIELDS, "request")
     raw_inputs = _required_list(document, "inputs", "request")
-    if not raw_inputs:
-        raise InvalidInput("request 'inputs' must list at least one input")
+    parameters = _parameters(document.get("parameters"), "request")
+    check_request_parameters(parameters, "http")
+    outputs = _requested_outputs(document.get("outputs"))
     limits.tensors.check_inputs(len(raw_inputs))
     inputs: dict[str, Array] = {}
     datatypes: dict[str, str] = {}
@@ -82,8 +90,8 @@ def decode_request(
         inputs=inputs,
         input_datatypes=datatypes,
         id=_optional_id(document),
-        parameters=_parameters(document.get("parameters"), "request"),
-        outputs=_requested_outputs(document.get("outputs")),
+        parameters=parameters,
+        outputs=outputs,
     )
 
 
@@ -178,6 +186,9 @@ def _decode_input(
 ) -> tuple[Array, dtypes.DataType, int]:
     """One input; `total`: the elements of the inputs before it (for max_request_elements)."""
     where = f"input '{name}'"
+    _known_fields(tensor, _INPUT_FIELDS, where)
+    parameters = _parameters(tensor.get("parameters"), where)
+    check_input_parameters(name, parameters, "http")
     datatype = _string(tensor, "datatype", where)
     dt = dtypes.by_name(datatype)
     if dt is None:
@@ -186,7 +197,6 @@ def _decode_input(
     shape = _shape(tensor.get("shape"), where)
     count = element_count(name, shape, limits.tensors)
     limits.tensors.check_total(total + count)
-    parameters = _parameters(tensor.get("parameters"), where)
     size = parameters.get(BINARY_DATA_SIZE)
     if size is not None:
         if "data" in tensor:
@@ -323,6 +333,19 @@ def _integers(where: str, data: Any, array: Array, dt: dtypes.DataType) -> Array
     return array.astype(dt.numpy)
 
 
+#: The fields of the v2 JSON objects; any other is refused rather than ignored.
+_REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
+_INPUT_FIELDS = ("name", "shape", "datatype", "parameters", "data")
+_OUTPUT_FIELDS = ("name", "parameters")
+
+
+def _known_fields(value: Mapping[str, Any], fields: tuple[str, ...], where: str) -> None:
+    unknown = [key for key in value if key not in fields]
+    if unknown:
+        raise InvalidInput(f"{where}: field {shown(unknown[0])} is not part of the v2 "
+                           f"protocol (expected {', '.join(fields)})")
+
+
 def _object(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput(f"{where} must be a JSON object")
@@ -384,8 +407,11 @@ def _requested_outputs(value: Any) -> tuple[RequestedOutput, ...] | None:
         where = f"outputs[{position}]"
         tensor = _object(raw, where)
         name = _string(tensor, "name", where)
+        _known_fields(tensor, _OUTPUT_FIELDS, f"output '{name}'")
         if name in seen:
             raise InvalidInput(f"output '{name}' is requested more than once")
         seen.add(name)
-        outputs.append(RequestedOutput(name, _parameters(tensor.get("parameters"), where)))
+        parameters = _parameters(tensor.get("parameters"), where)
+        check_output_parameters(name, parameters, "http")
+        outputs.append(RequestedOutput(name, parameters))
     return tuple(outputs)

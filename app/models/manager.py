@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from app.batching.batcher import DynamicBatcher
 from app.batching.stats import ModelStats
+from app.codecs.checks import version_number
 from app.errors import InvalidInput, ModelNotFound, ModelNotReady
 from app.models.loader import ServerDefaults, build_version
 from app.models.session_pool import SessionPool
@@ -341,8 +342,7 @@ class ModelManager:
                 raise ModelNotReady(f"model '{name}' has no ready version "
                                     f"({self._describe(record)})")
             return ready[-1].model  # type: ignore[return-value]
-        number = int(version) if version.isdigit() else record.labels.get(version)
-        status = record.versions.get(number) if number is not None else None
+        status = record.versions.get(version_number(version, record.labels, name))
         if status is None:
             raise ModelNotFound(f"unknown version '{version}' of model '{name}'")
         if status.model is None:

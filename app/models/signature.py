@@ -95,13 +95,17 @@ class Signature:
         configured; apply config input/output overrides, checked against the model."""
         specs_in = tuple(_spec(arg, "input") for arg in inputs)
         specs_out = tuple(_spec(arg, "output") for arg in outputs)
-        batchable = all(s.shape and s.shape[0] == -1 for s in specs_in + specs_out)
+        # A model without inputs (its outputs are constants) has nothing to batch along.
+        batchable = bool(specs_in) and all(s.shape and s.shape[0] == -1
+                                           for s in specs_in + specs_out)
         if max_batch_size is None:
             max_batch_size = default_max_batch_size if batchable else 0
         elif max_batch_size > 0 and not batchable:
             raise UnsupportedModel(
-                f"max_batch_size is {max_batch_size} but not every input and output has a "
-                "dynamic first dimension to batch along"
+                f"max_batch_size is {max_batch_size} but "
+                + ("the model has no inputs" if not specs_in else
+                   "not every input and output has a dynamic first dimension")
+                + " to batch along"
             )
         batched = max_batch_size > 0
         specs_in, reshape_in = _override(specs_in, input_overrides, batched, "input")
@@ -133,6 +137,9 @@ class Signature:
     def validate(self, request: InferRequest) -> None:
         """Refuse a request that does not fit this signature, naming what was expected."""
         expected = {s.name for s in self.inputs}
+        if not request.inputs and expected:
+            raise InvalidInput(f"the request lists no inputs; the model's inputs are "
+                               f"{sorted(expected)}")
         unknown = [name for name in request.inputs if name not in expected]
         if unknown:
             raise InvalidInput(
@@ -173,3 +180,9 @@ class Signature:
         sizes = {name: array.shape[0] for name, array in request.inputs.items()}
         if len(set(sizes.values())) > 1:
             raise InvalidInput(f"inputs disagree on the batch size (first dimension): {sizes}")
+        name, rows = next(iter(sizes.items()))  # one size by now: named by the first input
+        if rows > self.max_batch_size:
+            # Triton refuses it too: TensorRT profiles and warmup stop at max_batch_size, and
+            # the batcher would run it alone, as big as the client likes.
+            raise InvalidInput(f"input '{name}': batch of {rows} exceeds max_batch_size "
+                               f"{self.max_batch_size}")

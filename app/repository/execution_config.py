@@ -52,7 +52,19 @@ class Accelerator(_Strict):
 
 class ExecutionAccelerators(_Strict):
     gpu_execution_accelerator: list[Accelerator] = Field(default_factory=list)
-    cpu_execution_accelerator: list[Accelerator] = Field(default_factory=list)
+    cpu_execution_accelerator: list[Accelerator] = Field(
+        default_factory=list, description="Refused: no CPU accelerator (OpenVINO, ...) is "
+        "built in; CPU instances run onnxruntime's own CPU provider.")
+
+    @field_validator("cpu_execution_accelerator")
+    @classmethod
+    def _no_cpu_accelerators(cls, value: list[Accelerator]) -> list[Accelerator]:
+        # Accepted and ignored, the model would serve on plain CPU while its config says
+        # OpenVINO: its owner would measure the wrong thing and never know.
+        if value:
+            raise ValueError(f"'{value[0].name}' is not supported: onnx-serve runs CPU "
+                             "instances on onnxruntime's own CPU provider (remove the entry)")
+        return value
 
 
 class GraphOptimization(_Strict):

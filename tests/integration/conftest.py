@@ -15,11 +15,13 @@ DATATYPES = tuple(onnx_models.ONNX_TYPES)
 
 
 def build_repository(root: Path) -> Path:
-    """One identity model per datatype, plus models for versions, scalars and multi-IO."""
+    """One identity model per datatype, plus models for versions, scalars, multi-IO and none."""
     for datatype in DATATYPES:
         onnx_models.write(root, f"id_{datatype.lower()}", onnx_models.identity(datatype))
     onnx_models.write(root, "id_scalar", onnx_models.identity("FP32", dims=()))
     onnx_models.write(root, "id_fixed", onnx_models.identity("FP32", dims=(2, 3)))
+    onnx_models.write(root, "id_wide", onnx_models.identity("FP32", dims=("batch", "n")))
+    onnx_models.write(root, "const", onnx_models.constant())
     onnx_models.write(root, "add_two", onnx_models.add_two())
     for version, value in ((1, 1.0), (2, 2.0), (3, 3.0)):
         onnx_models.write(root, "plus", onnx_models.plus_one(value=value), version=version)

@@ -204,6 +204,9 @@ GUARDED = [
     ("GET", "/openapi.json"), ("GET", "/static-offline-docs/swagger-ui.css"),
     # No such route, or the wrong method: a key is needed to learn even that.
     ("GET", "/v2/nothing"), ("GET", "/v2/repository/index"), ("PUT", "/v2/models/m/infer"),
+    # Declared by the protocol, answered 501 (with a key): the groups of their gRPC twins.
+    ("GET", "/v2/systemsharedmemory/status"), ("POST", "/v2/cudasharedmemory/status"),
+    ("GET", "/v2/trace/setting"), ("POST", "/v2/models/m/trace/setting"), ("GET", "/v2/logging"),
 ]
 OPEN = [("GET", "/v2/health/live"), ("GET", "/v2/health/ready"), ("GET", "/v2/models/m/ready"),
         ("GET", "/v2/models/m/versions/1/ready")]
@@ -312,6 +315,31 @@ def test_rotation_without_restart(tmp_path: Path) -> None:
         assert not grpc_ok(old) and rest_ok(new) and grpc_ok(new)
 
 
+@pytest.mark.parametrize("how", ["appended", "replaced"])
+def test_a_key_just_added_works_on_its_first_request(tmp_path: Path, how: str) -> None:
+    """Issue 14, item 5: with no periodic look due for an hour, a key added to the file
+    works at once over both transports (it was refused until the next look)."""
+    onnx_models.write(tmp_path / "repo", "m", onnx_models.plus_one())
+    old, new_http, new_grpc = (secrets.token_hex(32) for _ in range(3))
+    keys = tmp_path / "keys"
+    keys.write_text(f"{old}\n")
+    with running_server(tmp_path / "repo", auth={"keys_file": keys, "reload_interval_s": 3600}
+                        ) as server, grpc.insecure_channel(server.grpc) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert CALLS["inference"].rest(server, old).status_code == 200
+        assert CALLS["inference"].rest(server, new_http).status_code == 401
+        if how == "appended":
+            with keys.open("a") as file:
+                file.write(f"{new_http} inference\n{new_grpc} inference\n")
+        else:  # as Kubernetes updates a mounted Secret: a new file moved into place
+            replace(keys, f"{old}\n{new_http} inference\n{new_grpc} inference\n")
+        answer = CALLS["inference"].rest(server, new_http)
+        assert answer.status_code == 200, answer.text
+        stub.ModelInfer(infer_request(), metadata=metadata(new_grpc), timeout=10)
+        assert CALLS["metadata"].rest(server, new_http).status_code == 403  # its groups apply
+        assert CALLS["inference"].rest(server, WRONG).status_code == 401
+
+
 def test_every_rest_route_has_a_group(tmp_path: Path) -> None:
     """A route added without an API group (its one OpenAPI tag) stops the server at start;
     and each route here has the group this test expects."""
@@ -323,7 +351,7 @@ def test_every_rest_route_has_a_group(tmp_path: Path) -> None:
                      "/v2/models/{model_name}/versions/{version}/ready"}
     assert {path for path, group in table.items() if group is None} == expected_open
     concrete = {path.replace("{model_name}", "m").replace("{version}", "1")
-                for path in table if path not in expected_open}
+                .replace("{path:path}", "status") for path in table if path not in expected_open}
     guarded = {path.replace("/absent/", "/m/") for _, path in GUARDED}
     assert {p for p in concrete if p != "/static-offline-docs"} <= guarded
     assert "/static-offline-docs/swagger-ui.css" in guarded

@@ -132,8 +132,8 @@ def test_raw_entries_must_match_inputs(stub: Stub) -> None:
 
 
 def test_twenty_megabyte_request_and_response(stub: Stub) -> None:
-    x = np.arange(3 * 1_750_000, dtype=np.float32).reshape(-1, 3)  # 21 MB for id_fp32
-    request = pb.ModelInferRequest(model_name="id_fp32", raw_input_contents=[x.tobytes()])
+    x = np.arange(3 * 1_750_000, dtype=np.float32).reshape(1, -1)  # 21 MB in one row
+    request = pb.ModelInferRequest(model_name="id_wide", raw_input_contents=[x.tobytes()])
     request.inputs.add(name="x", datatype="FP32", shape=x.shape)
     assert request.ByteSize() > 20_000_000
     response = stub.ModelInfer(request)

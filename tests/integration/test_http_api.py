@@ -69,7 +69,7 @@ def test_model_ready(base_url: str) -> None:
 def test_output_selection_id_echo_and_parameters(base_url: str) -> None:
     body = {
         "id": "req-42",
-        "parameters": {"custom": "kept", "priority": 1},
+        "parameters": {"priority": 1},
         "inputs": [{"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [5, 5, 5, 5]},
                    {"name": "b", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
         "outputs": [{"name": "diff"}],

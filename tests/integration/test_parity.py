@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 
 from app.api.status import GRPC_STATUS, HTTP_STATUS
+from app.codecs import dtypes
 from app.codecs.grpc import CONTENTS_FIELD
 from app.errors import ErrorCode
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
+from tests.support import onnx_models
+from tests.support.server import running_server
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,9 @@ class Tensor:
     data: list[Any]
 
 
+Param = int | str | bool
+
+
 @dataclass(frozen=True)
 class Case:
     model: str
@@ -32,7 +42,10 @@ class Case:
     outcome: ErrorCode | None  # None: success
     version: str = ""
     outputs: list[str] = field(default_factory=list)
-    parameters: dict[str, int | str] = field(default_factory=dict)
+    parameters: dict[str, Param] = field(default_factory=dict)
+    input_parameters: dict[str, Param] = field(default_factory=dict)  # on every input
+    output_parameters: dict[str, Param] = field(default_factory=dict)  # on every output
+    message: str = ""  # a refusal says this, in the same words over both transports
 
 
 def fp32(name: str, shape: list[int], data: list[Any], datatype: str = "FP32") -> Tensor:
@@ -40,6 +53,7 @@ def fp32(name: str, shape: list[int], data: list[Any], datatype: str = "FP32") -
 
 
 X = fp32("x", [1, 3], [1.5, 2, 3])
+X4 = fp32("x", [1, 4], [1, 2, 3, 4])
 A, B = fp32("a", [1, 4], [1, 2, 3, 4]), fp32("b", [1, 4], [4, 3, 2, 1])
 TABLE: dict[str, Case] = {
     "identity": Case("id_fp32", [X], None),
@@ -69,6 +83,61 @@ TABLE: dict[str, Case] = {
                                    parameters={"timeout": "soon"}),
     "unknown datatype": Case("id_fp32", [fp32("x", [1, 3], [1, 2, 3], "FLOAT32")],
                              ErrorCode.INVALID_INPUT),
+    # Issue 14, item 3: a version is ASCII digits or a label; anything else is the client's.
+    **{f"version {name}": Case("plus", [X4], ErrorCode.INVALID_INPUT, version=text,
+                               message=f"version {text!r} of model 'plus' is neither a version "
+                                       "number (up to 19 ASCII digits) nor a label (it has none)")
+       for name, text in (("superscript two", "\u00b2"), ("arabic-indic one", "\u0661"),
+                          ("negative", "-1"), ("signed", "+2"), ("spaced", " 2"),
+                          ("20 digits", "2" * 20), ("no label", "stable"))},
+    "version with leading zeros": Case("plus", [X4], None, version="02"),
+    # Item 12: no more rows than max_batch_size (64 unless configured), as Triton.
+    "full batch": Case("id_fp32", [fp32("x", [64, 3], [0] * 192)], None),
+    "batch over max_batch_size": Case("id_fp32", [fp32("x", [65, 3], [0] * 195)],
+                                      ErrorCode.INVALID_INPUT,
+                                      message="input 'x': batch of 65 exceeds max_batch_size 64"),
+    # Item 13: a model without inputs takes none; a model with inputs says which it needs.
+    "model without inputs": Case("const", [], None),
+    "model without inputs, output chosen": Case("const", [], None, outputs=["y"]),
+    "no inputs for a model with inputs": Case(
+        "add_two", [], ErrorCode.INVALID_INPUT,
+        message="the request lists no inputs; the model's inputs are ['a', 'b']"),
+    "an input for a model without": Case("const", [X], ErrorCode.INVALID_INPUT,
+                                         message="unexpected input 'x'; the model's inputs "
+                                                 "are []"),
+    # Item 16: what the server does not do is refused by name, not ignored.
+    "sequence id": Case("id_fp32", [X], ErrorCode.INVALID_INPUT, parameters={"sequence_id": 7},
+                        message="request parameter 'sequence_id': sequence batching is not "
+                                "supported by onnx-serve yet (no model has a sequence batcher); "
+                                "send each request on its own"),
+    "sequence start": Case("id_fp32", [X], ErrorCode.INVALID_INPUT,
+                           parameters={"sequence_start": True},
+                           message="request parameter 'sequence_start': sequence batching"),
+    "not a sequence": Case("id_fp32", [X], None, parameters={"sequence_id": 0}),
+    "shared memory input": Case(
+        "id_fp32", [X], ErrorCode.INVALID_INPUT,
+        input_parameters={"shared_memory_region": "r", "shared_memory_byte_size": 12},
+        message="input 'x': parameter 'shared_memory_region': shared memory is not supported "
+                "by onnx-serve yet; send the tensor in the request instead"),
+    "shared memory output": Case(
+        "id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y"],
+        output_parameters={"shared_memory_region": "r", "shared_memory_byte_size": 12},
+        message="output 'y': parameter 'shared_memory_region': shared memory is not supported"),
+    "classification": Case(
+        "id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y"],
+        output_parameters={"classification": 2},
+        message="output 'y': parameter 'classification': the classification extension is not "
+                "supported by onnx-serve yet; request the output's values and rank them in the "
+                "client"),
+    "unknown request parameter": Case("id_fp32", [X], ErrorCode.INVALID_INPUT,
+                                      parameters={"custom": "x"},
+                                      message="request parameter 'custom' is not supported"),
+    "unknown input parameter": Case("id_fp32", [X], ErrorCode.INVALID_INPUT,
+                                    input_parameters={"custom": 1},
+                                    message="input 'x': parameter 'custom' is not supported"),
+    "unknown output parameter": Case("id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y"],
+                                     output_parameters={"custom": 1},
+                                     message="output 'y': parameter 'custom' is not supported"),
 }
 HTTP_TO_CODE = {status: code for code, status in HTTP_STATUS.items()}
 # Codes that share a gRPC status with another: TOO_LARGE (RESOURCE_EXHAUSTED, as OVERLOADED)
@@ -77,51 +146,68 @@ GRPC_TO_CODE = {status: code for code, status in GRPC_STATUS.items()
                 if code not in (ErrorCode.TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA)}
 
 
-def via_rest(url: str, case: Case) -> tuple[ErrorCode | None, list[Any]]:
-    version = f"/versions/{case.version}" if case.version else ""
+Outcome = tuple[ErrorCode | None, list[Any], str]  # code, outputs, the refusal's message
+
+
+def via_rest(url: str, case: Case) -> Outcome:
+    version = f"/versions/{quote(case.version, safe='')}" if case.version else ""
     body: dict[str, Any] = {"inputs": [
-        {"name": t.name, "datatype": t.datatype, "shape": t.shape, "data": t.data}
+        {"name": t.name, "datatype": t.datatype, "shape": t.shape, "data": t.data,
+         **({"parameters": case.input_parameters} if case.input_parameters else {})}
         for t in case.inputs]}
     if case.outputs:
-        body["outputs"] = [{"name": name} for name in case.outputs]
+        body["outputs"] = [{"name": name, **({"parameters": case.output_parameters}
+                                             if case.output_parameters else {})}
+                           for name in case.outputs]
     if case.parameters:
         body["parameters"] = case.parameters
     response = httpx.post(f"{url}/v2/models/{case.model}{version}/infer", json=body)
     if response.status_code != 200:
-        return HTTP_TO_CODE[response.status_code], []
+        return HTTP_TO_CODE[response.status_code], [], response.json()["error"]
     return None, [(o["name"], o["datatype"], o["shape"], o["data"])
-                  for o in response.json()["outputs"]]
+                  for o in response.json()["outputs"]], ""
 
 
-def via_grpc(stub: pb_grpc.GRPCInferenceServiceStub, case: Case
-             ) -> tuple[ErrorCode | None, list[Any]]:
+def set_parameters(parameters: Any, values: dict[str, Param]) -> None:
+    """Each value in the InferParameter field of its type, as tritonclient sets them."""
+    for key, value in values.items():
+        if isinstance(value, bool):
+            parameters[key].bool_param = value
+        elif isinstance(value, int):
+            parameters[key].int64_param = value
+        else:
+            parameters[key].string_param = value
+
+
+def via_grpc(stub: pb_grpc.GRPCInferenceServiceStub, case: Case) -> Outcome:
     request = pb.ModelInferRequest(model_name=case.model, model_version=case.version)
     for t in case.inputs:
         tensor = request.inputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
+        set_parameters(tensor.parameters, case.input_parameters)
         field_name = CONTENTS_FIELD.get(t.datatype, "fp32_contents")
         values = [v.encode() for v in t.data] if t.datatype == "BYTES" else t.data
         try:
             getattr(tensor.contents, field_name).extend(values)
         except (ValueError, TypeError):  # a value protobuf itself cannot hold in that field
-            return ErrorCode.INVALID_INPUT, []
+            return ErrorCode.INVALID_INPUT, [], ""
     for name in case.outputs:
-        request.outputs.add(name=name)
-    for key, value in case.parameters.items():
-        if isinstance(value, int):
-            request.parameters[key].int64_param = value
-        else:
-            request.parameters[key].string_param = value
+        set_parameters(request.outputs.add(name=name).parameters, case.output_parameters)
+    set_parameters(request.parameters, case.parameters)
     try:
         response = stub.ModelInfer(request)
     except grpc.RpcError as err:
-        return GRPC_TO_CODE[err.code()], []
+        return GRPC_TO_CODE[err.code()], [], err.details() or ""
     outputs = []
-    for o in response.outputs:
-        values = list(getattr(o.contents, CONTENTS_FIELD[o.datatype]))
+    for position, o in enumerate(response.outputs):
+        if response.raw_output_contents:  # a request without inputs is answered raw
+            values = np.frombuffer(response.raw_output_contents[position],
+                                   dtypes.BY_NAME[o.datatype].numpy).tolist()
+        else:
+            values = list(getattr(o.contents, CONTENTS_FIELD[o.datatype]))
         if o.datatype == "BYTES":
             values = [v.decode() for v in values]
         outputs.append((o.name, o.datatype, list(o.shape), values))
-    return None, outputs
+    return None, outputs, ""
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +219,63 @@ def stub(grpc_target: str) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
 @pytest.mark.parametrize("case", TABLE.values(), ids=TABLE.keys())
 def test_rest_and_grpc_agree(base_url: str, stub: pb_grpc.GRPCInferenceServiceStub,
                              case: Case) -> None:
-    rest_outcome, rest_outputs = via_rest(base_url, case)
-    grpc_outcome, grpc_outputs = via_grpc(stub, case)
+    rest_outcome, rest_outputs, rest_message = via_rest(base_url, case)
+    grpc_outcome, grpc_outputs, grpc_message = via_grpc(stub, case)
     assert rest_outcome == grpc_outcome == case.outcome
     assert rest_outputs == grpc_outputs
+    if case.message:
+        assert case.message in rest_message
+        # The words up to the list of what each transport supports are the same.
+        assert rest_message.split(" (supported:")[0] == grpc_message.split(" (supported:")[0]
+
+
+BAD_VERSIONS = ["\u00b2", "\u0661", "-1", "9" * 20, "stable"]
+
+
+@pytest.mark.parametrize("version", BAD_VERSIONS)
+@pytest.mark.parametrize("route", ["ready", "metadata", "config", "stats"])
+def test_a_bad_version_is_the_clients_mistake_on_every_route(
+        base_url: str, stub: pb_grpc.GRPCInferenceServiceStub, route: str, version: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 14, item 3: 400 / INVALID_ARGUMENT with one message, no traceback in the log
+    (the ready route needs no key, so a 500 there was an open log flood)."""
+    suffix = {"metadata": ""}.get(route, "/" + route)
+    answer = httpx.get(f"{base_url}/v2/models/plus/versions/{quote(version, safe='')}{suffix}")
+    call = {"ready": (stub.ModelReady, pb.ModelReadyRequest),
+            "metadata": (stub.ModelMetadata, pb.ModelMetadataRequest),
+            "config": (stub.ModelConfig, pb.ModelConfigRequest),
+            "stats": (stub.ModelStatistics, pb.ModelStatisticsRequest)}[route]
+    with pytest.raises(grpc.RpcError) as caught:
+        call[0](call[1](name="plus", version=version))
+    assert answer.status_code == 400
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert answer.json()["error"] == caught.value.details()
+    assert "is neither a version number" in caught.value.details()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("version", BAD_VERSIONS)
+def test_a_bad_version_on_the_v1_route(base_url: str, stub: pb_grpc.GRPCInferenceServiceStub,
+                                       version: str) -> None:
+    answer = httpx.post(f"{base_url}/v1/models/plus/versions/{quote(version, safe='')}/infer",
+                        json={"inputs": []})
+    assert answer.status_code == 400
+    assert answer.json()["error"] == via_grpc(stub, Case("plus", [X4], None, version=version))[2]
+
+
+def test_labels_still_name_versions(tmp_path: Path) -> None:
+    """A configured label is a version; an unknown one is refused with the labels listed."""
+    for version in (1, 2):
+        onnx_models.write(tmp_path, "m", onnx_models.plus_one(value=version), version=version)
+    (tmp_path / "m" / "config.yaml").write_text(
+        "version_policy: {all: {}}\nversion_labels: {stable: 1, canary: 2}\n")
+    with running_server(tmp_path) as running, grpc.insecure_channel(running.grpc) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert via_rest(running.http, Case("m", [X4], None, version="stable"))[1][0][3] == \
+            [2, 3, 4, 5]
+        assert via_grpc(stub, Case("m", [X4], None, version="canary"))[1][0][3] == [3, 4, 5, 6]
+        for outcome in (via_rest(running.http, Case("m", [X4], None, version="beta")),
+                        via_grpc(stub, Case("m", [X4], None, version="beta"))):
+            assert outcome[0] is ErrorCode.INVALID_INPUT
+            assert outcome[2] == ("version 'beta' of model 'm' is neither a version number (up "
+                                  "to 19 ASCII digits) nor one of its labels (canary, stable)")

@@ -86,6 +86,15 @@ def matmul_chain(side: int, steps: int, scale: float = 1.0) -> onnx.ModelProto:
                        [helper.make_tensor_value_info("y", f, ["b", side])], [weight])
 
 
+def constant(values: Sequence[float] = (1.0, 2.0, 3.0)) -> onnx.ModelProto:
+    """No inputs at all: FP32 y [1, n] is a Constant (the shape of 5 ONNX backend tests)."""
+    value = numpy_helper.from_array(np.array([values], dtype=np.float32), "value")
+    return graph_model(
+        [helper.make_node("Constant", [], ["y"], value=value)], [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, len(values)])],
+    )
+
+
 def write(root: Path, name: str, model: onnx.ModelProto | bytes, version: int = 1) -> Path:
     """Save as <root>/<name>/<version>/model.onnx and return the file."""
     folder = root / name / str(version)

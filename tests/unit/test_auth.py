@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -70,18 +70,18 @@ def test_bearer_key(header: bytes | None, key: bytes | None) -> None:
     assert bearer_key(header) == key
 
 
-def test_check_tells_missing_invalid_and_forbidden_apart() -> None:
+async def test_check_tells_missing_invalid_and_forbidden_apart() -> None:
     auth = Authenticator(AuthSettings.model_validate({"keys": f"{K1} inference"}))
-    auth.check(f"Bearer {K1}".encode(), Scope.INFERENCE)
-    auth.check(f"Bearer {K1}".encode(), ANY_KEY)
+    await auth.check(f"Bearer {K1}".encode(), Scope.INFERENCE)
+    await auth.check(f"Bearer {K1}".encode(), ANY_KEY)
     with pytest.raises(Unauthenticated, match="authentication required"):
-        auth.check(None, Scope.INFERENCE)
+        await auth.check(None, Scope.INFERENCE)
     with pytest.raises(Unauthenticated, match="not valid"):
-        auth.check(f"Bearer {K2}".encode(), Scope.INFERENCE)
+        await auth.check(f"Bearer {K2}".encode(), Scope.INFERENCE)
     with pytest.raises(Unauthenticated, match="not valid"):
-        auth.check(K1.encode(), Scope.INFERENCE)  # no scheme
+        await auth.check(K1.encode(), Scope.INFERENCE)  # no scheme
     with pytest.raises(PermissionDenied, match="may not use the 'repository' API group") as err:
-        auth.check(f"Bearer {K1}".encode(), Scope.REPOSITORY)
+        await auth.check(f"Bearer {K1}".encode(), Scope.REPOSITORY)
     assert K1 not in str(err.value)
 
 
@@ -91,17 +91,17 @@ async def test_rewritten_file_applies_without_blocking_and_bad_files_keep_old_ke
     path.write_text(K1)
     auth = Authenticator(AuthSettings(keys_file=path, reload_interval_s=0.01))
 
-    async def poll(condition: Callable[[], bool]) -> bool:
+    async def poll(condition: Callable[[], Awaitable[bool]]) -> bool:
         """Each check may start a look at the file in a worker thread: poll, with a deadline."""
         for _ in range(1000):
-            if condition():
+            if await condition():
                 return True
             await asyncio.sleep(0.01)
         return False
 
-    def valid(key: str) -> bool:
+    async def valid(key: str) -> bool:
         try:
-            auth.check(f"Bearer {key}".encode(), Scope.METRICS)
+            await auth.check(f"Bearer {key}".encode(), Scope.METRICS)
             return True
         except Unauthenticated:
             return False
@@ -109,10 +109,13 @@ async def test_rewritten_file_applies_without_blocking_and_bad_files_keep_old_ke
     def refused() -> int:
         return sum("keeping the previous API keys" in r.message for r in caplog.records)
 
-    assert valid(K1)
+    async def still_k2_and_seen(seen: int) -> bool:
+        return await valid(K2) and refused() > seen
+
+    assert await valid(K1)
     path.write_text(f"{K2}\n")
     assert await poll(lambda: valid(K2))
-    assert not valid(K1)
+    assert not await valid(K1)
     # Wrong, empty (as while half-written) or gone: each is seen and the last good keys stay.
     for broken in ("", "not a key", "# only a comment\n", None):
         seen = refused()
@@ -120,9 +123,46 @@ async def test_rewritten_file_applies_without_blocking_and_bad_files_keep_old_ke
             path.unlink()
         else:
             path.write_text(broken)
-        assert await poll(lambda: valid(K2) and refused() > seen)  # noqa: B023
+        assert await poll(lambda: still_k2_and_seen(seen))  # noqa: B023
     path.write_text(K1)
     assert await poll(lambda: valid(K1))
+
+
+async def test_a_key_just_added_works_on_its_first_request(tmp_path: Path) -> None:
+    """Issue 14, item 5: no periodic look is due (an hour apart), yet the new key works."""
+    path = tmp_path / "keys"
+    path.write_text(f"{K1}\n")
+    auth = Authenticator(AuthSettings(keys_file=path, reload_interval_s=3600))
+    await auth.check(f"Bearer {K1}".encode(), Scope.METRICS)
+    with path.open("a") as keys:
+        keys.write(f"{K2} metrics\n")
+    await auth.check(f"Bearer {K2}".encode(), Scope.METRICS)
+    with pytest.raises(Unauthenticated):  # still refused once read: it is not in the file
+        await auth.check(f"Bearer {K3}".encode(), Scope.METRICS)
+    with pytest.raises(PermissionDenied):  # the groups of the new key apply
+        await auth.check(f"Bearer {K2}".encode(), Scope.INFERENCE)
+
+
+async def test_unknown_keys_share_reads_at_most_one_per_interval(tmp_path: Path) -> None:
+    """A flood of bad keys: every one is refused, and they share a handful of reads."""
+    path = tmp_path / "keys"
+    path.write_text(f"{K1}\n")
+    auth = Authenticator(AuthSettings(keys_file=path, reload_interval_s=3600,
+                                      unknown_key_reload_interval_ms=200))
+    reads = 0
+    reload = auth._reload
+
+    def counted(always: bool = False) -> None:
+        nonlocal reads
+        reads += 1
+        reload(always)
+
+    auth._reload = counted  # type: ignore[method-assign]
+    bad = [f"Bearer bad-key-{n:04d}-0123456789".encode() for n in range(200)]
+    results = await asyncio.gather(*(auth.check(key, Scope.METRICS) for key in bad),
+                                   return_exceptions=True)
+    assert all(isinstance(r, Unauthenticated) for r in results)
+    assert 1 <= reads <= 2  # one for those that came first, one for any that came during it
 
 
 def test_unusable_keys_file_at_start(tmp_path: Path) -> None:

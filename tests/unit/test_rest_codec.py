@@ -33,10 +33,11 @@ def test_flat_and_nested_data_decode_alike() -> None:
 
 
 def test_id_parameters_and_outputs_are_kept() -> None:
-    request = decode({"id": "7", "parameters": {"p": 1, "q": "s"}, "inputs": [tensor()],
+    request = decode({"id": "7", "parameters": {"priority": 1, "timeout": 5},
+                      "inputs": [tensor()],
                       "outputs": [{"name": "y", "parameters": {"binary_data": True}}]})
     assert request.id == "7"
-    assert dict(request.parameters) == {"p": 1, "q": "s"}
+    assert dict(request.parameters) == {"priority": 1, "timeout": 5}
     assert request.outputs == (RequestedOutput("y", {"binary_data": True}),)
 
 
@@ -134,6 +135,17 @@ def test_json_output_is_flat_and_fp16_exact() -> None:
     ({"inputs": [tensor(), tensor()]}, "appears more than once"),
     ({"inputs": [tensor()], "outputs": [{"name": "y"}, {"name": "y"}]}, "more than once"),
     ({"inputs": [tensor()], "parameters": {"p": {"q": 1}}}, "string, number or boolean"),
+    ({"inputs": [tensor()], "parameters": {"p": 1}},
+     r"request parameter 'p' is not supported \(supported: binary_data_output, priority, "),
+    ({"inputs": [tensor()], "parameters": {"binary_data_output": "yes"}}, "true or false"),
+    ({"inputs": [tensor(parameters={"p": 1})]},
+     r"input 'x': parameter 'p' is not supported \(supported: binary_data_size\)"),
+    ({"inputs": [tensor()], "outputs": [{"name": "y", "parameters": {"binary_data": 1}}]},
+     "output 'y': parameter 'binary_data' must be true or false"),
+    ({"inputs": [tensor()], "model_name": "m"}, "request: field 'model_name' is not part"),
+    ({"inputs": [tensor(contents=[1])]}, "input 'x': field 'contents' is not part"),
+    ({"inputs": [tensor()], "outputs": [{"name": "y", "datatype": "FP32"}]},
+     "output 'y': field 'datatype' is not part"),
     ({"inputs": [tensor()], "id": 5}, "'id' must be a string"),
     ({"inputs": "x"}, "needs 'inputs' as a JSON array"),
     ({"inputs": [{"name": "x", "shape": [1], "datatype": "INT32"}]}, "neither 'data' nor"),

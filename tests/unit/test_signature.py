@@ -63,9 +63,11 @@ def test_valid_request_passes() -> None:
      "input 'x': expected FP32 [-1,784], got INT64 [2,3]"),
     ({"x": ("FP32", np.zeros((2, 783), np.float32))}, "got FP32 [2,783]"),
     ({"x": ("FP32", np.zeros(784, np.float32))}, "got FP32 [784]"),
-    ({}, "missing input 'x'"),
+    ({}, "the request lists no inputs; the model's inputs are ['x']"),
     ({"x": ("FP32", np.zeros((1, 784), np.float32)), "z": ("FP32", np.zeros(1))},
      "unexpected input 'z'"),
+    ({"x": ("FP32", np.zeros((65, 784), np.float32))},
+     "input 'x': batch of 65 exceeds max_batch_size 64"),
 ])
 def test_validation_messages(inputs: dict[str, tuple[str, np.ndarray]], message: str) -> None:
     with pytest.raises(InvalidInput, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -121,3 +123,16 @@ def test_reshape_maps_client_shape_to_model_shape() -> None:
 def test_overrides_are_checked_against_the_model(bad: dict[str, Any], message: str) -> None:
     with pytest.raises(UnsupportedModel, match=message):
         image_signature(override(**bad))
+
+
+def test_a_full_batch_passes() -> None:
+    signature().validate(request(x=("FP32", np.zeros((64, 784), np.float32))))
+
+
+def test_a_model_without_inputs_takes_empty_requests_and_does_not_batch() -> None:
+    """Issue 14, item 13: e.g. a graph whose output is a Constant."""
+    sig = Signature.from_session([], [Arg("y", "tensor(float)", [2, 3])], None, 64)
+    assert sig.max_batch_size == 0
+    sig.validate(request())
+    with pytest.raises(UnsupportedModel, match="the model has no inputs to batch along"):
+        Signature.from_session([], [Arg("y", "tensor(float)", [None, 3])], 8, 64)

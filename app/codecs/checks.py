@@ -1,0 +1,143 @@
+"""The checks both transports share: version strings, and which parameters a request may carry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from app.errors import InvalidInput, Unsupported
+from app.types import ParamValue
+
+#: int() of more digits than this is slow (and no version folder has them); 19 fit an int64.
+MAX_VERSION_DIGITS = 19
+#: How much of a client's string an error message repeats.
+_SHOWN = 40
+
+#: Request parameters, per transport, that the server acts on. Everything else is refused:
+#: a client that asks for something must not get a plain answer that quietly ignored it.
+#: `triton_enable_empty_final_response` (gRPC streams): every answer is final, and says so.
+REQUEST_PARAMETERS: dict[str, frozenset[str]] = {
+    "http": frozenset({"priority", "timeout", "binary_data_output"}),
+    "grpc": frozenset({"priority", "timeout", "triton_enable_empty_final_response"}),
+}
+INPUT_PARAMETERS: dict[str, frozenset[str]] = {
+    "http": frozenset({"binary_data_size"}),
+    "grpc": frozenset(),
+}
+OUTPUT_PARAMETERS: dict[str, frozenset[str]] = {
+    "http": frozenset({"binary_data"}),
+    "grpc": frozenset(),
+}
+SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
+SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_offset",
+                            "shared_memory_byte_size")
+#: The binary tensor extension's parameters: HTTP's way of sending raw bytes.
+BINARY_PARAMETERS = ("binary_data_output", "binary_data", "binary_data_size")
+#: The parameters a request may set to say "no sequence" (tritonclient sends none of them
+#: then, but other clients send the defaults).
+_NO_SEQUENCE: dict[str, tuple[ParamValue, ...]] = {
+    "sequence_id": (0, ""), "sequence_start": (False,), "sequence_end": (False,)}
+
+#: Declared by the protocol, not implemented yet: one message per feature, the same over
+#: HTTP (501) and gRPC (UNIMPLEMENTED).
+UNIMPLEMENTED: dict[str, str] = {
+    "system shared memory": "send tensors in the request instead (binary tensor data over "
+                            "HTTP, raw_input_contents over gRPC)",
+    "CUDA shared memory": "send tensors in the request instead (binary tensor data over "
+                          "HTTP, raw_input_contents over gRPC)",
+    "the trace extension": "onnx-serve exports metrics and statistics instead",
+    "the logging extension": "set the log level with ONNX_SERVE_LOG_LEVEL",
+}
+
+
+def shown(text: str) -> str:
+    """A client's string as an error message repeats it: quoted, escaped, and short."""
+    return repr(text[:_SHOWN]) + ("..." if len(text) > _SHOWN else "")
+
+
+def unimplemented(feature: str) -> Unsupported:
+    """The refusal of a declared but unimplemented API (a key of UNIMPLEMENTED)."""
+    return Unsupported(f"{feature} is not supported by onnx-serve yet; {UNIMPLEMENTED[feature]}")
+
+
+def version_number(version: str, labels: Mapping[str, int], model: str) -> int:
+    """The version a client named: ASCII digits, or one of the model's labels.
+
+    Anything else is the client's mistake (400 / INVALID_ARGUMENT), not a missing version:
+    '\u00b2' (superscript two) and '\u0661' (Arabic-indic one) are digits to str.isdigit(),
+    and int('\u0661') is 1.
+    """
+    if version.isascii() and version.isdigit() and len(version) <= MAX_VERSION_DIGITS:
+        return int(version)
+    number = labels.get(version)
+    if number is None:
+        known = f"one of its labels ({', '.join(sorted(labels))})" if labels else \
+            "a label (it has none)"
+        raise InvalidInput(
+            f"version {shown(version)} of model '{model}' is neither a version number "
+            f"(up to {MAX_VERSION_DIGITS} ASCII digits) nor {known}")
+    return number
+
+
+def check_request_parameters(parameters: Mapping[str, ParamValue], transport: str) -> None:
+    """Refuse request parameters the server would otherwise ignore, naming the feature.
+
+    Keys are looked at in a fixed order (a protobuf map has none), so both transports
+    name the same one first.
+    """
+    for key in SEQUENCE_PARAMETERS:
+        value = parameters.get(key)
+        if key in parameters and (value not in _NO_SEQUENCE[key] or isinstance(value, float)):
+            raise InvalidInput(
+                f"request parameter '{key}': sequence batching is not supported by "
+                "onnx-serve yet (no model has a sequence batcher); send each request on its own")
+    for key in sorted(parameters):
+        value = parameters[key]
+        if key in SEQUENCE_PARAMETERS:
+            continue  # the defaults, "not part of a sequence"
+        if key not in REQUEST_PARAMETERS[transport]:
+            raise InvalidInput(_unknown("request parameter", key, REQUEST_PARAMETERS, transport))
+        if key in ("binary_data_output", "triton_enable_empty_final_response") \
+                and not isinstance(value, bool):
+            raise InvalidInput(f"request parameter '{key}' must be true or false, "
+                               f"got {value!r}")
+
+
+def check_input_parameters(name: str, parameters: Mapping[str, ParamValue],
+                           transport: str) -> None:
+    """Refuse parameters of input `name` the server does not act on."""
+    _check_tensor("input", name, parameters, INPUT_PARAMETERS, transport)
+
+
+def check_output_parameters(name: str, parameters: Mapping[str, ParamValue],
+                            transport: str) -> None:
+    """Refuse parameters of requested output `name` the server does not act on."""
+    _check_tensor("output", name, parameters, OUTPUT_PARAMETERS, transport)
+    value = parameters.get("binary_data")
+    if value is not None and not isinstance(value, bool):
+        raise InvalidInput(f"output '{name}': parameter 'binary_data' must be true or false, "
+                           f"got {value!r}")
+
+
+def _check_tensor(role: str, name: str, parameters: Mapping[str, ParamValue],
+                  table: Mapping[str, frozenset[str]], transport: str) -> None:
+    for key in SHARED_MEMORY_PARAMETERS:  # in a fixed order, as above
+        if key in parameters:
+            raise InvalidInput(
+                f"{role} '{name}': parameter '{key}': shared memory is not supported by "
+                "onnx-serve yet; send the tensor in the request instead")
+    if "classification" in parameters:
+        raise InvalidInput(
+            f"{role} '{name}': parameter 'classification': the classification extension "
+            "is not supported by onnx-serve yet; request the output's values and rank "
+            "them in the client")
+    for key in sorted(parameters):
+        if key not in table[transport]:
+            raise InvalidInput(_unknown(f"{role} '{name}': parameter", key, table, transport))
+
+
+def _unknown(what: str, key: str, table: Mapping[str, frozenset[str]], transport: str) -> str:
+    if key in BINARY_PARAMETERS and transport == "grpc":
+        return (f"{what} '{key}' belongs to HTTP's binary tensor extension; over gRPC, send "
+                "raw_input_contents and the outputs come back raw")
+    supported = ", ".join(sorted(table[transport])) or "none"
+    return f"{what} {shown(key)} is not supported (supported: {supported})"
