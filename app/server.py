@@ -32,7 +32,8 @@ def build_manager(settings: Settings) -> ModelManager:
     defaults = ServerDefaults(devices.instances, devices.intra_op_threads,
                               devices.inter_op_threads, devices.strict_providers,
                               settings.batching.default_max_queue_size,
-                              devices.intra_op_spinning)
+                              devices.intra_op_spinning,
+                              cache_dir=settings.repository.cache_dir)
     return ModelManager(
         settings.repository.path, defaults, settings.batching.default_max_batch_size,
         strict_readiness=settings.repository.strict_readiness,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -92,8 +94,27 @@ class GrpcSettings(_Tls, _TensorLimits):
         "accepted).")
 
 
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/onnx-serve`, else `~/.cache/onnx-serve` (a per-user folder in the
+    temporary directory when the process has no home)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "onnx-serve"
+    try:
+        return Path.home() / ".cache" / "onnx-serve"
+    except RuntimeError:
+        return Path(tempfile.gettempdir()) / f"onnx-serve-{os.getuid()}"
+
+
 class RepositorySettings(_Group):
     path: Path = Field(Path("model_repository"), description="The model repository folder.")
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="The only folder the server writes model files to (onnxruntime's "
+        "optimized models, TensorRT engine and timing caches), as "
+        "<cache_dir>/<model>/<version>/; created when first needed. A model config names "
+        "such files by file name only. Must lie outside the repository.",
+    )
     control_mode: Literal["none", "poll", "explicit"] = Field(
         "none",
         description="none: load every model at start, then leave the repository alone; "
@@ -121,6 +142,18 @@ class RepositorySettings(_Group):
         "that failed to load at startup to have loaded since (later problems of one model "
         "never turn the server unready); false: ready as soon as the server answers.",
     )
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _absolute_cache(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _cache_outside_repository(self) -> RepositorySettings:
+        # Files written into the repository would look like model changes to poll mode.
+        if self.cache_dir.resolve().is_relative_to(self.path.resolve()):
+            raise ValueError("cache_dir must lie outside the model repository")
+        return self
 
 
 class DeviceSettings(_Group):

@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from app.models.signature import UnsupportedModel
 from app.repository.execution_config import Accelerator, InstanceGroup, ParameterValue
+from app.repository.paths import is_file_name
 from app.types import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,9 @@ _TRT_RENAMES = {
 #: Triton's ORT-backend model parameters that configure the CUDA provider.
 _CUDA_PARAMETERS = ("cudnn_conv_algo_search", "gpu_mem_limit", "arena_extend_strategy",
                     "do_copy_in_default_stream")
+#: TensorRT's cache folders: always inside this version's folder of the server's cache.
+_TRT_CACHES = ("trt_engine_cache_path", "trt_timing_cache_path")
+_TRT_CACHE_NAME = "tensorrt"
 _CUDNN_SEARCH = {"0": "EXHAUSTIVE", "1": "HEURISTIC", "2": "DEFAULT"}
 _ARENA_EXTEND = {"0": "kNextPowerOfTwo", "1": "kSameAsRequested"}
 
@@ -73,11 +78,13 @@ def plan_instances(groups: Sequence[InstanceGroup], cuda_available: bool,
 
 def place(instance: Instance, accelerators: Sequence[Accelerator],
           parameters: Mapping[str, ParameterValue], available: Collection[str], strict: bool,
-          inputs: Sequence[TensorSpec] = (), max_batch_size: int = 0) -> Placement:
+          inputs: Sequence[TensorSpec] = (), max_batch_size: int = 0,
+          cache: Path | None = None) -> Placement:
     """The provider chain for one instance: TensorRT, then CUDA, then CPU as fallbacks.
 
     A GPU that this build cannot use falls back to CPU with a note, or fails the load when
     `strict`; onnxruntime itself rejects unknown provider options at session creation.
+    `cache` is this version's folder in the server's cache directory (TensorRT's caches).
     """
     if instance.kind == "cpu":
         return Placement(instance, [(CPU, {})])
@@ -95,7 +102,7 @@ def place(instance: Instance, accelerators: Sequence[Accelerator],
     if "tensorrt" in wanted:
         if TENSORRT in available:
             trt = tensorrt_options(instance.device_id, _params(accelerators, "tensorrt"),
-                                   inputs, max_batch_size)
+                                   inputs, max_batch_size, cache)
             chain.insert(0, (TENSORRT, trt))
         elif strict:
             raise UnsupportedModel("TensorRT requested but this onnxruntime build has none")
@@ -170,9 +177,15 @@ def cuda_options(device_id: int, parameters: Mapping[str, ParameterValue],
 
 
 def tensorrt_options(device_id: int, accelerator: Mapping[str, ParameterValue],
-                     inputs: Sequence[TensorSpec], max_batch_size: int) -> dict[str, str]:
+                     inputs: Sequence[TensorSpec], max_batch_size: int,
+                     cache: Path | None = None) -> dict[str, str]:
     """TensorRT options from Triton's accelerator keys (renamed where ORT's differ; the rest
-    pass through), with optimisation profiles derived from max_batch_size when not given."""
+    pass through), with optimisation profiles derived from max_batch_size when not given.
+
+    The engine and timing caches always go to `cache/<name>` (default name `tensorrt`):
+    the config names a folder inside the cache (repository/file_options.py checked it),
+    never a path, and nothing lands in the working directory.
+    """
     options = {"device_id": str(device_id)}
     for key, value in accelerator.items():
         if key == "precision_mode":
@@ -183,6 +196,14 @@ def tensorrt_options(device_id: int, accelerator: Mapping[str, ParameterValue],
             options["trt_int8_enable"] = _text(precision == "INT8")
         else:
             options[_TRT_RENAMES.get(key, key)] = _text(value)
+    for key in _TRT_CACHES:
+        name = options.pop(key, _TRT_CACHE_NAME)
+        if not is_file_name(name):  # the config schema refuses these; never trust a path
+            raise UnsupportedModel(f"'{key}' must be a folder name inside the cache")
+        if cache is not None:
+            options[key] = str(cache / name)
+        elif key in accelerator:
+            raise UnsupportedModel(f"'{key}' needs the server's cache directory")
     if "trt_profile_min_shapes" not in options:
         options.update(tensorrt_profiles(inputs, max_batch_size))
     return options

@@ -18,12 +18,14 @@ import onnxruntime as ort
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
-from app.models.devices import CUDA, Placement, confirm, place, plan_instances
+from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.scheduling import batch_layout, batch_policy
 from app.models.signature import Signature, UnsupportedModel
 from app.models.threads import ThreadBudget
 from app.repository.config import ModelConfig
 from app.repository.execution_config import ParameterValue, Warmup
+from app.repository.file_options import SESSION_OPTIONS, FileOption
+from app.repository.paths import PathRefused, VersionFiles
 from app.types import Array, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,12 @@ _SPINNING = "session.intra_op.allow_spinning"
 #: Triton ORT-backend parameters that are not session options (they go elsewhere).
 _ELSEWHERE = {"cudnn_conv_algo_search", "gpu_mem_limit", "arena_extend_strategy",
               "do_copy_in_default_stream", "memory.enable_memory_arena_shrinkage"}
+#: Session options that name a file the server writes: the name goes under the cache.
+_WRITTEN = {key for key, kind in SESSION_OPTIONS.items() if kind is FileOption.CACHE}
+
+
+class LoadFailed(Exception):
+    """A version that cannot be loaded; the message is for clients (no absolute paths)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,7 @@ class ServerDefaults:
     strict_providers: bool = False
     max_queue_size: int = 1024  # per priority level, when the model's policy does not say
     intra_op_spinning: bool = False
+    cache_dir: Path | None = None  # where files the server writes go; None: nowhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +80,29 @@ class BuiltVersion:
 def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
                   budget: ThreadBudget, budget_key: str,
                   default_max_batch_size: int) -> BuiltVersion:
-    """Sessions for every instance of one version, warmed up; raises on any failure."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path.name} not found in {path.parent}")
+    """Sessions for every instance of one version, warmed up.
+
+    `path` is `<root>/<model>/<version>/<default_model_filename>`. Raises LoadFailed, whose
+    message names files relative to the repository root; the log keeps the full paths.
+    """
+    files = VersionFiles(path, defaults.cache_dir)
+    try:
+        files.check_links()  # before onnxruntime (or anything else) opens a file
+        if not path.is_file():
+            raise LoadFailed(f"{path.name} not found in {files.relative(files.folder)}")
+        return _build(files, config, defaults, budget, budget_key, default_max_batch_size)
+    except (LoadFailed, PathRefused) as err:
+        log.error("%s: cannot load: %s", path, err)
+        raise LoadFailed(files.for_clients(str(err))) from err
+    except Exception as err:
+        text = " ".join(str(err).split())  # onnxruntime's messages span lines
+        log.error("%s: cannot load: %s: %s", path, type(err).__name__, text)
+        raise LoadFailed(f"{type(err).__name__}: {files.for_clients(text)[:500]}") from err
+
+
+def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
+           budget: ThreadBudget, budget_key: str, default_max_batch_size: int) -> BuiltVersion:
+    path = files.model_file
     available = ort.get_available_providers()
     instances = plan_instances(config.instance_group, CUDA in available, _gpu_count(available),
                                defaults.instances)
@@ -81,14 +110,17 @@ def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
     inputs: Sequence[TensorSpec] = ()
     if any(i.kind == "gpu" for i in instances) and CUDA in available:
         inputs = _probe_inputs(path)  # TensorRT profiles need input shapes before building
+    cache = files.cache_folder() if defaults.cache_dir is not None else None
     placements = [place(i, gpu_accelerators, config.parameters, available,
-                        defaults.strict_providers, inputs, config.max_batch_size or 0)
+                        defaults.strict_providers, inputs, config.max_batch_size or 0, cache)
                   for i in instances]
+    _make_tensorrt_folders(placements)
     cpu_count = sum(p.instance.kind == "cpu" for p in placements)
     threads, why = _intra_threads(config.parameters, budget, budget_key, cpu_count)
-    log.info("%s: %d instance(s) %s; intra-op threads %d per session (%s)", path.parent,
+    log.info("%s: %d instance(s) %s; intra-op threads %d per session (%s)", files.folder,
              len(placements), [list(p.names) for p in placements], threads, why)
-    sessions = [ort.InferenceSession(str(path), sess_options=_options(config, defaults, threads),
+    sessions = [ort.InferenceSession(str(path),
+                                     sess_options=_options(config, defaults, threads, files),
                                      providers=[n for n, _ in p.providers],
                                      provider_options=[o for _, o in p.providers])
                 for p in placements]
@@ -106,8 +138,18 @@ def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
     policy = batch_policy(config, signature, defaults.max_queue_size)
     layout, visible = batch_layout(config, signature)
     for warmup in config.model_warmup:
-        _warm(sessions, warmup, signature, path.parent)
+        _warm(sessions, warmup, signature, files)
     return BuiltVersion(sessions, placements, visible, threads, run_config, policy, layout)
+
+
+def _make_tensorrt_folders(placements: Sequence[Placement]) -> None:
+    """TensorRT's engine and timing cache folders (devices.py put them under the cache)."""
+    for placement in placements:
+        for name, options in placement.providers:
+            if name == TENSORRT:
+                for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+                    if key in options:
+                        Path(options[key]).mkdir(parents=True, exist_ok=True)
 
 
 def _intra_threads(parameters: Mapping[str, ParameterValue], budget: ThreadBudget, key: str,
@@ -117,9 +159,12 @@ def _intra_threads(parameters: Mapping[str, ParameterValue], budget: ThreadBudge
     return budget.threads_for(key, cpu_instances)
 
 
-def _options(config: ModelConfig, defaults: ServerDefaults, threads: int) -> ort.SessionOptions:
+def _options(config: ModelConfig, defaults: ServerDefaults, threads: int,
+             files: VersionFiles) -> ort.SessionOptions:
     """Session options from Triton's ORT-backend parameter names; `session.*` keys pass
-    through as onnxruntime session config entries; anything else is refused by name."""
+    through as onnxruntime session config entries; anything else is refused by name.
+    Files a session writes go under the cache (`files.cache_file`), never where the
+    config says."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = defaults.inter_op_threads
@@ -147,7 +192,9 @@ def _options(config: ModelConfig, defaults: ServerDefaults, threads: int) -> ort
         elif key == "use_deterministic_compute":
             options.use_deterministic_compute = text in ("1", "True", "true")
         elif key == "optimized_model_filepath":
-            options.optimized_model_filepath = text
+            options.optimized_model_filepath = str(files.cache_file(key, text))
+        elif key in _WRITTEN:
+            options.add_session_config_entry(key, str(files.cache_file(key, text)))
         elif key.startswith("session."):
             options.add_session_config_entry(key, text)
         else:
@@ -174,9 +221,10 @@ def _probe_inputs(path: Path) -> list[TensorSpec]:
 
 
 def _warm(sessions: Sequence[ort.InferenceSession], warmup: Warmup, signature: Signature,
-          folder: Path) -> None:
+          files: VersionFiles) -> None:
     """Triton's model_warmup: `count` runs on every instance (TensorRT engines build here)."""
-    feed = warmup_inputs(warmup, signature, folder)
+    folder = files.folder
+    feed = warmup_inputs(warmup, signature, files)
     started = time.monotonic()
     log.info("%s: warming up '%s' (%d run(s) on %d instance(s); TensorRT engines, if any, "
              "are built now)", folder, warmup.name, warmup.count, len(sessions))
@@ -189,7 +237,8 @@ def _warm(sessions: Sequence[ort.InferenceSession], warmup: Warmup, signature: S
     log.info("%s: warmup '%s' took %.2f s", folder, warmup.name, time.monotonic() - started)
 
 
-def warmup_inputs(warmup: Warmup, signature: Signature, folder: Path) -> dict[str, Array]:
+def warmup_inputs(warmup: Warmup, signature: Signature,
+                  files: VersionFiles) -> dict[str, Array]:
     """Zero, random or file data (from the version folder's `warmup/`), as Triton builds it."""
     feed: dict[str, Array] = {}
     rng = np.random.default_rng(0)
@@ -201,7 +250,7 @@ def warmup_inputs(warmup: Warmup, signature: Signature, folder: Path) -> dict[st
         shape = batch + spec.dims
         count = int(np.prod(shape)) if shape else 1
         if spec.input_data_file is not None:
-            raw = (folder / "warmup" / spec.input_data_file).read_bytes()
+            raw = _read_warmup_file(warmup, files, spec.input_data_file)
             if dt.is_bytes:
                 feed[name] = np.array([raw.decode("utf-8")] * count, dtype=object).reshape(shape)
             else:
@@ -213,3 +262,12 @@ def warmup_inputs(warmup: Warmup, signature: Signature, folder: Path) -> dict[st
         else:
             feed[name] = rng.random(shape).astype(dt.numpy)
     return feed
+
+
+def _read_warmup_file(warmup: Warmup, files: VersionFiles, name: str) -> bytes:
+    path = files.warmup_file(name)
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise LoadFailed(f"warmup '{warmup.name}': cannot read input_data_file "
+                         f"'{files.relative(path)}': {err.strerror}") from err

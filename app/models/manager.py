@@ -15,7 +15,7 @@ from app.batching.batcher import DynamicBatcher
 from app.batching.stats import ModelStats
 from app.codecs.checks import version_number
 from app.errors import InvalidInput, ModelNotFound, ModelNotReady
-from app.models.loader import ServerDefaults, build_version
+from app.models.loader import LoadFailed, ServerDefaults, build_version
 from app.models.session_pool import SessionPool
 from app.models.threads import ThreadBudget, available_cpus
 from app.models.version import LoadedModel, ModelState, VersionStatus
@@ -424,7 +424,7 @@ def _stale(status: VersionStatus | None, stamp: object) -> bool:
 
 def _reason(path: Path, err: Exception) -> str:
     """A readable reason without onnxruntime's multi-line noise."""
-    if not path.exists():
-        return f"{path.name} not found in {path.parent}"
+    if isinstance(err, LoadFailed):  # already for clients: paths relative to the repository
+        return str(err)
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text[:500]}"

@@ -14,6 +14,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from app.batching.batcher import Launched, RunFn
 from app.errors import InferenceFailed, InvalidInput, ModelNotReady
 from app.models.devices import Placement
+from app.repository.paths import without_absolute_paths
 from app.types import Array
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,12 @@ def _run(session: ort.InferenceSession, names: list[str], feed: dict[str, Array]
     try:
         return list(session.run(names, feed, options))
     except ort_state.InvalidArgument as err:
-        raise InvalidInput(f"the model rejected the inputs: {err}") from err
+        raise InvalidInput(f"the model rejected the inputs: {_for_clients(err)}") from err
     except (ort_state.Fail, ort_state.RuntimeException, ort_state.EPFail) as err:
-        raise InferenceFailed(f"the model failed while running: {err}") from err
+        raise InferenceFailed(f"the model failed while running: {_for_clients(err)}") from err
+
+
+def _for_clients(err: Exception) -> str:
+    """onnxruntime's message without absolute paths (it names its own source files); its
+    own log line keeps the full message."""
+    return without_absolute_paths(str(err))

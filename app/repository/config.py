@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import yaml
@@ -22,7 +23,11 @@ from app.repository.execution_config import (
     Warmup,
     unwrap_parameters,
 )
+from app.repository.file_options import check_session_options
+from app.repository.paths import is_file_name, leads_outside
 from app.repository.scan import DEFAULT_MODEL_FILENAME
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -121,7 +126,8 @@ class ModelConfig(_Strict):
         "not; more get 429 / RESOURCE_EXHAUSTED. 0 is no cap beyond the queue sizes.",
     )
     default_model_filename: str = Field(
-        DEFAULT_MODEL_FILENAME, description="File inside each version folder to load.",
+        DEFAULT_MODEL_FILENAME,
+        description="File inside each version folder to load: a file name (no '/', '..').",
     )
     input: list[TensorOverride] = Field(default_factory=list,
                                         description="Overrides for some or all inputs.")
@@ -147,6 +153,21 @@ class ModelConfig(_Strict):
     def _unwrap_parameters(cls, value: object) -> object:
         return unwrap_parameters(value)
 
+    @field_validator("parameters")
+    @classmethod
+    def _no_paths_out(cls, value: dict[str, ParameterValue]) -> dict[str, ParameterValue]:
+        check_session_options(value)
+        return value
+
+    @field_validator("default_model_filename")
+    @classmethod
+    def _a_file_name(cls, value: str) -> str:
+        # The same answer whatever exists outside: the value is refused before any lookup.
+        if not is_file_name(value):
+            raise ValueError("must be a file name inside each version folder "
+                             "(no '/', '\\' or '..')")
+        return value
+
     @model_validator(mode="after")
     def _labels_are_names(self) -> ModelConfig:
         numeric = [label for label in self.version_labels if label.isdigit()]
@@ -162,7 +183,8 @@ class ConfigError(Exception):
 def _first_error(err: ValidationError, source: str) -> ConfigError:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    return ConfigError(f"{source}: {where}: {first['msg']}")
+    message = first["msg"].removeprefix("Value error, ")  # pydantic's, for our own checks
+    return ConfigError(f"{source}: {where}: {message}")
 
 
 def parse_config_json(text: str) -> ModelConfig:
@@ -174,12 +196,18 @@ def parse_config_json(text: str) -> ModelConfig:
 
 
 def load_config(path: Path | None) -> ModelConfig:
-    """Parse `path` (or return the defaults when there is no file)."""
+    """Parse `path`, `<root>/<model>/config.yaml` (or return the defaults when there is no
+    file). Messages name the file, never its absolute path."""
     if path is None:
         return ModelConfig()
+    if leads_outside(path, path.parent.parent):
+        raise ConfigError(f"{path.name}: links outside the repository")
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+    except OSError as err:
+        log.error("%s: cannot read: %s", path, err)
+        raise ConfigError(f"{path.name}: cannot read: {err.strerror}") from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path.name}: cannot read: {err}") from err
     try:
         return ModelConfig.model_validate(document)

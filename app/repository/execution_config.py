@@ -7,6 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.repository.file_options import check_accelerator_options
+from app.repository.paths import is_file_name
+
 #: Triton writes `parameters: {key: {string_value: "..."}}`; YAML users may write `key: value`.
 ParameterValue = str | int | float | bool
 
@@ -49,6 +52,11 @@ class Accelerator(_Strict):
     def _unwrap(cls, value: object) -> object:
         return unwrap_parameters(value)
 
+    @model_validator(mode="after")
+    def _no_paths_out(self) -> Accelerator:
+        check_accelerator_options(self.name, self.parameters)
+        return self
+
 
 class ExecutionAccelerators(_Strict):
     gpu_execution_accelerator: list[Accelerator] = Field(default_factory=list)
@@ -82,7 +90,16 @@ class WarmupInput(_Strict):
     dims: list[int]
     zero_data: bool = False
     random_data: bool = False
-    input_data_file: str | None = None
+    input_data_file: str | None = Field(
+        None, description="A file name in the version folder's warmup/ (no '/', '..').")
+
+    @field_validator("input_data_file")
+    @classmethod
+    def _a_file_name(cls, value: str | None) -> str | None:
+        if value is not None and not is_file_name(value):
+            raise ValueError("must be a file name inside the version's warmup/ folder "
+                             "(no '/', '\\' or '..')")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> WarmupInput:

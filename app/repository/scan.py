@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.repository.paths import leads_outside
+
 log = logging.getLogger(__name__)
 
 CONFIG_FILENAME = "config.yaml"
@@ -72,22 +74,40 @@ def scan_model(folder: Path) -> ModelSource:
     has_config = config.is_file()
     return ModelSource(
         folder.name, folder, versions, config if has_config else None,
-        {number: fingerprint(path) for number, path in versions.items()},
+        {number: fingerprint(path, folder.parent) for number, path in versions.items()},
         _stat(config, CONFIG_FILENAME) if has_config else (),
     )
 
 
-def fingerprint(folder: Path) -> Fingerprint:
-    """Sizes and modification times of every visible file below `folder`."""
+def fingerprint(folder: Path, root: Path | None = None) -> Fingerprint:
+    """Sizes and modification times of every visible file below `folder`.
+
+    Links are followed inside `root` (default: the folder's grandparent, the repository)
+    and each real folder is walked once, so a link loop ends. A link that leads outside
+    is fingerprinted by the link itself: the version is refused at load (models/loader.py)
+    and nothing outside the repository is looked at.
+    """
+    root = folder.parent.parent if root is None else root
+    if leads_outside(folder, root):
+        return _lstat(folder, ".")
     found: list[tuple[str, int, int]] = []
+    walked: set[str] = set()
     for current, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        walked.add(os.path.realpath(current))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _walkable(
+            Path(current, d), root, walked))
         for name in sorted(files):
             if name.startswith("."):
                 continue
             path = Path(current, name)
-            found.extend(_stat(path, str(path.relative_to(folder))))
+            label = str(path.relative_to(folder))
+            found.extend(_lstat(path, label) if leads_outside(path, root)
+                         else _stat(path, label))
     return tuple(found)
+
+
+def _walkable(folder: Path, root: Path, walked: set[str]) -> bool:
+    return not leads_outside(folder, root) and os.path.realpath(folder) not in walked
 
 
 def _stat(path: Path, label: str) -> Fingerprint:
@@ -96,3 +116,11 @@ def _stat(path: Path, label: str) -> Fingerprint:
     except OSError:  # removed or a dangling link: it is simply not there
         return ()
     return ((label, info.st_size, info.st_mtime_ns),)
+
+
+def _lstat(path: Path, label: str) -> Fingerprint:
+    try:
+        info = path.lstat()
+    except OSError:
+        return ()
+    return ((label, -1, info.st_mtime_ns),)

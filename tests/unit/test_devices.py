@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 import onnxruntime as ort
 import pytest
@@ -58,15 +59,17 @@ def test_cuda_options_use_onnxruntime_names() -> None:
 def test_tensorrt_options_fallback_chain_and_profiles() -> None:
     trt = [Accelerator(name="tensorrt", parameters={
         "precision_mode": "FP16", "max_workspace_size_bytes": "1073741824",
-        "trt_engine_cache_enable": "true", "trt_engine_cache_path": "/cache",
+        "trt_engine_cache_enable": "true", "trt_engine_cache_path": "engines",
         "trt_timing_cache_enable": True, "trt_builder_optimization_level": 5})]
+    cache = Path("/var/cache/onnx-serve/m/1")
     placement = place(Instance("gpu", 0), trt, {}, GPU_BUILD, strict=False, inputs=INPUTS,
-                      max_batch_size=16)
+                      max_batch_size=16, cache=cache)
     assert placement.names == (TENSORRT, CUDA, CPU)
     assert placement.providers[0][1] == {
         "device_id": "0", "trt_fp16_enable": "True", "trt_int8_enable": "False",
         "trt_max_workspace_size": "1073741824", "trt_engine_cache_enable": "true",
-        "trt_engine_cache_path": "/cache", "trt_timing_cache_enable": "True",
+        "trt_engine_cache_path": str(cache / "engines"), "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache / "tensorrt"),
         "trt_builder_optimization_level": "5",
         "trt_profile_min_shapes": "x:1x3x224x224,mask:1x7",
         "trt_profile_opt_shapes": "x:16x3x224x224,mask:16x7",
