@@ -76,7 +76,8 @@ COPY model_repository/ /models/
 # memory of unloaded models back to the OS (bench/reload_rss.py); glibc's malloc keeps it.
 # No .pyc writes: the root filesystem may be read-only (pip already compiled the venv).
 # onnxruntime >= 1.29 sends usage telemetry from Linux unless told not to: a server must not
-# phone home (and often cannot).
+# phone home (and often cannot). Files the server writes (optimized models, TensorRT caches)
+# go under /tmp, the one writable place (a tmpfs / emptyDir) when the root filesystem is not.
 ENV PATH=/opt/venv/bin:$PATH \
     LD_PRELOAD=libjemalloc.so.2 \
     ORT_DISABLE_TELEMETRY=1 \
@@ -85,7 +86,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     ONNX_SERVE_HOST=0.0.0.0 \
     ONNX_SERVE_HTTP__PORT=8000 \
     ONNX_SERVE_GRPC__PORT=8001 \
-    ONNX_SERVE_REPOSITORY__PATH=/models
+    ONNX_SERVE_REPOSITORY__PATH=/models \
+    ONNX_SERVE_REPOSITORY__CACHE_DIR=/tmp/onnx-serve-cache
 VOLUME ["/models"]
 EXPOSE 8000 8001
 USER 10001:10001
