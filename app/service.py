@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ from app.repository.paths import check_model_name
 from app.repository.scan import scan_repository
 from app.statistics import model_statistics
 from app.types import InferRequest, InferResponse, TensorSpec
+
+log = logging.getLogger(__name__)
 
 SERVER_NAME = "onnx-serve"
 #: Triton's platform string for ONNX models, which tritonclient users already know.
@@ -266,7 +269,11 @@ class InferenceService:
         listed = {e.name for e in entries}
         entries += [IndexEntry(name, state=ModelState.UNAVAILABLE.value, reason=reason)
                     for name, reason in reasons.items() if name not in listed]
-        on_disk = await self._manager.in_loader(scan_repository, self._manager.root)
+        try:
+            on_disk = await self._manager.in_loader(scan_repository, self._manager.root)
+        except OSError as err:  # the volume is away: what is loaded still serves and is listed
+            log.warning("repository index: cannot list %s: %s", self._manager.root, err)
+            on_disk = {}
         entries += [IndexEntry(name) for name in on_disk
                     if name not in listed and name not in reasons]
         return sorted(entries, key=lambda e: (e.name, e.version.zfill(20)))

@@ -336,6 +336,9 @@ def test_a_repository_that_is_briefly_away_changes_nothing(
             os.replace(root, tmp_path / "away")  # e.g. a network volume that drops out
             wait_for(lambda: "cannot scan the repository" in caplog.text, 10, "a failed scan")
             assert_serves(endpoints, "m", "1")
+            listed = httpx.post(f"{url}/v2/repository/index", json={})  # not a 500
+            assert listed.status_code == 200, listed.text
+            assert [e["state"] for e in listed.json() if e["name"] == "m"] == ["READY"]
             os.replace(tmp_path / "away", root)
             place(root, "m", 2, 2.0)  # the watcher still runs: the new version is applied
             wait_for(lambda: added(url, "m") == 2.0, 10, "version 2 served")
