@@ -90,6 +90,11 @@ class GrpcSettings(_Tls, _TensorLimits):
     response_compression: Literal["none", "gzip", "deflate"] = Field(
         "none", description="Compress responses (requests a client compressed are always "
         "accepted).")
+    reuse_port: bool = Field(
+        False,
+        description="Let other processes listen on the gRPC port too (SO_REUSEPORT; Triton's "
+        "--reuse-grpc-port); the kernel then spreads new connections among them. Off: a "
+        "taken port stops the server at start.")
 
 
 class RepositorySettings(_Group):

@@ -347,7 +347,8 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
                  ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
                  ("grpc.keepalive_permit_without_calls", 1),
                  ("grpc.http2.min_ping_interval_without_data_ms",
-                  int(settings.keepalive_min_client_ping_interval_s * 1000))],
+                  int(settings.keepalive_min_client_ping_interval_s * 1000)),
+                 *_connection_options(settings)],
         compression=_COMPRESSION[settings.response_compression],
     )
     inference = InferenceServicer(service, settings)
@@ -361,6 +362,15 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
              reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server, pool=_reflection_pool())
     return GrpcFrontend(server, inference)
+
+
+def _connection_options(settings: GrpcSettings) -> list[tuple[str, int]]:
+    """How the listener shares its port, as gRPC core's channel arguments."""
+    return [
+        # grpcio sets SO_REUSEPORT unless told not to: a second server on a taken port would
+        # start and silently take a share of the new connections.
+        ("grpc.so_reuseport", int(settings.reuse_port)),
+    ]
 
 
 def bind(server: grpc.aio.Server, address: str, settings: GrpcSettings) -> int:
