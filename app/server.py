@@ -16,6 +16,7 @@ import uvicorn
 
 from app.api.grpc import GrpcFrontend, bind, create_grpc_server
 from app.api.http_app import create_app
+from app.api.http_limits import HttpLimits, fit_connection_limits, open_file_limit, protocol_class
 from app.auth import Authenticator
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
@@ -90,6 +91,7 @@ class Server:
     """
 
     def __init__(self, settings: Settings) -> None:
+        settings = fit_connection_limits(settings, open_file_limit())
         self.settings = settings
         self.manager = build_manager(settings)
         self.service = InferenceService(self.manager, settings.repository.control_mode)
@@ -110,6 +112,8 @@ class Server:
             access_log=settings.http.access_log,
             lifespan="off",
             loop="none",
+            http=protocol_class(HttpLimits.of(http)),  # header/body timeouts, connection cap
+            timeout_keep_alive=math.ceil(http.keep_alive_timeout_s),  # the class has it exact
             timeout_graceful_shutdown=math.ceil(settings.shutdown.grace_period_s
                                                 + _SHUTDOWN_MARGIN_S),
         )

@@ -365,11 +365,15 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
 
 
 def _connection_options(settings: GrpcSettings) -> list[tuple[str, int]]:
-    """How the listener shares its port, as gRPC core's channel arguments."""
+    """The connection limits and timeouts (README.md), as gRPC core's channel arguments."""
     return [
         # grpcio sets SO_REUSEPORT unless told not to: a second server on a taken port would
         # start and silently take a share of the new connections.
         ("grpc.so_reuseport", int(settings.reuse_port)),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)),
     ]
 
 
