@@ -26,6 +26,7 @@ _FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "load_model": ("repository", "load_models"),
     "repository_poll_secs": ("repository", "poll_interval_s"),
     "strict_readiness": ("repository", "strict_readiness"),
+    "reuse_grpc_port": ("grpc", "reuse_port"),
 }
 
 
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strict-readiness", metavar="BOOL",
                         help="true: ready only when every model is READY (default); "
                         "false: ready once the server answers")
+    parser.add_argument("--reuse-grpc-port", metavar="BOOL",
+                        help="true: share the gRPC port with other processes that ask the "
+                        "same (SO_REUSEPORT, as Triton's flag); false (default): a taken port "
+                        "stops the server")
     parser.add_argument("--version", action="version", version=f"onnx-serve {__version__}")
     return parser
 

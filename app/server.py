@@ -7,6 +7,7 @@ import contextlib
 import logging
 import math
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import uvicorn
 
 from app.api.grpc import GrpcFrontend, bind, create_grpc_server
 from app.api.http_app import create_app
+from app.api.http_limits import HttpLimits, fit_connection_limits, open_file_limit, protocol_class
 from app.auth import Authenticator
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
@@ -44,6 +46,30 @@ class BindError(Exception):
     """A listener could not bind its address (the port is taken, or the host is not local)."""
 
 
+def listen(what: str, host: str, port: int, backlog: int | None) -> list[socket.socket]:
+    """Sockets bound to every address `host` resolves to (as asyncio binds them: IPv6 ones
+    IPv6-only), listening unless `backlog` is None; never SO_REUSEPORT, so a port another
+    process holds is a BindError, never shared."""
+    sockets: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, address in sorted({(info[0], info[4]) for info in infos}):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            if backlog is not None:
+                sock.listen(backlog)
+    except OSError as err:
+        for sock in sockets:
+            sock.close()
+        reason = (err.strerror or str(err)).lower()
+        raise BindError(f"cannot listen for {what} on {host}:{port}: {reason}") from err
+    return sockets
+
+
 class _HttpServer(uvicorn.Server):
     """uvicorn without its own signal handlers: `Server` drains on signals itself (and
     uvicorn would re-raise the signal afterwards, so the process could not exit 0)."""
@@ -66,6 +92,7 @@ class Server:
     """
 
     def __init__(self, settings: Settings) -> None:
+        settings = fit_connection_limits(settings, open_file_limit())
         self.settings = settings
         self.manager = build_manager(settings)
         self.service = InferenceService(self.manager, settings.repository.control_mode)
@@ -86,6 +113,8 @@ class Server:
             access_log=settings.http.access_log,
             lifespan="off",
             loop="none",
+            http=protocol_class(HttpLimits.of(http)),  # header/body timeouts, connection cap
+            timeout_keep_alive=math.ceil(http.keep_alive_timeout_s),  # the class has it exact
             timeout_graceful_shutdown=math.ceil(settings.shutdown.grace_period_s
                                                 + _SHUTDOWN_MARGIN_S),
         )
@@ -106,15 +135,15 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._stop_asked = asyncio.Event()
         host = self.settings.host
-        grpc = create_grpc_server(self.service, self.settings.grpc,  # binds this loop
-                                  self.authenticator)
-        address = f"{host}:{self.settings.grpc.port}"
+        http_sockets = listen("HTTP", host, self.settings.http.port, self._http.config.backlog)
         try:
-            self.grpc_port = bind(grpc.server, address, self.settings.grpc)
-        except RuntimeError as err:
-            raise BindError(f"cannot listen for gRPC on {address} (port taken?): {err}") from err
-        except OSError as err:
-            raise BindError(f"cannot read the gRPC TLS files: {err}") from err
+            grpc = create_grpc_server(self.service, self.settings.grpc,  # binds this loop
+                                      self.authenticator)
+            self.grpc_port = self._bind_grpc(grpc)
+        except BaseException:
+            for sock in http_sockets:
+                sock.close()
+            raise
         await grpc.server.start()
         self._handle_signals()
         loading = asyncio.create_task(self._manage_repository(), name="repository")
@@ -125,7 +154,7 @@ class Server:
                  self.settings.repository.path.resolve(), "https" if tls else "http", host,
                  self.settings.http.port, host, self.grpc_port)
         try:
-            await self._http.serve()  # returns once uvicorn has finished its requests
+            await self._http.serve(http_sockets)  # returns once uvicorn has finished
         finally:
             if not self._stop_asked.is_set():
                 draining.cancel()  # uvicorn stopped by itself (it could not bind)
@@ -158,6 +187,20 @@ class Server:
         log.info("drained in %.1f s: %d requests were still waiting at the end of the grace "
                  "period; successful requests served: %s", time.monotonic() - started, refused,
                  self.service.successes())
+
+    def _bind_grpc(self, grpc: GrpcFrontend) -> int:
+        settings = self.settings.grpc
+        host = self.settings.host
+        if not settings.reuse_port and settings.port != 0:
+            for sock in listen("gRPC", host, settings.port, None):  # grpc's own failure
+                sock.close()  # logs a line of its own and cannot say why; this says it once
+        address = f"{host}:{settings.port}"
+        try:
+            return bind(grpc.server, address, settings)
+        except RuntimeError as err:
+            raise BindError(f"cannot listen for gRPC on {address} (port taken?): {err}") from err
+        except OSError as err:
+            raise BindError(f"cannot read the gRPC TLS files: {err}") from err
 
     def _handle_signals(self) -> None:
         loop = asyncio.get_running_loop()

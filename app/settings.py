@@ -74,6 +74,31 @@ class HttpSettings(_Tls, _TensorLimits):
         "Off by default, as in Triton: FP16 inputs then travel as binary tensors.",
     )
     access_log: bool = Field(False, description="One log line per request (costs throughput).")
+    # Connection limits and timeouts (README.md), applied by the connection itself
+    # (app/api/http_limits.py): before routing, body reading and the API-key check.
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, le=16 * 1024 * 1024,
+        description="Largest request line plus header section, in bytes; larger gets 431 "
+        "and the connection is closed.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=3600,
+        description="A request's headers must arrive within this, counted from the "
+        "connection's opening or the request's first byte; then 408 and the connection is "
+        "closed (a connection that sent nothing is just closed).")
+    body_timeout_s: float = Field(
+        60.0, gt=0, le=86400,
+        description="A request's whole body must arrive within this once its headers have; "
+        "then 408 and the connection is closed. Raise it with max_body_bytes for slow links.")
+    keep_alive_timeout_s: float = Field(
+        75.0, gt=0, le=3600,
+        description="Close a kept-alive connection after this long without a request (above "
+        "the 60 s idle timeout of common load balancers, so they never reuse a closing one).")
+    max_connections: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="Open connections at most. At the limit a new connection closes the one "
+        "that has waited longest for a request; when every connection has a request in "
+        "progress, a new one may only ask /v2/health/* (anything else gets 503 and the "
+        "connection is closed). Lowered at start to fit the process's open-file limit.")
 
 
 class GrpcSettings(_Tls, _TensorLimits):
@@ -92,6 +117,29 @@ class GrpcSettings(_Tls, _TensorLimits):
     response_compression: Literal["none", "gzip", "deflate"] = Field(
         "none", description="Compress responses (requests a client compressed are always "
         "accepted).")
+    # Connection limits and timeouts (README.md), handed to gRPC's own transport.
+    max_connections: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="Open connections at most; more are closed as soon as they are accepted "
+        "(grpc.max_allowed_incoming_connections). Lowered at start to fit the process's "
+        "open-file limit.")
+    max_concurrent_streams: int = Field(
+        1024, ge=1, le=(1 << 31) - 1,
+        description="Calls in progress on one connection at most (HTTP/2 "
+        "SETTINGS_MAX_CONCURRENT_STREAMS); a client queues further calls until one ends.")
+    handshake_timeout_s: float = Field(
+        10.0, gt=0, le=3600,
+        description="A new connection must finish its TLS and HTTP/2 handshake within this, "
+        "or it is closed.")
+    max_connection_idle_s: float = Field(
+        300.0, gt=0, le=86400 * 24,
+        description="Close a connection with no call in progress for this long (with GOAWAY: "
+        "clients reconnect on their next call).")
+    reuse_port: bool = Field(
+        False,
+        description="Let other processes listen on the gRPC port too (SO_REUSEPORT; Triton's "
+        "--reuse-grpc-port); the kernel then spreads new connections among them. Off: a "
+        "taken port stops the server at start.")
 
 
 def default_cache_dir() -> Path:

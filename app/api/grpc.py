@@ -386,7 +386,8 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
                  ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
                  ("grpc.keepalive_permit_without_calls", 1),
                  ("grpc.http2.min_ping_interval_without_data_ms",
-                  int(settings.keepalive_min_client_ping_interval_s * 1000))],
+                  int(settings.keepalive_min_client_ping_interval_s * 1000)),
+                 *_connection_options(settings)],
         compression=_COMPRESSION[settings.response_compression],
     )
     inference = InferenceServicer(service, settings)
@@ -400,6 +401,19 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
              reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server, pool=_reflection_pool())
     return GrpcFrontend(server, inference)
+
+
+def _connection_options(settings: GrpcSettings) -> list[tuple[str, int]]:
+    """The connection limits and timeouts (README.md), as gRPC core's channel arguments."""
+    return [
+        # grpcio sets SO_REUSEPORT unless told not to: a second server on a taken port would
+        # start and silently take a share of the new connections.
+        ("grpc.so_reuseport", int(settings.reuse_port)),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)),
+    ]
 
 
 def bind(server: grpc.aio.Server, address: str, settings: GrpcSettings) -> int:
