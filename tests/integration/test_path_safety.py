@@ -240,7 +240,7 @@ def test_load_errors_name_files_relative_to_the_repository(
                  if e["name"] == "m")
     assert "m/1/model.onnx" in entry["reason"] and absolute not in entry["reason"]
     missing = load_http(explicit.url, "m", {"default_model_filename": "other.onnx"})
-    assert missing.json()["error"].endswith("other.onnx not found in m/1"), missing.text
+    assert "version 1: other.onnx not found in m/1" in missing.json()["error"], missing.text
     assert any(absolute in r.getMessage() for r in caplog.records), "the log keeps the path"
 
 
