@@ -19,6 +19,8 @@ from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
+from app.models.model_info import model_parameters
+from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
 from app.models.scheduling import batch_layout, batch_policy
 from app.models.signature import Signature, UnsupportedModel
 from app.models.threads import ThreadBudget
@@ -26,7 +28,7 @@ from app.repository.config import ModelConfig
 from app.repository.execution_config import ParameterValue, Warmup
 from app.repository.file_options import SESSION_OPTIONS, FileOption
 from app.repository.paths import PathRefused, VersionFiles
-from app.types import Array, TensorSpec
+from app.types import Array, ParamValue, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,8 @@ class BuiltVersion:
     run_config: dict[str, str]
     policy: BatchPolicy
     layout: BatchLayout
+    #: the model's own description (model_info.py), for the metadata and config endpoints
+    parameters: dict[str, ParamValue]
 
 
 def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
@@ -103,6 +107,7 @@ def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
 def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
            budget: ThreadBudget, budget_key: str, default_max_batch_size: int) -> BuiltVersion:
     path = files.model_file
+    header = _header(path)
     available = ort.get_available_providers()
     instances = plan_instances(config.instance_group, CUDA in available, _gpu_count(available),
                                defaults.instances)
@@ -139,7 +144,18 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     layout, visible = batch_layout(config, signature)
     for warmup in config.model_warmup:
         _warm(sessions, warmup, signature, files)
-    return BuiltVersion(sessions, placements, visible, threads, run_config, policy, layout)
+    parameters = model_parameters(first.get_modelmeta(), header)
+    return BuiltVersion(sessions, placements, visible, threads, run_config, policy, layout,
+                        parameters)
+
+
+def _header(path: Path) -> OnnxHeader | None:
+    """The file's header, or None when it does not parse: onnxruntime then says why."""
+    try:
+        return read_header(path)
+    except NotOnnx as err:
+        log.info("%s: cannot read the ONNX header (%s); onnxruntime decides", path, err)
+        return None
 
 
 def _make_tensorrt_folders(placements: Sequence[Placement]) -> None:

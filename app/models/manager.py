@@ -298,7 +298,7 @@ class ModelManager:
         batcher = DynamicBatcher(pool, built.policy, built.layout, ModelStats(),
                                  f"model '{key.name}' version {key.version}")
         return LoadedModel(key, built.signature, pool, batcher, config, stamp,
-                           built.intra_op_threads, token)
+                           built.intra_op_threads, token, built.parameters)
 
     async def _remove(self, name: str) -> None:
         record = self._records.get(name)
