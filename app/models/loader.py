@@ -18,6 +18,7 @@ import onnxruntime as ort
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
+from app.models import compat
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.model_info import model_parameters
 from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
@@ -108,6 +109,10 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
            budget: ThreadBudget, budget_key: str, default_max_batch_size: int) -> BuiltVersion:
     path = files.model_file
     header = _header(path)
+    if header is not None:  # before onnxruntime, whose own message names neither limit
+        refused = compat.problems(header, compat.supported())
+        if refused:
+            raise LoadFailed("; ".join(refused))
     available = ort.get_available_providers()
     instances = plan_instances(config.instance_group, CUDA in available, _gpu_count(available),
                                defaults.instances)
