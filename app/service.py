@@ -23,7 +23,6 @@ from app.models.manager import ModelManager
 from app.models.version import ModelState
 from app.repository.config import ConfigError, parse_config_json
 from app.repository.paths import check_model_name
-from app.repository.scan import scan_repository
 from app.statistics import model_statistics
 from app.types import InferRequest, InferResponse, Parameters, TensorSpec
 
@@ -273,7 +272,7 @@ class InferenceService:
         entries += [IndexEntry(name, state=ModelState.UNAVAILABLE.value, reason=reason)
                     for name, reason in reasons.items() if name not in listed]
         try:
-            on_disk = await self._manager.in_loader(scan_repository, self._manager.root)
+            on_disk = await self._manager.in_loader(self._manager.view.scan)
         except OSError as err:  # the volume is away: what is loaded still serves and is listed
             log.warning("repository index: cannot list %s: %s", self._manager.root, err)
             on_disk = {}

@@ -82,7 +82,7 @@ class BuiltVersion:
     parameters: dict[str, ParamValue]
 
 
-def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
+def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: ServerDefaults,
                   budget: ThreadBudget, budget_key: str,
                   default_max_batch_size: int) -> BuiltVersion:
     """Sessions for every instance of one version, warmed up.
@@ -90,7 +90,8 @@ def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
     `path` is `<root>/<model>/<version>/<default_model_filename>`. Raises LoadFailed, whose
     message names files relative to the repository root; the log keeps the full paths.
     """
-    files = VersionFiles(path, defaults.cache_dir)
+    files = path if isinstance(path, VersionFiles) else VersionFiles(path, defaults.cache_dir)
+    path = files.model_file
     try:
         files.check_links()  # before onnxruntime (or anything else) opens a file
         if not path.is_file():
