@@ -17,8 +17,9 @@ def main(argv: Sequence[str]) -> int:
     command, rest = argv[0], list(argv[1:])
     if command == "serve":
         return serve(rest)
-    print(f"onnx-serve: error: '{command}' is not built yet", file=sys.stderr)
-    return USAGE
+    from app.inspect import main as inspect_main  # imported late: onnxruntime is slow
+
+    return inspect_main(rest)
 
 
 def serve(argv: Sequence[str]) -> int:
