@@ -95,7 +95,17 @@ def _one_line(err: ValidationError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["serve"], ["inspect"]):  # subcommands: app/cli_inspect.py
+        from app.cli_inspect import main as subcommand
+
+        return subcommand(argv)
+    return start(build_parser().parse_args(argv))
+
+
+def start(args: argparse.Namespace, layout: str | None = None) -> int:
+    """Validate the settings (flags over the environment) and run the server; `layout` is
+    what `serve PATH` found PATH to be (repository/view.py)."""
     unknown = unknown_variables(os.environ)
     if unknown:
         print(f"onnx-serve: error: {unknown[0]} is not a setting (ONNX_SERVE_<GROUP>__<FIELD>, "
@@ -103,12 +113,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings(args)
+        if layout is not None:
+            settings = Settings.model_validate(
+                settings.model_dump() | {"repository": settings.repository.model_dump()
+                                         | {"layout": layout}})
     except ValidationError as err:
         print(f"onnx-serve: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    if not settings.repository.path.is_dir():
-        print(f"onnx-serve: error: model repository '{settings.repository.path}' is not a "
-              "folder", file=sys.stderr)
+    from app.repository.view import problem
+
+    wrong = problem(settings.repository.path, settings.repository.layout)
+    if wrong is not None:
+        print(f"onnx-serve: error: {wrong}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
     from app.auth import KeysError

@@ -68,7 +68,9 @@ def effective_config(model: LoadedModel, platform: str) -> dict[str, Any]:
         "output": [_tensor(s, batched, _model_shape(model, s.name))
                    for s in signature.outputs],
         "instance_group": _instance_groups(model),
-        "parameters": {"intra_op_thread_count": {"string_value": str(model.intra_op_threads)}},
+        "parameters": {"intra_op_thread_count": {"string_value": str(model.intra_op_threads)},
+                       **{key: {"string_value": str(value)}
+                          for key, value in model.parameters.items()}},
         "default_model_filename": model.config.default_model_filename,
         "version_policy": model.config.version_policy.model_dump(exclude_none=True)
         or {"latest": {"num_versions": 1}},

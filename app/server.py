@@ -21,6 +21,7 @@ from app.auth import Authenticator
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
+from app.repository.view import RepositoryView
 from app.repository.watcher import RepositoryWatcher
 from app.service import InferenceService
 from app.settings import Settings
@@ -37,7 +38,8 @@ def build_manager(settings: Settings) -> ModelManager:
                               devices.intra_op_spinning,
                               cache_dir=settings.repository.cache_dir)
     return ModelManager(
-        settings.repository.path, defaults, settings.batching.default_max_batch_size,
+        RepositoryView(settings.repository.path, settings.repository.layout), defaults,
+        settings.batching.default_max_batch_size,
         strict_readiness=settings.repository.strict_readiness,
     )
 

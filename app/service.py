@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app import __version__
@@ -23,9 +23,8 @@ from app.models.manager import ModelManager
 from app.models.version import ModelState
 from app.repository.config import ConfigError, parse_config_json
 from app.repository.paths import check_model_name
-from app.repository.scan import scan_repository
 from app.statistics import model_statistics
-from app.types import InferRequest, InferResponse, TensorSpec
+from app.types import InferRequest, InferResponse, Parameters, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +50,8 @@ class ModelMetadata:
     platform: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    #: the model's own description (models/model_info.py); the v2 protocol allows parameters
+    parameters: Parameters = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,7 @@ class InferenceService:
             platform=PLATFORM,
             inputs=model.signature.inputs,
             outputs=model.signature.outputs,
+            parameters=model.parameters,
         )
 
     def model_config(self, name: str, version: str | None) -> dict[str, Any]:
@@ -270,7 +272,7 @@ class InferenceService:
         entries += [IndexEntry(name, state=ModelState.UNAVAILABLE.value, reason=reason)
                     for name, reason in reasons.items() if name not in listed]
         try:
-            on_disk = await self._manager.in_loader(scan_repository, self._manager.root)
+            on_disk = await self._manager.in_loader(self._manager.view.scan)
         except OSError as err:  # the volume is away: what is loaded still serves and is listed
             log.warning("repository index: cannot list %s: %s", self._manager.root, err)
             on_disk = {}

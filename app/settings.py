@@ -156,6 +156,12 @@ def default_cache_dir() -> Path:
 
 class RepositorySettings(_Group):
     path: Path = Field(Path("model_repository"), description="The model repository folder.")
+    layout: Literal["repository", "model", "file"] = Field(
+        "repository",
+        description="What `path` is: repository (folders of models), model (one model's "
+        "folder, served alone) or file (one .onnx file, served as model <stem>, version 1, "
+        "from where it is). `onnx-serve serve PATH` sets it from what PATH is.",
+    )
     cache_dir: Path = Field(
         default_factory=default_cache_dir,
         description="The only folder the server writes model files to (onnxruntime's "

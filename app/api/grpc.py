@@ -17,7 +17,7 @@ from app.api.grpc_auth import AuthInterceptor
 from app.api.status import GRPC_STATUS
 from app.auth import Authenticator
 from app.codecs.checks import unimplemented
-from app.codecs.grpc import answers_raw, decode_request, encode_response
+from app.codecs.grpc import answers_raw, decode_request, encode_response, parameters_to_proto
 from app.codecs.tensors import TensorLimits
 from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
@@ -202,6 +202,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelMetadataResponse(
             name=meta.name, versions=meta.versions, platform=meta.platform,
             inputs=_tensors(meta.inputs), outputs=_tensors(meta.outputs),
+            parameters=parameters_to_proto(meta.parameters),
         )
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> Any:

@@ -64,6 +64,7 @@ def _metadata_json(meta: ModelMetadata) -> dict[str, Any]:
         "platform": meta.platform,
         "inputs": tensors(meta.inputs),
         "outputs": tensors(meta.outputs),
+        "parameters": dict(meta.parameters),
     }
 
 

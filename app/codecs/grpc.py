@@ -53,6 +53,21 @@ def parameters_from_proto(params: Mapping[str, pb.InferParameter]) -> dict[str, 
     return values
 
 
+def parameters_to_proto(values: Mapping[str, ParamValue]) -> dict[str, pb.InferParameter]:
+    """Plain values -> protobuf parameters (int64 for ints, as Triton's clients read them)."""
+    out: dict[str, pb.InferParameter] = {}
+    for key, value in values.items():
+        if isinstance(value, bool):
+            out[key] = pb.InferParameter(bool_param=value)
+        elif isinstance(value, int):
+            out[key] = pb.InferParameter(int64_param=value)
+        elif isinstance(value, float):
+            out[key] = pb.InferParameter(double_param=value)
+        else:
+            out[key] = pb.InferParameter(string_param=value)
+    return out
+
+
 def decode_request(message: pb.ModelInferRequest, limits: TensorLimits) -> InferRequest:
     """Decode a ModelInferRequest; raw_input_contents, when used, covers every input."""
     parameters = parameters_from_proto(message.parameters)

@@ -18,7 +18,10 @@ import onnxruntime as ort
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
+from app.models import compat
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
+from app.models.model_info import model_parameters
+from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
 from app.models.scheduling import batch_layout, batch_policy
 from app.models.signature import Signature, UnsupportedModel
 from app.models.threads import ThreadBudget
@@ -26,7 +29,7 @@ from app.repository.config import ModelConfig
 from app.repository.execution_config import ParameterValue, Warmup
 from app.repository.file_options import SESSION_OPTIONS, FileOption
 from app.repository.paths import PathRefused, VersionFiles
-from app.types import Array, TensorSpec
+from app.types import Array, ParamValue, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +78,11 @@ class BuiltVersion:
     run_config: dict[str, str]
     policy: BatchPolicy
     layout: BatchLayout
+    #: the model's own description (model_info.py), for the metadata and config endpoints
+    parameters: dict[str, ParamValue]
 
 
-def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
+def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: ServerDefaults,
                   budget: ThreadBudget, budget_key: str,
                   default_max_batch_size: int) -> BuiltVersion:
     """Sessions for every instance of one version, warmed up.
@@ -85,7 +90,8 @@ def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
     `path` is `<root>/<model>/<version>/<default_model_filename>`. Raises LoadFailed, whose
     message names files relative to the repository root; the log keeps the full paths.
     """
-    files = VersionFiles(path, defaults.cache_dir)
+    files = path if isinstance(path, VersionFiles) else VersionFiles(path, defaults.cache_dir)
+    path = files.model_file
     try:
         files.check_links()  # before onnxruntime (or anything else) opens a file
         if not path.is_file():
@@ -103,6 +109,11 @@ def build_version(path: Path, config: ModelConfig, defaults: ServerDefaults,
 def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
            budget: ThreadBudget, budget_key: str, default_max_batch_size: int) -> BuiltVersion:
     path = files.model_file
+    header = _header(path)
+    if header is not None:  # before onnxruntime, whose own message names neither limit
+        refused = compat.problems(header, compat.supported())
+        if refused:
+            raise LoadFailed("; ".join(refused))
     available = ort.get_available_providers()
     instances = plan_instances(config.instance_group, CUDA in available, _gpu_count(available),
                                defaults.instances)
@@ -139,7 +150,18 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     layout, visible = batch_layout(config, signature)
     for warmup in config.model_warmup:
         _warm(sessions, warmup, signature, files)
-    return BuiltVersion(sessions, placements, visible, threads, run_config, policy, layout)
+    parameters = model_parameters(first.get_modelmeta(), header)
+    return BuiltVersion(sessions, placements, visible, threads, run_config, policy, layout,
+                        parameters)
+
+
+def _header(path: Path) -> OnnxHeader | None:
+    """The file's header, or None when it does not parse: onnxruntime then says why."""
+    try:
+        return read_header(path)
+    except NotOnnx as err:
+        log.info("%s: cannot read the ONNX header (%s); onnxruntime decides", path, err)
+        return None
 
 
 def _make_tensorrt_folders(placements: Sequence[Placement]) -> None:

@@ -20,8 +20,9 @@ from app.models.session_pool import SessionPool
 from app.models.threads import ThreadBudget, available_cpus
 from app.models.version import LoadedModel, ModelState, VersionStatus
 from app.repository.config import ConfigError, ModelConfig, load_config
-from app.repository.paths import model_folder
-from app.repository.scan import ModelSource, scan_model, scan_repository
+from app.repository.paths import VersionFiles
+from app.repository.scan import ModelSource
+from app.repository.view import RepositoryView
 from app.types import ModelKey
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,11 @@ class ModelManager:
     Changes to one model are serialised by its lock; different models change in parallel.
     """
 
-    def __init__(self, root: Path, defaults: ServerDefaults, default_max_batch_size: int,
-                 strict_readiness: bool = True) -> None:
-        self.root = root
+    def __init__(self, root: Path | RepositoryView, defaults: ServerDefaults,
+                 default_max_batch_size: int, strict_readiness: bool = True) -> None:
+        #: what is served: a repository, one model's folder or one file (repository/view.py)
+        self.view = root if isinstance(root, RepositoryView) else RepositoryView(root)
+        self.root = self.view.root
         self._defaults = defaults
         self.threads = ThreadBudget(available_cpus(), defaults.intra_op_threads)
         self._default_max_batch_size = default_max_batch_size
@@ -84,7 +87,7 @@ class ModelManager:
     async def start(self, names: list[str] | None) -> None:
         """Load `names` (every model on disk when None or ['*']) and mark startup done."""
         if names is None or "*" in names:
-            sources = await self.in_loader(scan_repository, self.root)
+            sources = await self.in_loader(self.view.scan)
             await asyncio.gather(*(self.sync(n, source=s) for n, s in sources.items()))
         else:
             await asyncio.gather(*(self._start_one(name) for name in names))
@@ -107,8 +110,7 @@ class ModelManager:
 
     async def load(self, name: str, override: ModelConfig | None = None) -> None:
         """(Re)load a model from its folder now, even if its files did not change."""
-        folder = model_folder(self.root, name)
-        if not folder.is_dir():
+        if not self.view.has(name):
             raise ModelNotFound(f"no model '{name}' in the repository")
         failures = await self.sync(name, override=override, force=True)
         if failures:
@@ -164,7 +166,7 @@ class ModelManager:
         record = self._records.setdefault(name, ModelRecord(name))
         async with record.lock:
             if source is None:
-                source = await self.in_loader(scan_model, model_folder(self.root, name))
+                source = await self.in_loader(self.view.scan_model, name)
             try:
                 config = override or load_config(source.config_path)
             except ConfigError as err:
@@ -183,7 +185,9 @@ class ModelManager:
             self._notify()
             results = await asyncio.gather(*(
                 self._load_version(ModelKey(name, str(v)),
-                                   source.versions[v] / config.default_model_filename,
+                                   self.view.version_files(source, v,
+                                                           config.default_model_filename,
+                                                           self._defaults.cache_dir),
                                    config, stamp[v])
                 for v in todo
             ))
@@ -279,16 +283,16 @@ class ModelManager:
         self._notify()
         return [reason]
 
-    async def _load_version(self, key: ModelKey, path: Path, config: ModelConfig,
+    async def _load_version(self, key: ModelKey, files: VersionFiles, config: ModelConfig,
                             stamp: object) -> LoadedModel | str:
         started = time.monotonic()
         token = f"{key}@{time.monotonic_ns()}"  # this load's share of the thread budget
         try:
-            built = await self.in_loader(build_version, path, config, self._defaults,
+            built = await self.in_loader(build_version, files, config, self._defaults,
                                          self.threads, token, self._default_max_batch_size)
         except Exception as err:  # any bad file becomes a reason, never a crash
             self.load_failures[key.name] = self.load_failures.get(key.name, 0) + 1
-            return _reason(path, err)
+            return _reason(err)
         cpu_instances = sum(p.instance.kind == "cpu" for p in built.placements)
         self.threads.register(token, cpu_instances)
         self.load_seconds[key] = time.monotonic() - started
@@ -298,7 +302,7 @@ class ModelManager:
         batcher = DynamicBatcher(pool, built.policy, built.layout, ModelStats(),
                                  f"model '{key.name}' version {key.version}")
         return LoadedModel(key, built.signature, pool, batcher, config, stamp,
-                           built.intra_op_threads, token)
+                           built.intra_op_threads, token, built.parameters)
 
     async def _remove(self, name: str) -> None:
         record = self._records.get(name)
@@ -422,7 +426,7 @@ def _stale(status: VersionStatus | None, stamp: object) -> bool:
     return status is None or status.model is None or status.model.fingerprint != stamp
 
 
-def _reason(path: Path, err: Exception) -> str:
+def _reason(err: Exception) -> str:
     """A readable reason without onnxruntime's multi-line noise."""
     if isinstance(err, LoadFailed):  # already for clients: paths relative to the repository
         return str(err)

@@ -10,7 +10,7 @@ from app.batching.batcher import DynamicBatcher
 from app.models.session_pool import SessionPool
 from app.models.signature import Signature
 from app.repository.config import ModelConfig
-from app.types import ModelKey
+from app.types import ModelKey, ParamValue
 
 
 class ModelState(enum.Enum):
@@ -38,6 +38,8 @@ class LoadedModel:
     fingerprint: object  # what the files looked like when loaded (see repository/scan.py)
     intra_op_threads: int = 1
     budget_token: str = ""  # its share of the manager's ThreadBudget
+    #: the model's own description (models/model_info.py): producer, opsets, metadata_props
+    parameters: dict[str, ParamValue] = field(default_factory=dict)
     leases: int = 0
     _retiring: bool = False
     _drained: asyncio.Event = field(default_factory=asyncio.Event)

@@ -68,6 +68,9 @@ class VersionFiles:
 
     model_file: Path
     cache_dir: Path | None = None
+    #: (model, version) of a single .onnx file served from its own folder (view.py): the
+    #: folder is then the root, and only the file is the model's
+    single: tuple[str, str] | None = None
 
     @property
     def folder(self) -> Path:
@@ -75,22 +78,26 @@ class VersionFiles:
 
     @property
     def root(self) -> Path:
-        return self.folder.parent.parent
+        return self.folder if self.single else self.folder.parent.parent
 
     @property
     def model(self) -> str:
-        return self.folder.parent.name
+        return self.single[0] if self.single else self.folder.parent.name
 
     @property
     def version(self) -> str:
-        return self.folder.name
+        return self.single[1] if self.single else self.folder.name
 
     def relative(self, path: Path) -> str:
         """`path` as clients see it: relative to the repository root."""
         return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else path.name
 
     def check_links(self) -> None:
-        """Refuse the version when its folder, or anything in it, links outside the root."""
+        """Refuse the version when its folder, or anything in it, links outside the root.
+        A single file's folder is the user's, not a model's, and the user named the file:
+        there is nothing of the model's to check but the file itself."""
+        if self.single:
+            return
         if leads_outside(self.folder, self.root):
             raise PathRefused(f"version folder '{self.relative(self.folder)}' links outside "
                               "the repository")

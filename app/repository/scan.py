@@ -30,6 +30,9 @@ class ModelSource:
     config_path: Path | None = None
     fingerprints: dict[int, Fingerprint] = field(default_factory=dict)
     config_fingerprint: Fingerprint = ()
+    #: the file each version loads when it is not the config's default_model_filename
+    #: (a single .onnx file served as a model: repository/view.py)
+    model_filename: str | None = None
 
     @property
     def fingerprint(self) -> tuple[Fingerprint, tuple[tuple[int, Fingerprint], ...]]:
@@ -104,6 +107,11 @@ def fingerprint(folder: Path, root: Path | None = None) -> Fingerprint:
             found.extend(_lstat(path, label) if leads_outside(path, root)
                          else _stat(path, label))
     return tuple(found)
+
+
+def fingerprint_file(path: Path) -> Fingerprint:
+    """One file's fingerprint (a single .onnx file served as a model)."""
+    return _stat(path, path.name)
 
 
 def _walkable(folder: Path, root: Path, walked: set[str]) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 import watchfiles
 
 from app.models.manager import ModelManager
-from app.repository.scan import ModelSource, scan_repository
+from app.repository.scan import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class RepositoryWatcher:
         """The repository now, or None when it cannot be listed (e.g. a network volume that
         dropped out): that is not "every model was removed", so what serves keeps serving."""
         try:
-            current = await self._manager.in_loader(scan_repository, self._root)
+            current = await self._manager.in_loader(self._manager.view.scan)
         except OSError as err:
             if not self._away:
                 log.warning("cannot scan the repository (%s); models keep serving, "

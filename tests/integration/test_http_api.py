@@ -38,6 +38,8 @@ def test_model_metadata_reports_dynamic_dims(base_url: str) -> None:
                    {"name": "b", "datatype": "FP32", "shape": [-1, 4]}],
         "outputs": [{"name": "sum", "datatype": "FP32", "shape": [-1, 4]},
                     {"name": "diff", "datatype": "FP32", "shape": [-1, 4]}],
+        "parameters": {"onnx.ir_version": 8, "onnx.opset.ai.onnx": 17, "onnx.model_version": 0,
+                       "onnx.graph_name": "test"},
     }
 
 

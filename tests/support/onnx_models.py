@@ -102,3 +102,35 @@ def write(root: Path, name: str, model: onnx.ModelProto | bytes, version: int = 
     path = folder / "model.onnx"
     path.write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
     return path
+
+
+def described(opset: int = 17, ir_version: int = 8) -> onnx.ModelProto:
+    """plus_one with every descriptive field of a ModelProto set, metadata_props included."""
+    model = plus_one()
+    model.opset_import[0].version = opset
+    model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    model.ir_version = ir_version
+    model.producer_name, model.producer_version = "test-exporter", "4.5.6"
+    model.domain, model.model_version = "org.example", 42
+    model.doc_string, model.graph.doc_string = "adds one", "the graph adds one"
+    model.graph.name = "plus_one_graph"
+    helper.set_model_props(model, {"author": "onnx-serve tests", "license": "Apache-2.0",
+                                   "labels": "a,b,c"})
+    return model
+
+
+def expected_parameters(model: onnx.ModelProto) -> dict[str, object]:
+    """What the metadata endpoints should publish for `model`, from the model itself."""
+    values: dict[str, object] = {
+        "onnx.producer_name": model.producer_name,
+        "onnx.producer_version": model.producer_version,
+        "onnx.domain": model.domain,
+        "onnx.model_version": model.model_version,
+        "onnx.doc_string": model.doc_string,
+        "onnx.graph_name": model.graph.name,
+        "onnx.graph_doc_string": model.graph.doc_string,
+        "onnx.ir_version": model.ir_version,
+    }
+    values.update({f"onnx.opset.{o.domain or 'ai.onnx'}": o.version for o in model.opset_import})
+    values.update({f"onnx.metadata.{p.key}": p.value for p in model.metadata_props})
+    return {key: value for key, value in values.items() if value != ""}
