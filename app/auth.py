@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.errors import PermissionDenied, Unauthenticated
+from app.settings import env_var
 
 if TYPE_CHECKING:
     from app.settings import AuthSettings
@@ -149,7 +150,7 @@ class Authenticator:
 
     def __init__(self, settings: AuthSettings) -> None:
         env = settings.keys.get_secret_value() if settings.keys is not None else ""
-        self._env = parse_keys(env, "ONNX_SERVE_AUTH__KEYS")
+        self._env = parse_keys(env, env_var("auth.keys"))
         self._path = settings.keys_file
         self._interval = settings.reload_interval_s
         self._stamp: tuple[int, ...] | None = None
@@ -170,7 +171,7 @@ class Authenticator:
         #: (protocol, "unauthenticated" | "permission_denied") -> refused requests
         self.refusals: dict[tuple[str, str], int] = {}
         sources = [str(self._path)] if self._path is not None else []
-        sources += ["ONNX_SERVE_AUTH__KEYS"] if settings.keys is not None else []
+        sources += [env_var("auth.keys")] if settings.keys is not None else []
         log.info("authentication on: %d API keys from %s", len(self._table.entries),
                  " and ".join(sources))
         if not self._table.entries:

@@ -27,6 +27,7 @@ from app.codecs.tensors import (
     infer_raw_shape,
 )
 from app.errors import InvalidInput
+from app.settings import env_var
 from app.types import Array, InferRequest, InferResponse, ParamValue, RequestedOutput, TensorSpec
 
 #: Reserved parameter names of the binary tensor data extension.
@@ -224,7 +225,8 @@ def _array_from_json(
     if dt.json is JsonKind.HALF and not limits.json_half_precision:
         raise InvalidInput(
             f"{where}: {dt.name} data cannot be sent as JSON numbers; send it as binary "
-            "(binary_data_size) or start the server with ONNX_SERVE_HTTP__JSON_HALF_PRECISION=true"
+            f"(binary_data_size) or start the server with {env_var('http.json_half_precision')}"
+            "=true"
         )
     if isinstance(data, TensorData):
         numbers = _numbers(where, data, dt, count)
