@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.auth import ALL, ANY_KEY, Authenticator, KeysError, Scope, bearer_key, parse_keys
+from app.auth import ALL, ANY_KEY, ApiGroup, Authenticator, KeysError, bearer_key, parse_keys
 from app.cli import main
 from app.errors import PermissionDenied, Unauthenticated
 from app.settings import AuthSettings, CorsSettings, Settings
@@ -23,8 +23,8 @@ def test_format_comments_groups_and_separators() -> None:
         f"# keys for the cluster\n{K1}\n\n  {K2} inference, metadata  # the frontend\n"
         f"{K3} statistics;k4-0123456789abcdef *\n", "keys")
     assert table.scopes_of(K1.encode()) == ALL.value
-    assert table.scopes_of(K2.encode()) == (Scope.INFERENCE | Scope.METADATA).value
-    assert table.scopes_of(K3.encode()) == Scope.STATISTICS.value
+    assert table.scopes_of(K2.encode()) == (ApiGroup.INFERENCE | ApiGroup.METADATA).value
+    assert table.scopes_of(K3.encode()) == ApiGroup.STATISTICS.value
     assert table.scopes_of(b"k4-0123456789abcdef") == ALL.value
     assert table.scopes_of(b"k5-0123456789abcdef") is None
     assert table.scopes_of(K1.encode()[:-1]) is None  # a prefix is not the key
@@ -36,12 +36,12 @@ def test_the_readme_example_file() -> None:
     example = re.findall(r"```text\n(.*?)\n```", readme[start:], re.S)[0]
     table = parse_keys(example, "README")
     assert [scopes for _, scopes in table.entries] == [
-        Scope.INFERENCE.value, ALL.value, Scope.METRICS.value]
+        ApiGroup.INFERENCE.value, ALL.value, ApiGroup.METRICS.value]
 
 
 def test_a_key_listed_twice_has_both_entries_groups() -> None:
     table = parse_keys(f"{K1} inference\n{K1} metrics", "keys")
-    assert table.scopes_of(K1.encode()) == (Scope.INFERENCE | Scope.METRICS).value
+    assert table.scopes_of(K1.encode()) == (ApiGroup.INFERENCE | ApiGroup.METRICS).value
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -72,16 +72,16 @@ def test_bearer_key(header: bytes | None, key: bytes | None) -> None:
 
 async def test_check_tells_missing_invalid_and_forbidden_apart() -> None:
     auth = Authenticator(AuthSettings.model_validate({"keys": f"{K1} inference"}))
-    await auth.check(f"Bearer {K1}".encode(), Scope.INFERENCE)
+    await auth.check(f"Bearer {K1}".encode(), ApiGroup.INFERENCE)
     await auth.check(f"Bearer {K1}".encode(), ANY_KEY)
     with pytest.raises(Unauthenticated, match="authentication required"):
-        await auth.check(None, Scope.INFERENCE)
+        await auth.check(None, ApiGroup.INFERENCE)
     with pytest.raises(Unauthenticated, match="not valid"):
-        await auth.check(f"Bearer {K2}".encode(), Scope.INFERENCE)
+        await auth.check(f"Bearer {K2}".encode(), ApiGroup.INFERENCE)
     with pytest.raises(Unauthenticated, match="not valid"):
-        await auth.check(K1.encode(), Scope.INFERENCE)  # no scheme
+        await auth.check(K1.encode(), ApiGroup.INFERENCE)  # no scheme
     with pytest.raises(PermissionDenied, match="may not use the 'repository' API group") as err:
-        await auth.check(f"Bearer {K1}".encode(), Scope.REPOSITORY)
+        await auth.check(f"Bearer {K1}".encode(), ApiGroup.REPOSITORY)
     assert K1 not in str(err.value)
 
 
@@ -101,7 +101,7 @@ async def test_rewritten_file_applies_without_blocking_and_bad_files_keep_old_ke
 
     async def valid(key: str) -> bool:
         try:
-            await auth.check(f"Bearer {key}".encode(), Scope.METRICS)
+            await auth.check(f"Bearer {key}".encode(), ApiGroup.METRICS)
             return True
         except Unauthenticated:
             return False
@@ -133,14 +133,14 @@ async def test_a_key_just_added_works_on_its_first_request(tmp_path: Path) -> No
     path = tmp_path / "keys"
     path.write_text(f"{K1}\n")
     auth = Authenticator(AuthSettings(keys_file=path, reload_interval_s=3600))
-    await auth.check(f"Bearer {K1}".encode(), Scope.METRICS)
+    await auth.check(f"Bearer {K1}".encode(), ApiGroup.METRICS)
     with path.open("a") as keys:
         keys.write(f"{K2} metrics\n")
-    await auth.check(f"Bearer {K2}".encode(), Scope.METRICS)
+    await auth.check(f"Bearer {K2}".encode(), ApiGroup.METRICS)
     with pytest.raises(Unauthenticated):  # still refused once read: it is not in the file
-        await auth.check(f"Bearer {K3}".encode(), Scope.METRICS)
+        await auth.check(f"Bearer {K3}".encode(), ApiGroup.METRICS)
     with pytest.raises(PermissionDenied):  # the groups of the new key apply
-        await auth.check(f"Bearer {K2}".encode(), Scope.INFERENCE)
+        await auth.check(f"Bearer {K2}".encode(), ApiGroup.INFERENCE)
 
 
 async def test_unknown_keys_share_reads_at_most_one_per_interval(tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ async def test_unknown_keys_share_reads_at_most_one_per_interval(tmp_path: Path)
 
     auth._reload = counted  # type: ignore[method-assign]
     bad = [f"Bearer bad-key-{n:04d}-0123456789".encode() for n in range(200)]
-    results = await asyncio.gather(*(auth.check(key, Scope.METRICS) for key in bad),
+    results = await asyncio.gather(*(auth.check(key, ApiGroup.METRICS) for key in bad),
                                    return_exceptions=True)
     assert all(isinstance(r, Unauthenticated) for r in results)
     assert 1 <= reads <= 2  # one for those that came first, one for any that came during it
