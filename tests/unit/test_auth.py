@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -144,25 +145,37 @@ async def test_a_key_just_added_works_on_its_first_request(tmp_path: Path) -> No
 
 
 async def test_unknown_keys_share_reads_at_most_one_per_interval(tmp_path: Path) -> None:
-    """A flood of bad keys: every one is refused, and they share a handful of reads."""
+    """A flood of bad keys shares one read; the next flood waits for the interval to pass
+    since that read began (ordered against a timer at half the interval, not timed)."""
     path = tmp_path / "keys"
     path.write_text(f"{K1}\n")
+    interval_s = 0.6
     auth = Authenticator(AuthSettings(keys_file=path, reload_interval_s=3600,
-                                      unknown_key_reload_interval_ms=200))
-    reads = 0
+                                      unknown_key_reload_interval_ms=round(interval_s * 1000)))
+    events: list[str] = []
+    read_at: list[float] = []
     reload = auth._reload
 
     def counted(always: bool = False) -> None:
-        nonlocal reads
-        reads += 1
+        read_at.append(time.monotonic())  # the event loop's clock
+        events.append("read")
         reload(always)
 
     auth._reload = counted  # type: ignore[method-assign]
-    bad = [f"Bearer bad-key-{n:04d}-0123456789".encode() for n in range(200)]
-    results = await asyncio.gather(*(auth.check(key, ApiGroup.METRICS) for key in bad),
-                                   return_exceptions=True)
-    assert all(isinstance(r, Unauthenticated) for r in results)
-    assert 1 <= reads <= 2  # one for those that came first, one for any that came during it
+
+    async def flood(wave: int) -> None:
+        bad = [f"Bearer bad-key-{wave}-{n:04d}-0123456789".encode() for n in range(200)]
+        results = await asyncio.gather(*(auth.check(key, ApiGroup.METRICS) for key in bad),
+                                       return_exceptions=True)
+        assert all(isinstance(r, Unauthenticated) for r in results)
+
+    await flood(1)
+    assert events == ["read"]  # 200 unknown keys, one read
+    loop = asyncio.get_running_loop()
+    loop.call_at(read_at[0] + interval_s / 2, events.append, "half the interval")
+    await flood(2)
+    # Without the rate limit the second read would start at once, before the timer.
+    assert events == ["read", "half the interval", "read"]
 
 
 def test_unusable_keys_file_at_start(tmp_path: Path) -> None:
