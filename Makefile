@@ -61,7 +61,9 @@ models: $(VENV)/.dev ## regenerate model_repository/ (reproducible, no downloads
 protos: $(VENV)/.dev ## regenerate app/protos_gen/ from protos/inference.proto
 	$(PY) protos/generate.py
 
-bench: $(VENV)/.dev ## REST benchmark against KServe (see bench/README.md)
+# The bench needs ../shared/bench/peers beside this clone (peer recipes and the shared loadgen,
+# not part of this repository; BENCH_PEERS points elsewhere): without it, it stops saying so.
+bench: $(VENV)/.dev ## REST benchmark against KServe (needs ../shared/bench/peers; bench/README.md)
 	PY=$(abspath $(PY)) bash bench/rest_bench.sh
 
 image: ## build onnx-serve:0.1.0 offline, run it and infer through it (root; docs/docker.md)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.errors import PermissionDenied, Unauthenticated
+from app.settings import env_var
 
 if TYPE_CHECKING:
     from app.settings import AuthSettings
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Scope(enum.Flag):
+class ApiGroup(enum.Flag):
     """The API groups a key may use. Health (live, ready, model ready) needs no key."""
 
     INFERENCE = enum.auto()
@@ -34,16 +35,17 @@ class Scope(enum.Flag):
 
 
 #: Group names as written in keys files (and as the REST routes' OpenAPI tags).
-GROUPS: dict[str, Scope] = {
-    "inference": Scope.INFERENCE,
-    "metadata": Scope.METADATA,
-    "repository": Scope.REPOSITORY,
-    "statistics": Scope.STATISTICS,
-    "metrics": Scope.METRICS,
+GROUPS: dict[str, ApiGroup] = {
+    "inference": ApiGroup.INFERENCE,
+    "metadata": ApiGroup.METADATA,
+    "repository": ApiGroup.REPOSITORY,
+    "statistics": ApiGroup.STATISTICS,
+    "metrics": ApiGroup.METRICS,
 }
-ALL = Scope.INFERENCE | Scope.METADATA | Scope.REPOSITORY | Scope.STATISTICS | Scope.METRICS
+ALL = (ApiGroup.INFERENCE | ApiGroup.METADATA | ApiGroup.REPOSITORY | ApiGroup.STATISTICS
+       | ApiGroup.METRICS)
 #: What a request outside every known API group needs: any valid key, whatever its groups.
-ANY_KEY = Scope(0)
+ANY_KEY = ApiGroup(0)
 
 #: RFC 6750's b64token: base64, base64url and hex keys all fit; whitespace, ';' and '#' do
 #: not, so they can separate entries and start comments.
@@ -55,19 +57,19 @@ class KeysError(ValueError):
     """The keys file or ONNX_SERVE_AUTH__KEYS cannot be used (the message never holds a key)."""
 
 
-def group_names(scopes: Scope) -> str:
+def group_names(scopes: ApiGroup) -> str:
     return ", ".join(name for name, scope in GROUPS.items() if scope & scopes)
 
 
 @dataclass(frozen=True)
 class KeyTable:
-    """SHA-256 digests of the valid keys, each with the groups it may use (Scope values:
+    """SHA-256 digests of the valid keys, each with the groups it may use (ApiGroup values:
     plain ints, as enum.Flag arithmetic costs about a microsecond an operation)."""
 
     entries: tuple[tuple[bytes, int], ...] = ()
 
     def scopes_of(self, key: bytes) -> int | None:
-        """The groups `key` may use (a Scope value), or None for an unknown key.
+        """The groups `key` may use (a ApiGroup value), or None for an unknown key.
 
         Digests are compared, in constant time, against every entry with no early exit, so
         neither the time taken nor a key's length tells which entry (if any) matched.
@@ -107,11 +109,11 @@ def parse_keys(text: str, source: str) -> KeyTable:
     return KeyTable(tuple(entries))
 
 
-def _scopes(text: str, where: str) -> Scope:
+def _scopes(text: str, where: str) -> ApiGroup:
     names = [name.strip().lower() for name in text.split(",") if name.strip()]
     if not names or "*" in names:
         return ALL
-    scopes = Scope(0)
+    scopes = ApiGroup(0)
     for name in names:
         if name not in GROUPS:
             raise KeysError(f"{where}: unknown API group '{name}' (expected "
@@ -149,7 +151,7 @@ class Authenticator:
 
     def __init__(self, settings: AuthSettings) -> None:
         env = settings.keys.get_secret_value() if settings.keys is not None else ""
-        self._env = parse_keys(env, "ONNX_SERVE_AUTH__KEYS")
+        self._env = parse_keys(env, env_var("auth.keys"))
         self._path = settings.keys_file
         self._interval = settings.reload_interval_s
         self._stamp: tuple[int, ...] | None = None
@@ -170,13 +172,13 @@ class Authenticator:
         #: (protocol, "unauthenticated" | "permission_denied") -> refused requests
         self.refusals: dict[tuple[str, str], int] = {}
         sources = [str(self._path)] if self._path is not None else []
-        sources += ["ONNX_SERVE_AUTH__KEYS"] if settings.keys is not None else []
+        sources += [env_var("auth.keys")] if settings.keys is not None else []
         log.info("authentication on: %d API keys from %s", len(self._table.entries),
                  " and ".join(sources))
         if not self._table.entries:
             log.warning("no API keys yet: every request but health checks is refused")
 
-    async def check(self, authorization: bytes | None, needed: Scope,
+    async def check(self, authorization: bytes | None, needed: ApiGroup,
                     protocol: str = "http") -> None:
         """Return if the bearer key in `authorization` may use every group in `needed`
         (ANY_KEY: any valid key); raise Unauthenticated or PermissionDenied otherwise, and
@@ -200,10 +202,10 @@ class Authenticator:
             raise
 
     @staticmethod
-    def _permit(scopes: int, needed: Scope) -> None:
+    def _permit(scopes: int, needed: ApiGroup) -> None:
         if needed.value & ~scopes:
             raise PermissionDenied(f"this API key may not use the '{group_names(needed)}' API "
-                                   f"group (it may use: {group_names(Scope(scopes)) or 'none'})")
+                                   f"group (it may use: {group_names(ApiGroup(scopes)) or 'none'})")
 
     def _maybe_reload(self) -> None:
         if self._path is None:

@@ -6,58 +6,63 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 from app import __version__
 from app.logs import configure as configure_logging
-from app.settings import Settings
+from app.settings import ENV_PREFIX, Settings, env_var, setting_field
 
-#: flag destination -> (settings group or None, field)
-_FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
-    "model_repository": ("repository", "path"),
-    "host": (None, "host"),
-    "http_port": ("http", "port"),
-    "grpc_port": ("grpc", "port"),
-    "log_level": (None, "log_level"),
-    "log_format": (None, "log_format"),
-    "model_control_mode": ("repository", "control_mode"),
-    "load_model": ("repository", "load_models"),
-    "repository_poll_secs": ("repository", "poll_interval_s"),
-    "strict_readiness": ("repository", "strict_readiness"),
-    "reuse_grpc_port": ("grpc", "reuse_port"),
-}
+#: The flags, each the setting it overrides (Triton's spellings where Triton has the flag);
+#: help, default and environment variable come from the Settings field.
+FLAGS: tuple[tuple[str, str, str], ...] = (
+    # flag, settings path, metavar
+    ("--model-repository", "repository.path", "PATH"),
+    ("--host", "host", "ADDRESS"),
+    ("--http-port", "http.port", "PORT"),
+    ("--grpc-port", "grpc.port", "PORT"),
+    ("--log-level", "log_level", "LEVEL"),
+    ("--log-format", "log_format", "FORMAT"),
+    ("--model-control-mode", "repository.control_mode", "MODE"),
+    ("--load-model", "repository.load_models", "NAME"),
+    ("--repository-poll-secs", "repository.poll_interval_s", "SECONDS"),
+    ("--strict-readiness", "repository.strict_readiness", "BOOL"),
+    ("--reuse-grpc-port", "grpc.reuse_port", "BOOL"),
+)
+
+
+def _help(path: str) -> str:
+    field = setting_field(path)
+    text = (field.description or "").rstrip(".") + "."
+    if get_origin(field.annotation) is Literal:
+        text += " One of " + ", ".join(map(str, get_args(field.annotation))) + "."
+    elif get_origin(field.annotation) is list:
+        text += " Repeatable."
+    if field.default_factory is None:
+        default = field.default
+        text += f" Default {str(default).lower() if isinstance(default, bool) else default}."
+    # argparse formats help with %: a literal one in a description must be doubled.
+    return f"{text} Env {env_var(path)}.".replace("%", "%%")
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """The FLAGS on `parser` (a subcommand that serves takes them too); values stay strings
+    for Settings to validate, so a bad one gets the same message as from the environment."""
+    for flag, path, metavar in FLAGS:
+        repeated = get_origin(setting_field(path).annotation) is list
+        parser.add_argument(flag, dest=path, metavar=metavar, help=_help(path),
+                            action="append" if repeated else "store")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onnx-serve",
         description="Serve a repository of ONNX models over the KServe v2 / Triton protocol. "
-        "Every flag also has an environment variable (ONNX_SERVE_HOST, ONNX_SERVE_HTTP__PORT, "
-        "...); flags win.",
+        f"Every setting is an environment variable ({ENV_PREFIX}<GROUP>__<FIELD>); flags "
+        "win.",
     )
-    parser.add_argument("--model-repository", metavar="PATH",
-                        help="model repository folder (default ./model_repository)")
-    parser.add_argument("--host", help="address to bind (default 0.0.0.0)")
-    parser.add_argument("--http-port", metavar="PORT", help="HTTP port (default 8000)")
-    parser.add_argument("--grpc-port", metavar="PORT", help="gRPC port (default 8001)")
-    parser.add_argument("--log-level", help="debug, info, warning or error (default info)")
-    parser.add_argument("--log-format", help="text (default) or json: one JSON object per line")
-    parser.add_argument("--model-control-mode", metavar="MODE",
-                        help="none (load all at start), poll (and watch the repository) or "
-                        "explicit (load only what --load-model or the API asks); default none")
-    parser.add_argument("--load-model", metavar="NAME", action="append",
-                        help="explicit mode: load this model at start (repeatable; '*' = all)")
-    parser.add_argument("--repository-poll-secs", metavar="SECONDS",
-                        help="poll mode: rescan at least this often (default 5)")
-    parser.add_argument("--strict-readiness", metavar="BOOL",
-                        help="true: ready only when every model is READY (default); "
-                        "false: ready once the server answers")
-    parser.add_argument("--reuse-grpc-port", metavar="BOOL",
-                        help="true: share the gRPC port with other processes that ask the "
-                        "same (SO_REUSEPORT, as Triton's flag); false (default): a taken port "
-                        "stops the server")
+    add_setting_flags(parser)
     parser.add_argument("--version", action="version", version=f"onnx-serve {__version__}")
     return parser
 
@@ -65,11 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 def load_settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, then the flags that were given on top."""
     data: dict[str, Any] = Settings().model_dump()
-    for dest, (group, field) in _FLAG_FIELDS.items():
-        value = getattr(args, dest)
+    for _, path, _ in FLAGS:
+        value = getattr(args, path, None)
         if value is None:
             continue
-        target = data if group is None else data[group]
+        *group, field = path.split(".")
+        target = data[group[0]] if group else data
         target[field] = value
     return Settings.model_validate(data)
 
@@ -77,7 +83,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """`ONNX_SERVE_*` variables that name no setting: pydantic-settings ignores them, so a
     misspelt group or field would otherwise be dropped without a word."""
-    prefix = "ONNX_SERVE_"
+    prefix = ENV_PREFIX
     known = set()
     for name, field in Settings.model_fields.items():
         known.add(prefix + name.upper())
@@ -108,8 +114,8 @@ def start(args: argparse.Namespace, layout: str | None = None) -> int:
     what `serve PATH` found PATH to be (repository/view.py)."""
     unknown = unknown_variables(os.environ)
     if unknown:
-        print(f"onnx-serve: error: {unknown[0]} is not a setting (ONNX_SERVE_<GROUP>__<FIELD>, "
-              "see README.md, Configuration)", file=sys.stderr)
+        print(f"onnx-serve: error: {unknown[0]} is not a setting "
+              f"({ENV_PREFIX}<GROUP>__<FIELD>, see README.md, Configuration)", file=sys.stderr)
         return 2
     try:
         settings = load_settings(args)

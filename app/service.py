@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import __version__
+from app.effective_config import effective_config
 from app.errors import (
     ErrorCode,
     InvalidInput,
@@ -18,7 +19,6 @@ from app.errors import (
     ShuttingDown,
     Unsupported,
 )
-from app.model_config import effective_config
 from app.models.manager import ModelManager
 from app.models.version import ModelState
 from app.repository.config import ConfigError, parse_config_json

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: A container must listen on every interface to be reachable (the deployment's choice);
 #: outside one, pass --host 127.0.0.1.
 ALL_INTERFACES = "0.0.0.0"  # nosec B104 # the default for containers, see above
+ENV_PREFIX = "ONNX_SERVE_"
 
 
 class _Group(BaseModel):
@@ -339,11 +341,12 @@ class Settings(BaseSettings):
     """Every server setting; built once in cli.py and passed down through constructors."""
 
     model_config = SettingsConfigDict(
-        env_prefix="ONNX_SERVE_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     host: str = Field(ALL_INTERFACES, description="Address to bind; containers need 0.0.0.0.")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log records written.")
     log_format: Literal["text", "json"] = Field(
         "text", description="text for people; json: one object per line for log collectors.")
     http: HttpSettings = Field(default_factory=HttpSettings)
@@ -355,3 +358,27 @@ class Settings(BaseSettings):
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
+
+
+# Settings named by their dotted path ("http.max_body_bytes"), for the flags (cli.py) and for
+# refusals that tell a client which variable raises a limit: spelt from the fields, so a
+# renamed field fails at import instead of leaving a stale name in a message.
+def setting_field(path: str) -> FieldInfo:
+    """The field at `path`: a top-level field ('host') or a group's ('http.port')."""
+    group, _, name = path.rpartition(".")
+    model: type[BaseModel] = Settings
+    if group:
+        annotation = Settings.model_fields[group].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise KeyError(f"'{group}' is not a settings group")
+        model = annotation
+    if name not in model.model_fields:
+        raise KeyError(f"'{path}' is not a setting")
+    return model.model_fields[name]
+
+
+def env_var(path: str) -> str:
+    """The environment variable of the setting at `path` ('http.port' ->
+    ONNX_SERVE_HTTP__PORT); KeyError if there is no such setting."""
+    setting_field(path)
+    return ENV_PREFIX + path.replace(".", "__").upper()

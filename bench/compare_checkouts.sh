@@ -8,7 +8,7 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 OLD="$(cd "${1:?usage: compare_checkouts.sh OLD [NEW]}" && pwd)"; NEW="$(cd "${2:-$REPO}" && pwd)"
-SHARED="$REPO/../shared/bench/peers"; PEERS="${PEERS:-/tmp/peers}"; PY="${PY:-$REPO/.venv/bin/python}"
+. "$REPO/bench/peers.sh"; PEERS="${PEERS:-/tmp/peers}"; PY="${PY:-$REPO/.venv/bin/python}"
 ROUNDS="${ROUNDS:-3}"; CASES="${CASES:-mlp grpc,tiny grpc,mlp http}"; CONC="${CONC:-1,32}"
 DUR="${DUR:-5}"; WARMUP="${WARMUP:-2}"
 LG="$PEERS/loadgen-venv/bin/python"

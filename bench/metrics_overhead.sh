@@ -4,7 +4,7 @@
 #   bash bench/metrics_overhead.sh      Env: DUR (10), WARMUP (2), ROUNDS (2), PEERS, PY, OUT
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-SHARED="$REPO/../shared/bench/peers"
+. "$REPO/bench/peers.sh"  # SHARED, or exit 2 saying what is missing
 PEERS="${PEERS:-/tmp/peers}"; PY="${PY:-$REPO/.venv/bin/python}"
 DUR="${DUR:-10}"; WARMUP="${WARMUP:-2}"; ROUNDS="${ROUNDS:-2}"
 OUT="${OUT:-$REPO/bench/results/metrics-$(date +%Y%m%d-%H%M%S).jsonl}"

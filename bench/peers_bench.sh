@@ -12,7 +12,7 @@
 #      OUT (results JSONL; raw_limit output beside it; the markdown table to stdout and OUT.md).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-SHARED="$REPO/../shared/bench/peers"
+. "$REPO/bench/peers.sh"  # SHARED, or exit 2 saying what is missing
 PEERS="${PEERS:-/tmp/peers}"; PY="${PY:-$REPO/.venv/bin/python}"
 DUR="${DUR:-8}"; WARMUP="${WARMUP:-2}"; CONC="${CONC:-1,8,32}"; RETRIES="${RETRIES:-1}"
 MODELS="${MODELS:-tiny mlp cnn}"; PROTOS="${PROTOS:-http grpc grpc-raw}"

@@ -8,7 +8,7 @@
 #      PEERS (/tmp/peers), PY, OUT (results directory).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-SHARED="$REPO/../shared/bench/peers"
+. "$REPO/bench/peers.sh"  # SHARED, or exit 2 saying what is missing
 PEERS="${PEERS:-/tmp/peers}"; PY="${PY:-$REPO/.venv/bin/python}"
 MODELS="${MODELS:-tiny mlp}"
 OUT="${OUT:-$REPO/bench/results/perf-analyzer-$(date +%Y%m%d-%H%M%S)}"

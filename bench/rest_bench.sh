@@ -7,7 +7,7 @@
 #      OUT (results JSONL; the markdown table goes to stdout and OUT.md).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-SHARED="$REPO/../shared/bench/peers"
+. "$REPO/bench/peers.sh"  # SHARED, or exit 2 saying what is missing
 PEERS="${PEERS:-/tmp/peers}"
 PY="${PY:-$REPO/.venv/bin/python}"
 DUR="${DUR:-10}"; WARMUP="${WARMUP:-2}"; CONC="${CONC:-1,8,32}"; THREADS="${THREADS:-1}"

@@ -4,7 +4,7 @@
 #   bash bench/threads_bench.sh      Env: DUR (10), WARMUP (2), CONC (1,8,32), PEERS, PY, OUT
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-SHARED="$REPO/../shared/bench/peers"
+. "$REPO/bench/peers.sh"  # SHARED, or exit 2 saying what is missing
 PEERS="${PEERS:-/tmp/peers}"; PY="${PY:-$REPO/.venv/bin/python}"
 DUR="${DUR:-10}"; WARMUP="${WARMUP:-2}"; CONC="${CONC:-1,8,32}"
 mkdir -p "$REPO/bench/results" "$PEERS/logs"

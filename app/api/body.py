@@ -6,6 +6,7 @@ import asyncio
 import zlib
 
 from app.errors import InvalidInput, RequestTooLarge, UnsupportedEncoding
+from app.settings import env_var
 
 #: Content-Encoding -> zlib's wbits: gzip framing, or zlib framing for "deflate" (RFC 9110
 #: 8.4.1.2, and what tritonclient's request_compression_algorithm="deflate" sends).
@@ -14,7 +15,7 @@ _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate":
 
 def too_large(size: int, limit: int) -> str:
     return (f"the request body ({size}+ bytes) exceeds the limit of {limit} bytes "
-            "(setting ONNX_SERVE_HTTP__MAX_BODY_BYTES)")
+            f"(setting {env_var('http.max_body_bytes')})")
 
 
 class BodyBuffer:
@@ -80,7 +81,7 @@ class BodyBuffer:
         if inflated and self._size > self._inflated_limit:
             raise RequestTooLarge(
                 f"the request body decompresses to more than {self._inflated_limit} bytes "
-                "(setting ONNX_SERVE_HTTP__MAX_DECOMPRESSED_BYTES)")
+                f"(setting {env_var('http.max_decompressed_bytes')})")
         if data:
             self._chunks.append(data)
 

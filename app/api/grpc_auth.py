@@ -8,29 +8,29 @@ from typing import Any
 import grpc
 
 from app.api.status import GRPC_STATUS
-from app.auth import ANY_KEY, Authenticator, Scope
+from app.auth import ANY_KEY, ApiGroup, Authenticator
 from app.errors import ServingError
 
 _INFERENCE = "/inference.GRPCInferenceService/"
 #: Full method name -> the API group it needs; None: open (probes need no key).
-METHOD_GROUPS: dict[str, Scope | None] = {
+METHOD_GROUPS: dict[str, ApiGroup | None] = {
     **{_INFERENCE + name: None for name in ("ServerLive", "ServerReady", "ModelReady")},
-    **{_INFERENCE + name: Scope.METADATA
+    **{_INFERENCE + name: ApiGroup.METADATA
        for name in ("ServerMetadata", "ModelMetadata", "ModelConfig")},
-    _INFERENCE + "ModelStatistics": Scope.STATISTICS,
-    _INFERENCE + "ModelInfer": Scope.INFERENCE,
-    _INFERENCE + "ModelStreamInfer": Scope.INFERENCE,
-    **{_INFERENCE + name: Scope.REPOSITORY
+    _INFERENCE + "ModelStatistics": ApiGroup.STATISTICS,
+    _INFERENCE + "ModelInfer": ApiGroup.INFERENCE,
+    _INFERENCE + "ModelStreamInfer": ApiGroup.INFERENCE,
+    **{_INFERENCE + name: ApiGroup.REPOSITORY
        for name in ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload",
                     # Server settings change the server for everyone: as admin as loading.
                     "TraceSetting", "LogSettings")},
     # Shared memory regions carry inference inputs and outputs.
-    **{_INFERENCE + f"{kind}SharedMemory{verb}": Scope.INFERENCE
+    **{_INFERENCE + f"{kind}SharedMemory{verb}": ApiGroup.INFERENCE
        for kind in ("System", "Cuda") for verb in ("Status", "Register", "Unregister")},
     "/grpc.health.v1.Health/Check": None,
     "/grpc.health.v1.Health/Watch": None,
     # The schema, like /openapi.json, is metadata: only probes are open.
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Scope.METADATA,
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": ApiGroup.METADATA,
 }
 
 

@@ -16,7 +16,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.settings import HttpSettings, Settings
+from app.settings import HttpSettings, Settings, env_var
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._header_bytes:
             self._answer_and_close(408, "the request's headers did not arrive within "
                                    f"{self.limits.header_timeout_s:g} s "
-                                   "(ONNX_SERVE_HTTP__HEADER_TIMEOUT_S)")
+                                   f"({env_var('http.header_timeout_s')})")
         else:
             self.transport.close()  # nothing was asked: nobody to answer
 
@@ -192,7 +192,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             cycle.message_event.set()
             self._answer_and_close(408, "the request body did not arrive within "
                                    f"{self.limits.body_timeout_s:g} s "
-                                   "(ONNX_SERVE_HTTP__BODY_TIMEOUT_S)", force=True)
+                                   f"({env_var('http.body_timeout_s')})", force=True)
         else:
             self.transport.close()
 
@@ -220,11 +220,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _headers_too_large(self) -> str:
         return (f"the request's headers are larger than {self.limits.max_header_bytes} bytes "
-                "(ONNX_SERVE_HTTP__MAX_HEADER_BYTES)")
+                f"({env_var('http.max_header_bytes')})")
 
     def _over_limit(self) -> str:
         return (f"the server has {self.limits.max_connections} connections open "
-                "(ONNX_SERVE_HTTP__MAX_CONNECTIONS); retry later")
+                f"({env_var('http.max_connections')}); retry later")
 
 
 _RETRY_AFTER = (b"retry-after", b"1")

@@ -13,8 +13,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.status import HTTP_STATUS
-from app.auth import ANY_KEY, GROUPS, Authenticator, group_names
-from app.auth import Scope as Groups
+from app.auth import ANY_KEY, GROUPS, ApiGroup, Authenticator, group_names
 from app.errors import PermissionDenied, ServingError
 from app.settings import CorsSettings
 
@@ -43,7 +42,7 @@ def secure(app: ASGIApp, routes: FastAPI, is_infer: Callable[[str], bool],
     return app
 
 
-def route_groups(app: FastAPI) -> list[tuple[BaseRoute, Groups | None]]:
+def route_groups(app: FastAPI) -> list[tuple[BaseRoute, ApiGroup | None]]:
     """Each route of `app` with the API group it belongs to (None: open), in routing order.
 
     The group is the route's one OpenAPI tag. The API documentation (/docs, /redoc, their
@@ -52,7 +51,7 @@ def route_groups(app: FastAPI) -> list[tuple[BaseRoute, Groups | None]]:
     """
     # fastapi-offline serves /docs and /redoc as its own routes (app.docs_url is None).
     docs = {app.openapi_url, app.swagger_ui_oauth2_redirect_url, "/docs", "/redoc"}
-    table: list[tuple[BaseRoute, Groups | None]] = []
+    table: list[tuple[BaseRoute, ApiGroup | None]] = []
     for route in app.routes:
         if isinstance(route, APIRoute) and route.tags:
             tags = [str(t) for t in route.tags]
@@ -62,7 +61,7 @@ def route_groups(app: FastAPI) -> list[tuple[BaseRoute, Groups | None]]:
             table.append((route, None if tags[0] == OPEN_TAG else GROUPS[tags[0]]))
         elif getattr(route, "path", None) in docs or (
                 isinstance(route, Mount) and isinstance(route.app, StaticFiles)):
-            table.append((route, Groups.METADATA))
+            table.append((route, ApiGroup.METADATA))
         else:
             raise ValueError(f"route {getattr(route, 'path', route)!r} has no API group")
     return table
@@ -75,10 +74,10 @@ class RouteClassifier:
         self._table = route_groups(app)
         self._is_infer = is_infer
 
-    def __call__(self, scope: Scope) -> Groups | None:
+    def __call__(self, scope: Scope) -> ApiGroup | None:
         if self._is_infer(scope["path"]):  # the busiest routes, found without a regex
-            return Groups.INFERENCE
-        partial: Groups | None = ANY_KEY
+            return ApiGroup.INFERENCE
+        partial: ApiGroup | None = ANY_KEY
         seen_partial = False
         for route, group in self._table:
             match, _ = route.matches(scope)
@@ -94,7 +93,7 @@ class AuthGate:
     is refused before its body is read. Installed only when authentication is on."""
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator,
-                 classify: Callable[[Scope], Groups | None],
+                 classify: Callable[[Scope], ApiGroup | None],
                  refused: Callable[[Scope, ServingError], None] | None = None) -> None:
         self._app = app
         self._auth = authenticator
@@ -123,7 +122,7 @@ class AuthGate:
         await self._app(scope, receive, send)
 
 
-async def _refuse(send: Send, err: ServingError, had_key: bool, needed: Groups) -> None:
+async def _refuse(send: Send, err: ServingError, had_key: bool, needed: ApiGroup) -> None:
     """401 or 403 with RFC 6750's challenge, and the usual {"error": ...} body."""
     challenge = _REALM
     if isinstance(err, PermissionDenied):

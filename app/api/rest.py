@@ -162,26 +162,13 @@ class RestApi:
         await self._service.repository_unload(model_name)
         return _json({})
 
-    async def model_infer(self, model_name: str, request: Request) -> Response:
-        return await self._infer(request, model_name, None)
+    # The inference routes document POST .../infer (api/http_app.py answers those URLs
+    # before FastAPI routes anything, for both /v2 and /v1): these never run in the server.
+    async def model_infer(self, model_name: str) -> Response:
+        raise RuntimeError("POST .../infer is answered by api/http_app.py, not FastAPI")
 
-    async def version_infer(self, model_name: str, version: str, request: Request) -> Response:
-        return await self._infer(request, model_name, version)
-
-    async def _infer(self, http: Request, name: str, version: str | None) -> Response:
-        """The documented route. In the server, api/http_app.py answers these URLs before
-        FastAPI sees them (and cancels requests whose client disconnects)."""
-        try:
-            body = await self._read_body(http)
-        except ServingError as err:
-            self.refused(name, version, err)
-            raise
-        content, json_length = await self.infer(name, version, http.headers.get(HEADER_LENGTH),
-                                                body)
-        if json_length is None:
-            return Response(content, media_type="application/json")
-        return Response(content, media_type="application/octet-stream",
-                        headers={"Inference-Header-Content-Length": str(json_length)})
+    async def version_infer(self, model_name: str, version: str) -> Response:
+        raise RuntimeError("POST .../infer is answered by api/http_app.py, not FastAPI")
 
     async def infer(self, name: str, version: str | None, header: str | None,
                     body: bytes) -> tuple[bytes, int | None]:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy, TimeoutAction, Waiting, decide
-from app.batching.stats import FailureReason, ModelStats
+from app.batching.stats import ModelStats
 from app.errors import (
     DeadlineExceeded,
     InferenceFailed,
@@ -38,7 +38,7 @@ class Launched:
     terminate: Callable[[], None]
 
 
-class Instance(Protocol):
+class FreeSlot(Protocol):
     """A free instance, held by the batcher until it launches work or releases it."""
 
     def launch(self, work: Callable[[RunFn], Any]) -> Launched:
@@ -51,7 +51,7 @@ class Instance(Protocol):
 class Runner(Protocol):
     """Where batches run (a SessionPool, or a fake one in tests)."""
 
-    async def acquire(self) -> Instance:
+    async def acquire(self) -> FreeSlot:
         """Wait for a free instance."""
 
 
@@ -133,10 +133,10 @@ class DynamicBatcher:
             outputs = await item.future
         except asyncio.CancelledError:
             self._abandon(item)
-            self.stats.request_failed(time.perf_counter_ns() - started, FailureReason.CANCELED)
+            self.stats.request_failed(time.perf_counter_ns() - started)
             raise
-        except BaseException as err:
-            self.stats.request_failed(time.perf_counter_ns() - started, _reason(err))
+        except BaseException:
+            self.stats.request_failed(time.perf_counter_ns() - started)
             raise
         finally:
             self.stats.inflight -= 1
@@ -153,12 +153,12 @@ class DynamicBatcher:
                                f"(1 = highest .. {policy.priority_levels}; 0 = default)")
         queue_policy = policy.queues[level - 1]
         if policy.max_inflight and self.stats.inflight >= policy.max_inflight:
-            self.stats.request_failed(0, FailureReason.REJECTED)
+            self.stats.request_failed(0)
             raise Overloaded(f"{self._label} already has {policy.max_inflight} requests in "
                              "flight (max_inflight_requests); retry later")
         queue = self._queues[level - 1]
         if len(queue) >= queue_policy.max_queue_size:
-            self.stats.request_failed(0, FailureReason.REJECTED)
+            self.stats.request_failed(0)
             raise Overloaded(f"{self._label}: the queue is full ({queue_policy.max_queue_size} "
                              "requests waiting); retry later")
         loop = asyncio.get_running_loop()
@@ -240,7 +240,7 @@ class DynamicBatcher:
         if running.abandoned == len(running.items) and running.launched is not None:
             running.launched.terminate()  # nobody waits for this batch any more
 
-    def _launch(self, instance: Instance, items: list[_Queued]) -> None:
+    def _launch(self, instance: FreeSlot, items: list[_Queued]) -> None:
         feeds = [item.feed for item in items]
         names = list(dict.fromkeys(name for item in items for name in item.names))
         running = _Running(items, names, sum(item.view.rows for item in items),
@@ -375,11 +375,3 @@ def _pick(outputs: list[Array], running: _Running, item: _Queued) -> list[Array]
         return outputs
     index = {name: position for position, name in enumerate(running.names)}
     return [outputs[index[name]] for name in item.names]
-
-
-def _reason(err: BaseException) -> FailureReason:
-    if isinstance(err, (DeadlineExceeded, Overloaded)):
-        return FailureReason.REJECTED
-    if isinstance(err, InferenceFailed | InvalidInput):
-        return FailureReason.BACKEND
-    return FailureReason.OTHER

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import enum
 import time
 from dataclasses import dataclass, field
 
@@ -12,15 +11,6 @@ LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                      0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: Rows per execution.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-class FailureReason(enum.Enum):
-    """Triton's `reason` label of nv_inference_request_failure."""
-
-    REJECTED = "REJECTED"  # queue full, in-flight cap, or timed out in the queue
-    CANCELED = "CANCELED"  # the client went away first
-    BACKEND = "BACKEND"  # onnxruntime failed
-    OTHER = "OTHER"
 
 
 @dataclass(slots=True)
@@ -79,7 +69,6 @@ class ModelStats:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
-    failures: dict[FailureReason, int] = field(default_factory=dict)
     inference_count: int = 0
     execution_count: int = 0
     last_inference_ms: int = 0
@@ -116,9 +105,8 @@ class ModelStats:
         self.queue_seconds.observe(queue_ns / 1e9)
         self.last_inference_ms = time.time_ns() // 1_000_000
 
-    def request_failed(self, total_ns: int, reason: FailureReason) -> None:
+    def request_failed(self, total_ns: int) -> None:
         self.fail.add(total_ns)
-        self.failures[reason] = self.failures.get(reason, 0) + 1
 
     def batch_ran(self, rows: int, requests: int, input_ns: int, infer_ns: int,
                   output_ns: int) -> None:

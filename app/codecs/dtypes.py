@@ -1,57 +1,83 @@
-"""The datatype table: v2 datatype <-> numpy dtype <-> ONNX element type, in one place."""
+"""The datatype table: every fact about a v2 datatype (numpy, ONNX, Triton, gRPC, JSON), once."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 import numpy as np
 
 
+class JsonKind(enum.Enum):
+    """What a datatype's elements are in v2 JSON `data`, and how the REST codec treats them."""
+
+    BOOL = "bool"  # true/false
+    INTEGER = "integer"  # JSON integers, range-checked, never wrapped
+    FLOAT = "float"  # JSON numbers
+    HALF = "half"  # JSON numbers only when the server opts in (Triton refuses them); answered
+    # widened to float64, whose shortest repr is exact
+    STRING = "string"  # UTF-8 strings
+
+
 @dataclass(frozen=True, slots=True)
 class DataType:
-    """One v2 datatype; `itemsize` is 0 for variable-size BYTES."""
+    """One v2 datatype; `itemsize` is 0 for variable-size BYTES.
+
+    `contents_field` is the InferTensorContents field that carries it typed over gRPC (None:
+    raw contents only) and `wire` what that field's elements are before narrowing.
+    """
 
     name: str
     numpy: np.dtype[np.generic]
     onnx_type: str  # onnxruntime's spelling inside "tensor(...)"
+    triton_name: str  # Triton's config enum, DataType in protos/inference.proto
+    contents_field: str | None
+    wire: np.dtype[np.generic] | None
+    json: JsonKind
     itemsize: int
 
     @property
     def is_bytes(self) -> bool:
-        return self.name == "BYTES"
-
-    @property
-    def is_half(self) -> bool:
-        """16-bit floats have no JSON form in the v2 protocol (Triton rejects them in JSON)."""
-        return self.name in ("FP16", "BF16")
+        return self.json is JsonKind.STRING
 
 
-def _dt(name: str, dtype: str | type, onnx_type: str) -> DataType:
+def _dt(name: str, dtype: str | type, onnx_type: str, contents: str | None,
+        wire: type | None, json: JsonKind, triton_name: str | None = None) -> DataType:
     np_dtype = np.dtype(dtype)
-    return DataType(name, np_dtype, onnx_type, 0 if np_dtype.kind == "O" else np_dtype.itemsize)
+    return DataType(name, np_dtype, onnx_type, triton_name or f"TYPE_{name}", contents,
+                    None if wire is None else np.dtype(wire), json,
+                    0 if np_dtype.kind == "O" else np_dtype.itemsize)
 
 
+_J = JsonKind
+#: name, numpy, onnxruntime, gRPC typed field, its element type, JSON kind (, Triton name).
 _TABLE = (
-    _dt("BOOL", np.bool_, "bool"),
-    _dt("UINT8", np.uint8, "uint8"),
-    _dt("UINT16", np.uint16, "uint16"),
-    _dt("UINT32", np.uint32, "uint32"),
-    _dt("UINT64", np.uint64, "uint64"),
-    _dt("INT8", np.int8, "int8"),
-    _dt("INT16", np.int16, "int16"),
-    _dt("INT32", np.int32, "int32"),
-    _dt("INT64", np.int64, "int64"),
-    _dt("FP16", np.float16, "float16"),
-    _dt("FP32", np.float32, "float"),
-    _dt("FP64", np.float64, "double"),
-    _dt("BYTES", object, "string"),
+    _dt("BOOL", np.bool_, "bool", "bool_contents", np.bool_, _J.BOOL),
+    _dt("UINT8", np.uint8, "uint8", "uint_contents", np.uint32, _J.INTEGER),
+    _dt("UINT16", np.uint16, "uint16", "uint_contents", np.uint32, _J.INTEGER),
+    _dt("UINT32", np.uint32, "uint32", "uint_contents", np.uint32, _J.INTEGER),
+    _dt("UINT64", np.uint64, "uint64", "uint64_contents", np.uint64, _J.INTEGER),
+    _dt("INT8", np.int8, "int8", "int_contents", np.int32, _J.INTEGER),
+    _dt("INT16", np.int16, "int16", "int_contents", np.int32, _J.INTEGER),
+    _dt("INT32", np.int32, "int32", "int_contents", np.int32, _J.INTEGER),
+    _dt("INT64", np.int64, "int64", "int64_contents", np.int64, _J.INTEGER),
+    _dt("FP16", np.float16, "float16", None, None, _J.HALF),
+    _dt("FP32", np.float32, "float", "fp32_contents", np.float32, _J.FLOAT),
+    _dt("FP64", np.float64, "double", "fp64_contents", np.float64, _J.FLOAT),
+    _dt("BYTES", object, "string", "bytes_contents", None, _J.STRING, "TYPE_STRING"),
 )
+# BF16 is a v2 datatype that numpy lacks: it has no row, so a model declaring it is refused
+# at load (models/signature.py) until a bfloat16 path through onnxruntime exists.
 
 BY_NAME: dict[str, DataType] = {dt.name: dt for dt in _TABLE}
 _BY_ONNX: dict[str, DataType] = {f"tensor({dt.onnx_type})": dt for dt in _TABLE}
-# BF16 is a v2 datatype that numpy lacks; models declaring it are reported as BF16 but
-# rejected at load (see models/signature.py) until a bfloat16 path through onnxruntime exists.
-UNSUPPORTED_ONNX = {"tensor(bfloat16)": "BF16"}
+#: A model config's data_type: Triton's TYPE_* names, and the v2 names (with the
+#: TYPE_ prefix or without, and STRING for BYTES) as configs have always been accepted.
+_BY_CONFIG: dict[str, DataType] = {
+    spelling: dt for dt in _TABLE
+    for plain in {dt.name, dt.triton_name.removeprefix("TYPE_")}
+    for spelling in (plain, f"TYPE_{plain}")
+}
 
 
 def by_name(name: str) -> DataType | None:
@@ -64,11 +90,6 @@ def from_onnx(ort_type: str) -> DataType | None:
     return _BY_ONNX.get(ort_type)
 
 
-def from_numpy(dtype: np.dtype[np.generic]) -> DataType:
-    """The datatype of a numpy array produced by onnxruntime."""
-    if dtype.kind in ("O", "U", "S"):
-        return BY_NAME["BYTES"]
-    for dt in _TABLE:
-        if dt.numpy == dtype:
-            return dt
-    raise ValueError(f"no v2 datatype for numpy dtype {dtype}")
+def from_config(data_type: str) -> DataType | None:
+    """The datatype a model config's `data_type` names ('TYPE_FP32', 'FP32', 'TYPE_STRING')."""
+    return _BY_CONFIG.get(data_type)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.errors import RequestTooLarge
+from app.settings import env_var
 
 #: Every byte except the four brackets and the quote: deleted before counting.
 _NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b'[]{}"')
@@ -52,7 +53,7 @@ def check_depth(raw: bytes | memoryview, max_depth: int) -> None:
     if depth > max_depth:
         raise RequestTooLarge(
             f"the JSON body nests {depth} levels deep, more than the limit of {max_depth} "
-            "(setting ONNX_SERVE_HTTP__MAX_JSON_DEPTH)"
+            f"(setting {env_var('http.max_json_depth')})"
         )
 
 

@@ -16,6 +16,7 @@ from app.codecs.checks import (
     check_request_parameters,
     shown,
 )
+from app.codecs.dtypes import JsonKind
 from app.codecs.json_request import TensorData, parse_request_document
 from app.codecs.tensors import (
     TensorLimits,
@@ -26,6 +27,7 @@ from app.codecs.tensors import (
     infer_raw_shape,
 )
 from app.errors import InvalidInput
+from app.settings import env_var
 from app.types import Array, InferRequest, InferResponse, ParamValue, RequestedOutput, TensorSpec
 
 #: Reserved parameter names of the binary tensor data extension.
@@ -171,7 +173,7 @@ def _json_data(array: Array, dt: dtypes.DataType) -> Any:
     if dt.is_bytes:
         return [item if isinstance(item, str) else bytes(item).decode("utf-8", "replace")
                 for item in flat.tolist()]
-    if dt.name == "FP16":
+    if dt.json is JsonKind.HALF:
         return flat.astype(np.float64)
     return flat
 
@@ -220,10 +222,11 @@ def _array_from_json(
     name: str, data: Any, dt: dtypes.DataType, shape: list[int], count: int, limits: RestLimits
 ) -> Array:
     where = f"input '{name}'"
-    if dt.is_half and not limits.json_half_precision:
+    if dt.json is JsonKind.HALF and not limits.json_half_precision:
         raise InvalidInput(
             f"{where}: {dt.name} data cannot be sent as JSON numbers; send it as binary "
-            "(binary_data_size) or start the server with ONNX_SERVE_HTTP__JSON_HALF_PRECISION=true"
+            f"(binary_data_size) or start the server with {env_var('http.json_half_precision')}"
+            "=true"
         )
     if isinstance(data, TensorData):
         numbers = _numbers(where, data, dt, count)
@@ -264,9 +267,9 @@ def _numbers(where: str, data: TensorData, dt: dtypes.DataType, count: int) -> A
 
     Nested arrays are flattened like Triton does (only the element count is checked).
     """
-    if dt.is_bytes or dt.name == "BOOL":
+    if dt.json in (JsonKind.STRING, JsonKind.BOOL):
         return None
-    integers = dt.numpy.kind in "iu"
+    integers = dt.json is JsonKind.INTEGER
     flat = data.numbers(integers)
     if flat is None or flat.size != count:
         return None
@@ -295,11 +298,11 @@ def _coerce(name: str, data: Any, array: Array, dt: dtypes.DataType,
             raise InvalidInput(f"{where}: BYTES 'data' must hold JSON strings")
         _check_string_lengths(name, flat, limits)
         return array
-    if dt.name == "BOOL":
+    if dt.json is JsonKind.BOOL:
         if kind != "b":
             raise InvalidInput(f"{where}: BOOL 'data' must hold true/false")
         return array
-    if dt.numpy.kind in "iu":
+    if dt.json is JsonKind.INTEGER:
         return _integers(where, data, array, dt)
     if kind not in "iuf":
         raise InvalidInput(f"{where}: {dt.name} 'data' must hold JSON numbers")

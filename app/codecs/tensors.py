@@ -12,6 +12,7 @@ import numpy as np
 
 from app.codecs.dtypes import DataType
 from app.errors import InvalidInput, RequestTooLarge
+from app.settings import env_var
 from app.types import Array
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ MAX_RANK = 32
 class TensorLimits:
     """What one request may hold, whatever its transport (the Http/GrpcSettings fields).
 
-    `env` is the settings group's environment prefix, so a refusal names the variable that
+    `group` is the settings group ("http" or "grpc"), so a refusal names the variable that
     raises the limit for the transport the client used.
     """
 
@@ -34,18 +35,17 @@ class TensorLimits:
     max_request_elements: int = 1 << 28
     max_inputs: int = 256
     max_bytes_element_bytes: int = 16 << 20
-    env: str = "ONNX_SERVE_HTTP__"
+    group: str = "http"
 
     @classmethod
     def of(cls, settings: HttpSettings | GrpcSettings, group: str) -> TensorLimits:
         """The limits of one listener's settings group ("http" or "grpc")."""
         return cls(settings.max_tensor_elements, settings.max_request_elements,
-                   settings.max_inputs, settings.max_bytes_element_bytes,
-                   f"ONNX_SERVE_{group.upper()}__")
+                   settings.max_inputs, settings.max_bytes_element_bytes, group)
 
     def refuse(self, message: str, setting: str) -> RequestTooLarge:
         """The error for a request over the limit `setting` (a field name)."""
-        return RequestTooLarge(f"{message} (setting {self.env}{setting.upper()})")
+        return RequestTooLarge(f"{message} (setting {env_var(f'{self.group}.{setting}')})")
 
     def check_inputs(self, count: int) -> None:
         if count > self.max_inputs:

@@ -265,7 +265,7 @@ def warmup_inputs(warmup: Warmup, signature: Signature,
     feed: dict[str, Array] = {}
     rng = np.random.default_rng(0)
     for name, spec in warmup.inputs.items():
-        dt = dtypes.by_name(spec.data_type.removeprefix("TYPE_").replace("STRING", "BYTES"))
+        dt = dtypes.from_config(spec.data_type)
         if dt is None:
             raise UnsupportedModel(f"warmup '{warmup.name}': unknown data_type {spec.data_type}")
         batch = [warmup.batch_size] if signature.max_batch_size > 0 and warmup.batch_size else []

@@ -6,6 +6,7 @@ import dataclasses
 
 from app.batching.layout import BatchLayout, Padding
 from app.batching.policy import BatchPolicy, QueuePolicy, TimeoutAction
+from app.codecs import dtypes
 from app.models.signature import Signature, UnsupportedModel
 from app.repository.batching_config import PaddedInput, QueuePolicyConfig
 from app.repository.config import ModelConfig
@@ -73,7 +74,7 @@ def _padding(entry: PaddedInput, signature: Signature) -> Padding:
     if not axes:
         raise UnsupportedModel(f"{where}: the input has no dynamic dimension to pad "
                                f"besides the batch one ({list(spec.shape)})")
-    if spec.datatype == "BYTES" and entry.value != 0:
+    if dtypes.BY_NAME[spec.datatype].is_bytes and entry.value != 0:
         raise UnsupportedModel(f"{where}: a BYTES input pads with empty strings only")
     length_dtype, length_rank = "int64", 1
     if entry.length_input is not None:

@@ -43,11 +43,6 @@ class SessionPool:
         self._label = label
         self._closed = False
 
-    @property
-    def size(self) -> int:
-        """How many sessions (instances) the pool holds."""
-        return len(self._sessions)
-
     async def acquire(self) -> PoolInstance:
         """Wait for a free instance; it is the caller's until its launched work ends."""
         if self._closed:  # leases make this unreachable; fail fast rather than wait forever

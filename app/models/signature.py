@@ -52,8 +52,8 @@ def _override(specs: tuple[TensorSpec, ...], overrides: Sequence[TensorOverride]
         if spec is None:
             raise UnsupportedModel(f"config {role} '{override.name}' is not one of the model's "
                                    f"{role}s {sorted(by_name)}")
-        wanted = override.data_type and override.data_type.removeprefix("TYPE_")
-        if wanted and (wanted.replace("STRING", "BYTES") != spec.datatype):
+        wanted = dtypes.from_config(override.data_type) if override.data_type else None
+        if override.data_type and (wanted is None or wanted.name != spec.datatype):
             raise UnsupportedModel(f"config {role} '{spec.name}' says {override.data_type} but "
                                    f"the model has {spec.datatype}")
         client = batch + tuple(override.dims)

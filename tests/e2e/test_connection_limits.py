@@ -7,9 +7,7 @@ and asserts what the server did before it (an answer, a close)."""
 from __future__ import annotations
 
 import select
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,12 +19,10 @@ import pytest
 
 from tests.support import onnx_models
 from tests.support.server import (
-    REPO_ROOT,
     Process,
-    free_port,
     server_process,
+    start_server,
     wait_for,
-    wait_ready,
 )
 
 KEY = "limits-test-key-0123456789"
@@ -279,23 +275,18 @@ def test_busy_cap_refuses_the_excess_and_probes_still_answer(capped: Process) ->
 def few_files_process(repo: Path, files: int) -> Iterator[str]:
     """`python -m app` with default limits, allowed `files` open files (soft = hard limit,
     so the server cannot raise it); yields its base URL."""
-    http, grpc = free_port(), free_port()
     limit = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({files}, {files}))"
-    command = [sys.executable, "-c", f"{limit}; import runpy; runpy.run_module('app', "
-               "run_name='__main__')", "--model-repository", str(repo), "--host", "127.0.0.1",
-               "--http-port", str(http), "--grpc-port", str(grpc), "--log-level", "error"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT)
+
+    def command(http: int, grpc: int) -> list[str]:
+        return [sys.executable, "-c", f"{limit}; import runpy; runpy.run_module('app', "
+                "run_name='__main__')", "--model-repository", str(repo), "--host", "127.0.0.1",
+                "--http-port", str(http), "--grpc-port", str(grpc), "--log-level", "error"]
+
+    started = start_server(command)
     try:
-        url = f"http://127.0.0.1:{http}"
-        wait_ready(url, timeout_s=60)
-        yield url
+        yield started.url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        started.stop()
 
 
 def test_idle_sockets_past_the_file_limit_leave_liveness_answering(repository: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,21 +11,21 @@ import numpy as np
 
 from tests.support import onnx_models
 from tests.support.runs import infer_body
-from tests.support.server import REPO_ROOT, free_port, wait_ready
+from tests.support.server import start_server
 
 
 def test_json_logs_one_object_per_line_with_model_state_changes(tmp_path: Path) -> None:
     onnx_models.write(tmp_path, "small", onnx_models.identity("FP32"))
     onnx_models.write(tmp_path, "broken", b"not onnx")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "--model-repository", str(tmp_path), "--host",
-         "127.0.0.1", "--http-port", str(port), "--grpc-port", str(free_port()),
-         "--log-format", "json", "--strict-readiness", "false"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def command(http_port: int, grpc_port: int) -> list[str]:
+        return [sys.executable, "-m", "app", "--model-repository", str(tmp_path), "--host",
+                "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+                "--log-format", "json", "--strict-readiness", "false"]
+
+    started = start_server(command, ready_path="/v2/models/small/ready")
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, timeout_s=60, path="/v2/models/small/ready")
+        url = started.url
         x = np.ones((1, 3), np.float32)
         answer = httpx.post(f"{url}/v2/models/small/infer", json=infer_body("x", x),
                             headers={"x-request-id": "req-42", "x-ms-request-id": "ms-7",
@@ -35,8 +33,8 @@ def test_json_logs_one_object_per_line_with_model_state_changes(tmp_path: Path) 
         refused = httpx.post(f"{url}/v2/models/nope/infer", json=infer_body("x", x),
                              headers={"x-request-id": "req-43"})
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
+        started.stop()
+    stderr = started.stderr()
     assert answer.status_code == 200 and answer.headers["x-request-id"] == "req-42"
     assert answer.headers["x-ms-request-id"] == "ms-7"  # Azure ML's ids too
     assert answer.headers["x-ms-client-request-id"] == "ms-client-8"

@@ -4,7 +4,6 @@ policy (429, timeouts, priorities), client disconnects, statistics."""
 from __future__ import annotations
 
 import gc
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,10 @@ from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
 from tests.support import onnx_models
-from tests.support.runs import Runs, infer_body
+from tests.support.runs import Runs, infer_body, queued
 from tests.support.server import running_server, wait_for
+
+WORKERS = 16  # client threads: requests in flight at once
 
 
 def rowwise() -> onnx.ModelProto:
@@ -68,7 +69,7 @@ def test_concurrent_mixed_requests_equal_unbatched_runs(tmp_path: Path, runs: Ru
     requests = [rng.standard_normal((int(rng.integers(1, 5)), int(rng.choice([3, 5]))))
                 .astype(np.float32) for _ in range(40)]
     runs.hold()  # the first run waits, so the rest pile up and batch
-    with running_server(tmp_path) as (url, target), ThreadPoolExecutor(16) as pool:
+    with running_server(tmp_path) as (url, target), ThreadPoolExecutor(WORKERS) as pool:
         client = grpcclient.InferenceServerClient(target)
 
         def over_http(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -87,7 +88,8 @@ def test_concurrent_mixed_requests_equal_unbatched_runs(tmp_path: Path, runs: Ru
         futures = [pool.submit(over_grpc if i % 2 else over_http, x)
                    for i, x in enumerate(requests)]
         runs.wait_started()
-        time.sleep(0.3)  # more requests reach the queue while the first run is held
+        # Every other client's request waits behind the held run before it is let go.
+        wait_for(lambda: queued(url, "rowwise") == WORKERS - 1, what="requests queued")
         runs.release()
         answers = [f.result() for f in futures]
         execution_count = stats(url, "rowwise")["execution_count"]
@@ -122,7 +124,8 @@ def test_padding_batches_lengths_together_and_cuts_answers_back(tmp_path: Path,
         first = pool.submit(call, 2)
         runs.wait_started()
         futures = [pool.submit(call, n) for n in lengths]
-        time.sleep(0.2)  # let them queue behind the held run
+        # The pool's other workers' requests queue behind the held run.
+        wait_for(lambda: queued(url, "padded") == 7, what="requests queued")
         runs.release()
         first.result()
         answers = [f.result() for f in futures]

@@ -14,7 +14,6 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from app.codecs.dtypes import BY_NAME
-from app.codecs.grpc import CONTENTS_FIELD
 from app.codecs.tensors import array_to_bytes
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
@@ -47,18 +46,18 @@ def typed_request(model: str, datatype: str, x: np.ndarray,
     values = x.ravel().tolist()
     if datatype == "BYTES":
         values = [v.encode() for v in values]
-    getattr(tensor.contents, field or CONTENTS_FIELD[datatype]).extend(values)
+    getattr(tensor.contents, field or str(BY_NAME[datatype].contents_field)).extend(values)
     return request
 
 
 def as_array(output: pb.ModelInferResponse.InferOutputTensor, datatype: str) -> np.ndarray:
-    values = list(getattr(output.contents, CONTENTS_FIELD[datatype]))
+    values = list(getattr(output.contents, str(BY_NAME[datatype].contents_field)))
     if datatype == "BYTES":
         return np.array([v.decode() for v in values], dtype=object).reshape(output.shape)
     return np.array(values, dtype=BY_NAME[datatype].numpy).reshape(output.shape)
 
 
-@pytest.mark.parametrize("datatype", [d for d in DATATYPES if d in CONTENTS_FIELD])
+@pytest.mark.parametrize("datatype", [d for d in DATATYPES if BY_NAME[d].contents_field])
 def test_typed_round_trip(stub: Stub, datatype: str) -> None:
     x = sample(datatype)
     response = stub.ModelInfer(typed_request(f"id_{datatype.lower()}", datatype, x))

@@ -16,7 +16,6 @@ import pytest
 
 from app.api.status import GRPC_STATUS, HTTP_STATUS
 from app.codecs import dtypes
-from app.codecs.grpc import CONTENTS_FIELD
 from app.errors import ErrorCode
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
@@ -184,7 +183,9 @@ def via_grpc(stub: pb_grpc.GRPCInferenceServiceStub, case: Case) -> Outcome:
     for t in case.inputs:
         tensor = request.inputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
         set_parameters(tensor.parameters, case.input_parameters)
-        field_name = CONTENTS_FIELD.get(t.datatype, "fp32_contents")
+        known = dtypes.by_name(t.datatype)
+        field_name = known.contents_field if known else None
+        field_name = field_name or "fp32_contents"
         values = [v.encode() for v in t.data] if t.datatype == "BYTES" else t.data
         try:
             getattr(tensor.contents, field_name).extend(values)
@@ -203,7 +204,7 @@ def via_grpc(stub: pb_grpc.GRPCInferenceServiceStub, case: Case) -> Outcome:
             values = np.frombuffer(response.raw_output_contents[position],
                                    dtypes.BY_NAME[o.datatype].numpy).tolist()
         else:
-            values = list(getattr(o.contents, CONTENTS_FIELD[o.datatype]))
+            values = list(getattr(o.contents, str(dtypes.BY_NAME[o.datatype].contents_field)))
         if o.datatype == "BYTES":
             values = [v.decode() for v in values]
         outputs.append((o.name, o.datatype, list(o.shape), values))

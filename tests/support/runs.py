@@ -76,3 +76,13 @@ def infer_body(name: str, array: np.ndarray, datatype: str = "FP32",
     return body
 
 
+
+
+def queued(url: str, model: str, version: str = "1") -> int:
+    """Requests of `model` waiting in its batcher's queues (the queue depth metric)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    wanted = f'onnxserve_queue_depth{{model="{model}",version="{version}"}}'
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return int(float(line.split()[-1]))
+    return 0

@@ -91,23 +91,95 @@ class Process(NamedTuple):
     pid: int
 
 
+#: A port free_port handed out can be taken before the server binds it (another test, or
+#: another process on the machine): the server then exits 1 saying so, and is started again
+#: on other ports.
+PORT_ATTEMPTS = 5
+_TAKEN = "address already in use"
+
+
+class Started:
+    """A server process that is ready, and everything it wrote to stderr so far (read by a
+    thread, so the pipe never fills; copied to this process's stderr for pytest to show)."""
+
+    def __init__(self, process: subprocess.Popen[str], http_port: int, grpc_port: int) -> None:
+        self.process, self.http_port, self.grpc_port = process, http_port, grpc_port
+        self.url = f"http://127.0.0.1:{http_port}"
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._lines.append(line)
+            sys.stderr.write(line)
+
+    def stderr(self) -> str:
+        """All of stderr; complete once the process has exited."""
+        if self.process.poll() is not None:
+            self._reader.join(timeout=10)
+        return "".join(self._lines)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 15 s; by PID, this process only."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(timeout=10)
+
+
+def start_server(command: Callable[[int, int], Sequence[str]], env: dict[str, str] | None = None,
+                 ready_path: str = "/v2/health/ready", timeout_s: float = 60.0) -> Started:
+    """Run `command(http_port, grpc_port)` on free ports until it is ready (`ready_path`
+    answers 200); on fresh ports again when one was taken in the meantime."""
+    for _ in range(PORT_ATTEMPTS):
+        http_port, grpc_port = free_port(), free_port()
+        process = subprocess.Popen(list(command(http_port, grpc_port)), cwd=REPO_ROOT,
+                                   env={**os.environ, **(env or {})}, stderr=subprocess.PIPE,
+                                   text=True)
+        started = Started(process, http_port, grpc_port)
+        if _ready_or_exited(started, ready_path, timeout_s):
+            return started
+        started.stop()
+        if process.returncode != 1 or _TAKEN not in started.stderr():
+            raise RuntimeError(f"the server exited {process.returncode} before it was ready: "
+                               f"{started.stderr()[-2000:]}")
+    raise RuntimeError(f"no free ports after {PORT_ATTEMPTS} attempts")
+
+
+def _ready_or_exited(started: Started, path: str, timeout_s: float) -> bool:
+    """True once `path` answers 200; False if the process exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if started.process.poll() is not None:
+            return False
+        try:
+            if httpx.get(started.url + path, timeout=1.0).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    started.stop()
+    raise TimeoutError(f"{started.url}{path} not ready after {timeout_s} s")
+
+
 @contextmanager
 def server_process(repo: Path, extra: Sequence[str] = (),
                    env: dict[str, str] | None = None) -> Iterator[Process]:
     """`python -m app` as a real process on free ports."""
-    http_port, grpc_port = free_port(), free_port()
-    command = [sys.executable, "-m", "app", "--model-repository", str(repo), "--host",
-               "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-               "--log-level", "warning", *extra]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{http_port}"
+
+    def command(http_port: int, grpc_port: int) -> list[str]:
+        return [sys.executable, "-m", "app", "--model-repository", str(repo), "--host",
+                "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+                "--log-level", "warning", *extra]
+
+    started = start_server(command, env)
     try:
-        wait_ready(url, timeout_s=60)
-        yield Process(url, grpc_port, process.pid)
+        yield Process(started.url, started.grpc_port, started.process.pid)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        started.stop()

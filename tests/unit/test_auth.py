@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from app.auth import ALL, ANY_KEY, Authenticator, KeysError, Scope, bearer_key, parse_keys
+from app.auth import ALL, ANY_KEY, ApiGroup, Authenticator, KeysError, bearer_key, parse_keys
 from app.cli import main
 from app.errors import PermissionDenied, Unauthenticated
 from app.settings import AuthSettings, CorsSettings, Settings
@@ -23,8 +24,8 @@ def test_format_comments_groups_and_separators() -> None:
         f"# keys for the cluster\n{K1}\n\n  {K2} inference, metadata  # the frontend\n"
         f"{K3} statistics;k4-0123456789abcdef *\n", "keys")
     assert table.scopes_of(K1.encode()) == ALL.value
-    assert table.scopes_of(K2.encode()) == (Scope.INFERENCE | Scope.METADATA).value
-    assert table.scopes_of(K3.encode()) == Scope.STATISTICS.value
+    assert table.scopes_of(K2.encode()) == (ApiGroup.INFERENCE | ApiGroup.METADATA).value
+    assert table.scopes_of(K3.encode()) == ApiGroup.STATISTICS.value
     assert table.scopes_of(b"k4-0123456789abcdef") == ALL.value
     assert table.scopes_of(b"k5-0123456789abcdef") is None
     assert table.scopes_of(K1.encode()[:-1]) is None  # a prefix is not the key
@@ -36,12 +37,12 @@ def test_the_readme_example_file() -> None:
     example = re.findall(r"```text\n(.*?)\n```", readme[start:], re.S)[0]
     table = parse_keys(example, "README")
     assert [scopes for _, scopes in table.entries] == [
-        Scope.INFERENCE.value, ALL.value, Scope.METRICS.value]
+        ApiGroup.INFERENCE.value, ALL.value, ApiGroup.METRICS.value]
 
 
 def test_a_key_listed_twice_has_both_entries_groups() -> None:
     table = parse_keys(f"{K1} inference\n{K1} metrics", "keys")
-    assert table.scopes_of(K1.encode()) == (Scope.INFERENCE | Scope.METRICS).value
+    assert table.scopes_of(K1.encode()) == (ApiGroup.INFERENCE | ApiGroup.METRICS).value
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -72,16 +73,16 @@ def test_bearer_key(header: bytes | None, key: bytes | None) -> None:
 
 async def test_check_tells_missing_invalid_and_forbidden_apart() -> None:
     auth = Authenticator(AuthSettings.model_validate({"keys": f"{K1} inference"}))
-    await auth.check(f"Bearer {K1}".encode(), Scope.INFERENCE)
+    await auth.check(f"Bearer {K1}".encode(), ApiGroup.INFERENCE)
     await auth.check(f"Bearer {K1}".encode(), ANY_KEY)
     with pytest.raises(Unauthenticated, match="authentication required"):
-        await auth.check(None, Scope.INFERENCE)
+        await auth.check(None, ApiGroup.INFERENCE)
     with pytest.raises(Unauthenticated, match="not valid"):
-        await auth.check(f"Bearer {K2}".encode(), Scope.INFERENCE)
+        await auth.check(f"Bearer {K2}".encode(), ApiGroup.INFERENCE)
     with pytest.raises(Unauthenticated, match="not valid"):
-        await auth.check(K1.encode(), Scope.INFERENCE)  # no scheme
+        await auth.check(K1.encode(), ApiGroup.INFERENCE)  # no scheme
     with pytest.raises(PermissionDenied, match="may not use the 'repository' API group") as err:
-        await auth.check(f"Bearer {K1}".encode(), Scope.REPOSITORY)
+        await auth.check(f"Bearer {K1}".encode(), ApiGroup.REPOSITORY)
     assert K1 not in str(err.value)
 
 
@@ -101,7 +102,7 @@ async def test_rewritten_file_applies_without_blocking_and_bad_files_keep_old_ke
 
     async def valid(key: str) -> bool:
         try:
-            await auth.check(f"Bearer {key}".encode(), Scope.METRICS)
+            await auth.check(f"Bearer {key}".encode(), ApiGroup.METRICS)
             return True
         except Unauthenticated:
             return False
@@ -133,36 +134,48 @@ async def test_a_key_just_added_works_on_its_first_request(tmp_path: Path) -> No
     path = tmp_path / "keys"
     path.write_text(f"{K1}\n")
     auth = Authenticator(AuthSettings(keys_file=path, reload_interval_s=3600))
-    await auth.check(f"Bearer {K1}".encode(), Scope.METRICS)
+    await auth.check(f"Bearer {K1}".encode(), ApiGroup.METRICS)
     with path.open("a") as keys:
         keys.write(f"{K2} metrics\n")
-    await auth.check(f"Bearer {K2}".encode(), Scope.METRICS)
+    await auth.check(f"Bearer {K2}".encode(), ApiGroup.METRICS)
     with pytest.raises(Unauthenticated):  # still refused once read: it is not in the file
-        await auth.check(f"Bearer {K3}".encode(), Scope.METRICS)
+        await auth.check(f"Bearer {K3}".encode(), ApiGroup.METRICS)
     with pytest.raises(PermissionDenied):  # the groups of the new key apply
-        await auth.check(f"Bearer {K2}".encode(), Scope.INFERENCE)
+        await auth.check(f"Bearer {K2}".encode(), ApiGroup.INFERENCE)
 
 
 async def test_unknown_keys_share_reads_at_most_one_per_interval(tmp_path: Path) -> None:
-    """A flood of bad keys: every one is refused, and they share a handful of reads."""
+    """A flood of bad keys shares one read; the next flood waits for the interval to pass
+    since that read began (ordered against a timer at half the interval, not timed)."""
     path = tmp_path / "keys"
     path.write_text(f"{K1}\n")
+    interval_s = 0.6
     auth = Authenticator(AuthSettings(keys_file=path, reload_interval_s=3600,
-                                      unknown_key_reload_interval_ms=200))
-    reads = 0
+                                      unknown_key_reload_interval_ms=round(interval_s * 1000)))
+    events: list[str] = []
+    read_at: list[float] = []
     reload = auth._reload
 
     def counted(always: bool = False) -> None:
-        nonlocal reads
-        reads += 1
+        read_at.append(time.monotonic())  # the event loop's clock
+        events.append("read")
         reload(always)
 
     auth._reload = counted  # type: ignore[method-assign]
-    bad = [f"Bearer bad-key-{n:04d}-0123456789".encode() for n in range(200)]
-    results = await asyncio.gather(*(auth.check(key, Scope.METRICS) for key in bad),
-                                   return_exceptions=True)
-    assert all(isinstance(r, Unauthenticated) for r in results)
-    assert 1 <= reads <= 2  # one for those that came first, one for any that came during it
+
+    async def flood(wave: int) -> None:
+        bad = [f"Bearer bad-key-{wave}-{n:04d}-0123456789".encode() for n in range(200)]
+        results = await asyncio.gather(*(auth.check(key, ApiGroup.METRICS) for key in bad),
+                                       return_exceptions=True)
+        assert all(isinstance(r, Unauthenticated) for r in results)
+
+    await flood(1)
+    assert events == ["read"]  # 200 unknown keys, one read
+    loop = asyncio.get_running_loop()
+    loop.call_at(read_at[0] + interval_s / 2, events.append, "half the interval")
+    await flood(2)
+    # Without the rate limit the second read would start at once, before the timer.
+    assert events == ["read", "half the interval", "read"]
 
 
 def test_unusable_keys_file_at_start(tmp_path: Path) -> None:

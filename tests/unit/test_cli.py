@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import socket
 import subprocess
 import sys
@@ -9,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser, load_settings, main, unknown_variables
+from app.cli import FLAGS, build_parser, load_settings, main, unknown_variables
+from app.settings import Settings, env_var, setting_field
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,3 +83,80 @@ def test_taken_grpc_port_is_a_one_line_error() -> None:
     assert done.returncode == 1
     assert f"onnx-serve: error: cannot listen for gRPC on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+#: Every flag as users and scripts spell it (Triton's names where Triton has the flag).
+SPELLINGS = ["--model-repository", "--host", "--http-port", "--grpc-port", "--log-level",
+             "--log-format", "--model-control-mode", "--load-model", "--repository-poll-secs",
+             "--strict-readiness", "--reuse-grpc-port"]
+#: A valid value for each, not the default, and where it lands.
+SAMPLES = {"--model-repository": (str(REPO / "tests"), REPO / "tests"),
+           "--host": ("127.0.0.3", "127.0.0.3"), "--http-port": ("9001", 9001),
+           "--grpc-port": ("9002", 9002), "--log-level": ("debug", "debug"),
+           "--log-format": ("json", "json"), "--model-control-mode": ("poll", "poll"),
+           "--load-model": ("a", ["a"]), "--repository-poll-secs": ("7", 7.0),
+           "--strict-readiness": ("false", False), "--reuse-grpc-port": ("true", True)}
+
+
+def _setting(settings: Settings, path: str) -> object:
+    value: object = settings
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def test_flag_spellings_are_kept() -> None:
+    assert [flag for flag, _, _ in FLAGS] == SPELLINGS
+
+
+@pytest.mark.parametrize("flag, path, _metavar", FLAGS)
+def test_each_flag_sets_its_field_and_documents_it(flag: str, path: str, _metavar: str) -> None:
+    given, expected = SAMPLES[flag]
+    settings = load_settings(build_parser().parse_args([flag, given]))
+    assert _setting(settings, path) == expected
+    text = " ".join(build_parser().format_help().split())
+    description = setting_field(path).description
+    assert description and " ".join(description.split()).rstrip(".") in text
+    assert env_var(path) in text
+
+
+def test_repeated_flag_collects() -> None:
+    args = build_parser().parse_args(["--load-model", "a", "--load-model", "b"])
+    assert load_settings(args).repository.load_models == ["a", "b"]
+
+
+def test_readme_table_matches_the_flags() -> None:
+    """Each row of README's flag table names the flag's own variable, and no flag is left out."""
+    rows = re.findall(r"^\| `(--[a-z-]+)[^`]*`[^|]*\| `(ONNX_SERVE_[A-Z_]+)`",
+                      (REPO / "README.md").read_text(), re.MULTILINE)
+    assert {flag: env_var(path) for flag, path, _ in FLAGS} == dict(rows)
+
+
+def test_env_var_names_settings_only() -> None:
+    assert env_var("http.max_body_bytes") == "ONNX_SERVE_HTTP__MAX_BODY_BYTES"
+    assert env_var("log_level") == "ONNX_SERVE_LOG_LEVEL"
+    for typo in ("http.max_body_byte", "htp.port", "port", "host.port"):
+        with pytest.raises(KeyError):
+            env_var(typo)
+
+
+def test_refusals_spell_setting_names_from_the_fields() -> None:
+    """No module of app/ but settings.py writes an ONNX_SERVE_ name by hand (docstrings
+    aside): a message that names a setting gets it from settings.env_var."""
+    allowed = {"settings.py",
+               # The drain work edits api/grpc.py now; its one message moves when that lands.
+               "api/grpc.py"}
+    hand_written = []
+    for path in (REPO / "app").rglob("*.py"):
+        name = str(path.relative_to(REPO / "app"))
+        if name in allowed:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                           ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        hand_written += [f"{name}:{node.lineno}" for node in ast.walk(tree)
+                         if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                         and "ONNX_SERVE_" in node.value and id(node) not in docstrings]
+    assert hand_written == []

@@ -36,5 +36,24 @@ def test_every_error_class_has_its_own_code() -> None:
                and c is not errors.ServingError]
     assert len(classes) >= 8
     for cls in classes:
-        assert cls.__doc__, f"{cls.__name__} needs a one-line docstring"
-        assert cls.code in HTTP_STATUS
+        assert cls.__doc__ and cls.__doc__ is not errors.ServingError.__doc__, \
+            f"{cls.__name__} needs a one-line docstring of its own"
+        assert _own_code(cls) is not None, f"{cls.__name__} declares no code"
+
+
+def _own_code(cls: type[errors.ServingError]) -> ErrorCode | None:
+    """The code declared on the class itself: one inherited from ServingError (or another
+    error) would give the class no meaning of its own on either transport."""
+    code = vars(cls).get("code")
+    return code if isinstance(code, ErrorCode) else None
+
+
+def test_a_class_without_its_own_code_is_caught() -> None:
+    """The check above sees a subclass that forgot its code (the mapping alone cannot: an
+    inherited code maps too)."""
+
+    class Forgot(errors.InvalidInput):
+        """Forgot its code."""
+
+    assert Forgot.code in HTTP_STATUS
+    assert _own_code(Forgot) is None

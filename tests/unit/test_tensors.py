@@ -72,7 +72,7 @@ def test_fixed_size_needs_exact_length() -> None:
 
 
 def test_element_count_refuses_huge_and_negative_shapes() -> None:
-    limits = TensorLimits(max_tensor_elements=100, env="ONNX_SERVE_GRPC__")
+    limits = TensorLimits(max_tensor_elements=100, group="grpc")
     assert element_count("x", [2, 3, 4], limits) == 24
     assert element_count("x", [], limits) == 1
     with pytest.raises(RequestTooLarge, match=r"more than the limit of 100 \(setting "

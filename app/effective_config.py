@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.batching.policy import BatchPolicy
+from app.codecs import dtypes
 from app.models.version import LoadedModel
 from app.types import TensorSpec
 
@@ -14,8 +15,8 @@ BACKEND = "onnxruntime"
 def _tensor(spec: TensorSpec, batched: bool, reshape: tuple[int, ...] | None) -> dict[str, Any]:
     # Triton lists dims without the batch dimension when the model batches.
     dims = list(spec.shape[1:] if batched else spec.shape)
-    entry: dict[str, Any] = {"name": spec.name, "data_type": f"TYPE_{_type(spec.datatype)}",
-                             "dims": dims}
+    data_type = dtypes.BY_NAME[spec.datatype].triton_name
+    entry: dict[str, Any] = {"name": spec.name, "data_type": data_type, "dims": dims}
     if reshape is not None:
         entry["reshape"] = {"shape": list(reshape)}
     return entry
@@ -48,10 +49,6 @@ def _model_shape(model: LoadedModel, output: str) -> tuple[int, ...] | None:
         if override.name == output and override.reshape is not None:
             return tuple(override.reshape.shape)
     return None
-
-
-def _type(datatype: str) -> str:
-    return "STRING" if datatype == "BYTES" else datatype
 
 
 def effective_config(model: LoadedModel, platform: str) -> dict[str, Any]:
