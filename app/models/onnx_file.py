@@ -57,10 +57,6 @@ def read_header(path: Path) -> OnnxHeader:
         return _model(stream, size)
 
 
-def read_header_bytes(data: bytes) -> OnnxHeader:
-    return _model(io.BytesIO(data), len(data))
-
-
 def _model(stream: BinaryIO, end: int) -> OnnxHeader:
     opsets: dict[str, int] = {}
     props: dict[str, str] = {}

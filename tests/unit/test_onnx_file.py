@@ -9,13 +9,18 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from app.models.onnx_file import NotOnnx, read_header, read_header_bytes
+from app.models.onnx_file import NotOnnx, read_header
 from tests.support import onnx_models
 
 
-def test_header_fields_equal_the_models_own() -> None:
+def saved(tmp_path: Path, data: bytes) -> Path:
+    (tmp_path / "m.onnx").write_bytes(data)
+    return tmp_path / "m.onnx"
+
+
+def test_header_fields_equal_the_models_own(tmp_path: Path) -> None:
     model = onnx_models.described()
-    header = read_header_bytes(model.SerializeToString())
+    header = read_header(saved(tmp_path, model.SerializeToString()))
     assert header.ir_version == model.ir_version
     assert header.opsets == {"ai.onnx": 17, "ai.onnx.ml": 3}
     assert (header.producer_name, header.producer_version) == ("test-exporter", "4.5.6")
@@ -40,6 +45,6 @@ def test_external_data_files_are_listed_without_reading_them(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("data", [b"", b"garbage", b"\x08\x08",
                                   onnx_models.plus_one().SerializeToString()[:40]])
-def test_what_is_not_a_model_is_refused(data: bytes) -> None:
+def test_what_is_not_a_model_is_refused(tmp_path: Path, data: bytes) -> None:
     with pytest.raises(NotOnnx, match="not an ONNX model"):
-        read_header_bytes(data)
+        read_header(saved(tmp_path, data))
