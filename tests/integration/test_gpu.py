@@ -1,4 +1,5 @@
-"""Triton's GPU placement through the real loader and /config, on this CPU-only build.
+"""Triton's GPU placement (/config) and GPU metrics (/metrics) in a real server, on this CPU-only
+build.
 
 Third-party fakes only: NVML (a fake `pynvml` module listing three GPUs) and onnxruntime's
 list of available providers (a GPU build's). The sessions are real: asked for CUDA, this
@@ -17,7 +18,7 @@ import pytest
 
 from app.models import gpus
 from tests.support import onnx_models
-from tests.support.fake_nvml import three_gpus
+from tests.support.fake_nvml import UUIDS, three_gpus
 from tests.support.server import running_server
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
@@ -54,3 +55,22 @@ def test_kind_gpu_without_gpus_places_count_on_every_visible_gpu(tmp_path: Path)
         assert placed("gpu") == [("GPU 0", 2), ("GPU 1", 2)]  # two visible GPUs, two each
         assert placed("auto") == [("GPU 0", 1), ("GPU 1", 1)]  # one per visible GPU
         assert placed("pinned") == [("GPU 1", 1)]
+
+
+def gpu_lines(url: str) -> list[str]:
+    return [line for line in httpx.get(f"{url}/metrics").text.splitlines()
+            if line.startswith("nv_")]
+
+
+def test_gpu_metrics_in_metrics_only_where_nvml_sees_a_gpu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_server(tmp_path) as (url, _):
+        assert gpu_lines(url) == []  # this host: no NVML, no GPU
+    monkeypatch.setitem(sys.modules, "pynvml", three_gpus())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with running_server(tmp_path) as (url, _):
+        lines = gpu_lines(url)
+    names = {line.split("{")[0] for line in lines}
+    assert names == {"nv_gpu_utilization", "nv_gpu_memory_total_bytes", "nv_gpu_memory_used_bytes",
+                     "nv_gpu_power_usage", "nv_gpu_power_limit", "nv_energy_consumption"}
+    assert all(f'gpu_uuid="{UUIDS[1]}"' in line for line in lines), lines
