@@ -95,6 +95,11 @@ def _one_line(err: ValidationError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["devices"]:  # a subcommand of its own (app/cli_devices.py)
+        from app.cli_devices import main as devices
+
+        return devices(argv[1:])
     args = build_parser().parse_args(argv)
     unknown = unknown_variables(os.environ)
     if unknown:
