@@ -23,6 +23,14 @@ def _installed(name: str) -> str | None:
         return None
 
 
+def _site(name: str) -> str | None:
+    """The folder a distribution is installed in (two builds in one folder share files)."""
+    try:
+        return str(metadata.distribution(name).locate_file(""))
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def report() -> dict[str, Any]:
     """Facts (each found the way the server finds it) and the problems they add up to."""
     import onnxruntime as ort
@@ -51,7 +59,7 @@ def report() -> dict[str, Any]:
         "gpus_counted_by": inventory.source,
     }
     problems = []
-    if len(builds) > 1:
+    if len(builds) > 1 and len({_site(name) for name in builds}) == 1:
         problems.append("both onnxruntime and onnxruntime-gpu are installed (they overwrite "
                         "each other's files): uninstall both, install one (make gpu-env)")
     if CUDA not in available:
