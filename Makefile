@@ -1,23 +1,49 @@
 # Two commands on a fresh clone: `make serve` and `make test`. Each creates .venv as needed.
 PYTHON ?= python3
+# GPU=1 (any target; `make gpu-env` alone builds it): a separate .venv-gpu where onnxruntime-gpu,
+# pinned as the GPU image pins it, with NVIDIA's CUDA and cuDNN wheels (its [cuda,cudnn]
+# extras), replaces onnxruntime; never both (README, GPU).
+GPU ?=
+ifeq ($(GPU),1)
+VENV ?= .venv-gpu
+endif
 VENV ?= .venv
+ORT_GPU_VERSION := $(shell sed -n 's/^onnxruntime-gpu==//p' deploy/docker/requirements-gpu.txt)
 PY := $(VENV)/bin/python
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 # jemalloc returns memory freed by unloaded models; glibc keeps ~4 copies (bench/reload_rss.py).
 JEMALLOC := $(firstword $(wildcard /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2))
 
-.PHONY: serve test lint check models protos bench image clean
+.PHONY: serve test lint check models protos bench image clean gpu-env devices
 
-$(VENV)/.runtime: pyproject.toml
+# `pip install -e .` puts CPU onnxruntime back (a dependency): take out both builds, which share
+# their files, then install the GPU one alone.
+ifeq ($(GPU),1)
+define ORT_SWAP
+	$(PY) -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu
+	$(PY) -m pip install --quiet 'onnxruntime-gpu[cuda,cudnn]==$(ORT_GPU_VERSION)'
+endef
+EXTRAS := [gpu]
+endif
+
+$(VENV)/.runtime: pyproject.toml $(if $(filter 1,$(GPU)),deploy/docker/requirements-gpu.txt)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.$(EXTRAS)'
+	$(ORT_SWAP)
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(ORT_SWAP)
 	touch $@
+
+gpu-env: ## .venv-gpu: onnxruntime-gpu with CUDA and cuDNN wheels; check it: `make devices GPU=1`
+	$(MAKE) GPU=1 .venv-gpu/.runtime
+
+devices: $(VENV)/.runtime ## what this environment can run on: providers, CUDA/cuDNN, GPUs
+	$(PY) -m app devices
 
 # Prometheus and promtool for the metrics tests: Debian's package, unpacked (no service is
 # installed or started, no root needed); the binaries are static.
@@ -70,4 +96,4 @@ image: ## build onnx-serve:0.1.0 offline, run it and infer through it (root; doc
 	bash deploy/docker/build_local.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-gpu .pytest_cache .mypy_cache .ruff_cache

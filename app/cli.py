@@ -106,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.cli_inspect import main as subcommand
 
         return subcommand(argv)
+    if argv[:1] == ["devices"]:  # a subcommand of its own (app/cli_devices.py)
+        from app.cli_devices import main as devices
+
+        return devices(argv[1:])
     return start(build_parser().parse_args(argv))
 
 

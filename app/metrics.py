@@ -11,7 +11,10 @@ validation, the model, overload, shutdown): see InferenceService.refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -25,9 +28,12 @@ from prometheus_client.registry import Collector
 from app import __version__
 from app.auth import Authenticator
 from app.batching.stats import Histogram, ModelStats
+from app.models import gpus
 from app.models.manager import ModelManager
 from app.models.version import ModelState
 from app.service import InferenceService
+
+log = logging.getLogger(__name__)
 
 PREFIX = "onnxserve"
 
@@ -155,12 +161,93 @@ class AuthCollector(Collector):
         yield refusals
 
 
+class GpuCollector(Collector):
+    """Triton's GPU metrics (same names, units and `gpu_uuid` label), read through NVML when
+    Prometheus scrapes (in a worker thread: /metrics runs generate_latest off the loop).
+    A reading a GPU does not support (power on some boards) is left out, not made up."""
+
+    def __init__(self, nvml: Any, visible: Sequence[gpus.Gpu]) -> None:
+        nvml.nvmlInit()  # kept for the life of the process, as NVML recommends
+        self._nvml = nvml
+        self._gpus = [(g.uuid, nvml.nvmlDeviceGetHandleByIndex(g.nvml_index)) for g in visible
+                      if g.uuid and g.nvml_index is not None]
+        # Triton counts energy from its start; NVML's counter runs from the driver's load.
+        self._energy_start = {uuid: self._read(nvml.nvmlDeviceGetTotalEnergyConsumption, h)
+                              for uuid, h in self._gpus}
+
+    @staticmethod
+    def _read(call: Callable[[Any], Any], handle: Any) -> Any:
+        try:
+            return call(handle)
+        except Exception:  # NVMLError_NotSupported and friends: this GPU cannot say
+            return None
+
+    def collect(self) -> Iterator[Metric]:
+        nvml, labels = self._nvml, ["gpu_uuid"]
+        families = {
+            "utilization": GaugeMetricFamily("nv_gpu_utilization", "GPU utilization rate "
+                                             "[0.0 - 1.0)", labels=labels),
+            "total": GaugeMetricFamily("nv_gpu_memory_total_bytes", "GPU total memory, in "
+                                       "bytes", labels=labels),
+            "used": GaugeMetricFamily("nv_gpu_memory_used_bytes", "GPU used memory, in bytes",
+                                      labels=labels),
+            "power": GaugeMetricFamily("nv_gpu_power_usage", "GPU power usage in watts",
+                                       labels=labels),
+            "limit": GaugeMetricFamily("nv_gpu_power_limit", "GPU power management limit in "
+                                       "watts", labels=labels),
+        }
+        # A counter named as Triton names it (no _total suffix: prometheus-client adds one
+        # to CounterMetricFamily samples); /metrics serves the text format, which allows it.
+        energy = Metric("nv_energy_consumption", "GPU energy consumption in joules since "
+                        "onnx-serve started", "counter")
+        for uuid, handle in self._gpus:
+            use = self._read(nvml.nvmlDeviceGetUtilizationRates, handle)
+            memory = self._read(nvml.nvmlDeviceGetMemoryInfo, handle)
+            power = self._read(nvml.nvmlDeviceGetPowerUsage, handle)
+            limit = self._read(nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+            joules = self._read(nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
+            if use is not None:
+                families["utilization"].add_metric([uuid], use.gpu / 100)
+            if memory is not None:
+                families["total"].add_metric([uuid], memory.total)
+                families["used"].add_metric([uuid], memory.used)
+            if power is not None:
+                families["power"].add_metric([uuid], power / 1000)
+            if limit is not None:
+                families["limit"].add_metric([uuid], limit / 1000)
+            start = self._energy_start.get(uuid)
+            if joules is not None and start is not None:
+                energy.add_sample("nv_energy_consumption", {"gpu_uuid": uuid},
+                                  (joules - start) / 1000)
+        yield from families.values()
+        yield energy
+
+
+def gpu_collector(nvml: Any | None) -> GpuCollector | None:
+    """GPU metrics for the GPUs this process sees, or None without NVML or a visible GPU."""
+    if nvml is None:
+        return None
+    visible = gpus.discover(nvml, lambda: None, os.environ)
+    if not visible.gpus:
+        log.info("no GPU metrics: %s", visible.detail or "NVML lists no visible GPU")
+        return None
+    try:
+        return GpuCollector(nvml, visible.gpus)
+    except Exception as err:
+        log.warning("no GPU metrics: NVML: %s", err)
+        return None
+
+
 def build_registry(manager: ModelManager, service: InferenceService,
                    authenticator: Authenticator | None = None) -> CollectorRegistry:
     """A registry of our own (never the global one): serving metrics plus process CPU/RSS,
-    and refused authentications when API keys are on."""
+    refused authentications when API keys are on, and Triton's GPU metrics where NVML
+    (nvidia-ml-py, the `gpu` extra) sees a GPU."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ServingCollector(manager, service))
+    gpu = gpu_collector(gpus.import_nvml())
+    if gpu is not None:
+        registry.register(gpu)
     if authenticator is not None:
         registry.register(AuthCollector(authenticator))
     ProcessCollector(registry=registry)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.models.signature import UnsupportedModel
+from app.models.tensorrt import tensorrt_options
 from app.repository.execution_config import Accelerator, InstanceGroup, ParameterValue
-from app.repository.paths import is_file_name
 from app.types import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -21,18 +21,9 @@ log = logging.getLogger(__name__)
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 ProviderList = list[tuple[str, dict[str, str]]]
 
-#: Triton's TensorRT accelerator keys whose onnxruntime name differs.
-_TRT_RENAMES = {
-    "max_workspace_size_bytes": "trt_max_workspace_size",
-    "int8_calibration_table_name": "trt_int8_calibration_table_name",
-    "int8_use_native_calibration_table": "trt_int8_use_native_calibration_table",
-}
 #: Triton's ORT-backend model parameters that configure the CUDA provider.
 _CUDA_PARAMETERS = ("cudnn_conv_algo_search", "gpu_mem_limit", "arena_extend_strategy",
                     "do_copy_in_default_stream")
-#: TensorRT's cache folders: always inside this version's folder of the server's cache.
-_TRT_CACHES = ("trt_engine_cache_path", "trt_timing_cache_path")
-_TRT_CACHE_NAME = "tensorrt"
 _CUDNN_SEARCH = {"0": "EXHAUSTIVE", "1": "HEURISTIC", "2": "DEFAULT"}
 _ARENA_EXTEND = {"0": "kNextPowerOfTwo", "1": "kSameAsRequested"}
 
@@ -61,7 +52,12 @@ class Placement:
 
 def plan_instances(groups: Sequence[InstanceGroup], cuda_available: bool,
                    gpu_count: int, default_cpu_count: int) -> list[Instance]:
-    """Expand instance groups (Triton semantics) into one Instance per session."""
+    """Expand instance groups (Triton semantics) into one Instance per session.
+
+    A GPU group without `gpus` puts `count` instances on every visible GPU (`gpu_count`, as
+    gpus.visible() counted them); KIND_GPU with none counted still asks for GPU 0, so the load
+    fails under strict providers or says it runs on CPU, rather than quietly planning nothing.
+    """
     instances: list[Instance] = []
     for group in groups or (InstanceGroup(kind="KIND_AUTO", count=default_cpu_count),):
         kind = group.kind
@@ -70,7 +66,7 @@ def plan_instances(groups: Sequence[InstanceGroup], cuda_available: bool,
         if kind == "KIND_CPU":
             instances += [Instance("cpu")] * group.count
         else:
-            gpus = group.gpus or (list(range(gpu_count)) if group.kind == "KIND_AUTO" else [0])
+            gpus = group.gpus or list(range(max(gpu_count, 1)))
             instances += [Instance("gpu", gpu, group.kind == "KIND_AUTO")
                           for gpu in gpus for _ in range(group.count)]
     return instances
@@ -79,12 +75,13 @@ def plan_instances(groups: Sequence[InstanceGroup], cuda_available: bool,
 def place(instance: Instance, accelerators: Sequence[Accelerator],
           parameters: Mapping[str, ParameterValue], available: Collection[str], strict: bool,
           inputs: Sequence[TensorSpec] = (), max_batch_size: int = 0,
-          cache: Path | None = None) -> Placement:
+          cache: Path | None = None, trt_key: str | None = None) -> Placement:
     """The provider chain for one instance: TensorRT, then CUDA, then CPU as fallbacks.
 
     A GPU that this build cannot use falls back to CPU with a note, or fails the load when
     `strict`; onnxruntime itself rejects unknown provider options at session creation.
-    `cache` is this version's folder in the server's cache directory (TensorRT's caches).
+    `cache` is this version's folder in the server's cache directory and `trt_key` names this
+    instance's GPU model and TensorRT version (tensorrt.cache_key): TensorRT's caches.
     """
     if instance.kind == "cpu":
         return Placement(instance, [(CPU, {})])
@@ -102,7 +99,7 @@ def place(instance: Instance, accelerators: Sequence[Accelerator],
     if "tensorrt" in wanted:
         if TENSORRT in available:
             trt = tensorrt_options(instance.device_id, _params(accelerators, "tensorrt"),
-                                   inputs, max_batch_size, cache)
+                                   inputs, max_batch_size, cache, trt_key)
             chain.insert(0, (TENSORRT, trt))
         elif strict:
             raise UnsupportedModel("TensorRT requested but this onnxruntime build has none")
@@ -174,50 +171,3 @@ def cuda_options(device_id: int, parameters: Mapping[str, ParameterValue],
             options[key] = value
     options.update({key: _text(value) for key, value in accelerator.items()})
     return options
-
-
-def tensorrt_options(device_id: int, accelerator: Mapping[str, ParameterValue],
-                     inputs: Sequence[TensorSpec], max_batch_size: int,
-                     cache: Path | None = None) -> dict[str, str]:
-    """TensorRT options from Triton's accelerator keys (renamed where ORT's differ; the rest
-    pass through), with optimisation profiles derived from max_batch_size when not given.
-
-    The engine and timing caches always go to `cache/<name>` (default name `tensorrt`):
-    the config names a folder inside the cache (repository/file_options.py checked it),
-    never a path, and nothing lands in the working directory.
-    """
-    options = {"device_id": str(device_id)}
-    for key, value in accelerator.items():
-        if key == "precision_mode":
-            precision = str(value).upper()
-            if precision not in ("FP32", "FP16", "INT8"):
-                raise UnsupportedModel(f"TensorRT precision_mode '{value}' is not FP32/FP16/INT8")
-            options["trt_fp16_enable"] = _text(precision in ("FP16", "INT8"))
-            options["trt_int8_enable"] = _text(precision == "INT8")
-        else:
-            options[_TRT_RENAMES.get(key, key)] = _text(value)
-    for key in _TRT_CACHES:
-        name = options.pop(key, _TRT_CACHE_NAME)
-        if not is_file_name(name):  # the config schema refuses these; never trust a path
-            raise UnsupportedModel(f"'{key}' must be a folder name inside the cache")
-        if cache is not None:
-            options[key] = str(cache / name)
-        elif key in accelerator:
-            raise UnsupportedModel(f"'{key}' needs the server's cache directory")
-    if "trt_profile_min_shapes" not in options:
-        options.update(tensorrt_profiles(inputs, max_batch_size))
-    return options
-
-
-def tensorrt_profiles(inputs: Sequence[TensorSpec], max_batch_size: int) -> dict[str, str]:
-    """min/opt/max shapes 1 / max / max along the batch dimension, so one engine serves every
-    batch the batcher forms and is cached across restarts. Only when every other dim is fixed."""
-    if max_batch_size <= 0 or not inputs or any(-1 in s.shape[1:] for s in inputs):
-        return {}
-
-    def shapes(batch: int) -> str:
-        return ",".join(f"{s.name}:{'x'.join(str(d) for d in (batch, *s.shape[1:]))}"
-                        for s in inputs)
-
-    return {"trt_profile_min_shapes": shapes(1), "trt_profile_opt_shapes": shapes(max_batch_size),
-            "trt_profile_max_shapes": shapes(max_batch_size)}

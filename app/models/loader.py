@@ -6,7 +6,6 @@ Blocking: runs on the manager's loader threads, never on the event loop.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import onnxruntime as ort
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
-from app.models import compat
+from app.models import compat, cuda_libs, gpus, tensorrt
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.model_info import model_parameters
 from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
@@ -115,15 +114,26 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
         if refused:
             raise LoadFailed("; ".join(refused))
     available = ort.get_available_providers()
-    instances = plan_instances(config.instance_group, CUDA in available, _gpu_count(available),
+    inventory = gpus.GpuInventory((), "none")
+    if CUDA in available:
+        cuda_libs.prepare()  # before counting: the CUDA runtime may come from NVIDIA's wheels
+        inventory = gpus.visible()
+    instances = plan_instances(config.instance_group, CUDA in available, len(inventory.gpus),
                                defaults.instances)
     gpu_accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
     inputs: Sequence[TensorSpec] = ()
-    if any(i.kind == "gpu" for i in instances) and CUDA in available:
-        inputs = _probe_inputs(path)  # TensorRT profiles need input shapes before building
+    max_batch_size, trt_version = 0, None
+    if any(i.kind == "gpu" for i in instances) and TENSORRT in available:
+        # TensorRT profiles need the model's shapes and the effective max_batch_size (the
+        # configured one or the server's default) before the sessions are built.
+        model_inputs, probed = _probe(path, config, default_max_batch_size)
+        inputs, max_batch_size = tensorrt.profile_inputs(model_inputs, probed), \
+            probed.max_batch_size
+        trt_version = cuda_libs.tensorrt_version()
     cache = files.cache_folder() if defaults.cache_dir is not None else None
     placements = [place(i, gpu_accelerators, config.parameters, available,
-                        defaults.strict_providers, inputs, config.max_batch_size or 0, cache)
+                        defaults.strict_providers, inputs, max_batch_size, cache,
+                        tensorrt.cache_key(inventory.by_ordinal(i.device_id), trt_version))
                   for i in instances]
     _make_tensorrt_folders(placements)
     cpu_count = sum(p.instance.kind == "cpu" for p in placements)
@@ -224,22 +234,19 @@ def _options(config: ModelConfig, defaults: ServerDefaults, threads: int,
     return options
 
 
-def _gpu_count(available: Sequence[str]) -> int:
-    if CUDA not in available:
-        return 0
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    return 1
-
-
-def _probe_inputs(path: Path) -> list[TensorSpec]:
+def _probe(path: Path, config: ModelConfig,
+           default_max_batch_size: int) -> tuple[list[TensorSpec], Signature]:
+    """The model's own input shapes, and its signature as the server will serve it."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     probe = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     shapes = [tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in probe.get_inputs()]
-    return [TensorSpec(i.name, "", shape) for i, shape in zip(probe.get_inputs(), shapes,
-                                                              strict=True)]
+    model = [TensorSpec(i.name, "", shape) for i, shape in zip(probe.get_inputs(), shapes,
+                                                               strict=True)]
+    signature = Signature.from_session(probe.get_inputs(), probe.get_outputs(),
+                                       config.max_batch_size, default_max_batch_size,
+                                       config.input, config.output)
+    return model, signature
 
 
 def _warm(sessions: Sequence[ort.InferenceSession], warmup: Warmup, signature: Signature,

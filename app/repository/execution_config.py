@@ -32,7 +32,8 @@ class InstanceGroup(_Strict):
     kind: Literal["KIND_AUTO", "KIND_CPU", "KIND_GPU"] = Field(
         "KIND_AUTO", description="KIND_AUTO: one instance per visible GPU, else CPU instances.")
     count: int = Field(1, ge=1, le=64, description="Instances per device.")
-    gpus: list[int] = Field(default_factory=list, description="GPU ids (KIND_GPU); default 0.")
+    gpus: list[int] = Field(default_factory=list,
+                            description="CUDA device ids; default: every visible GPU.")
 
     @field_validator("kind", mode="before")
     @classmethod

@@ -24,6 +24,8 @@ header() {
     echo "# $("$tmp/venv/bin/python" --version), $(date -u +%Y-%m-%d)"
 }
 { header cpu; "$tmp/venv/bin/pip" freeze --exclude onnx-serve; } > "$here/requirements-cpu.txt"
+# The GPU image also gets the `gpu` extra (nvidia-ml-py: GPU counting and metrics through NVML).
+"$tmp/venv/bin/pip" install --quiet "$root[gpu]"
 # onnxruntime-gpu has onnxruntime's dependencies and import name: swap the one line.
 { header gpu; "$tmp/venv/bin/pip" freeze --exclude onnx-serve \
     | sed "s/^onnxruntime==.*/onnxruntime-gpu==$ORT_GPU_VERSION/"; } > "$here/requirements-gpu.txt"

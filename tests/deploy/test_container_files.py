@@ -138,7 +138,13 @@ def test_image_lock_satisfies_the_runtime_dependencies() -> None:
         name = wanted.name.lower().replace("_", "-")
         assert name in cpu, f"{name} is not in the image lock: run deploy/docker/lock.sh"
         assert wanted.specifier.contains(cpu[name]), f"lock has {name}=={cpu[name]}, not {line}"
-    # The GPU lock is the CPU lock with onnxruntime swapped for onnxruntime-gpu.
+    # The GPU lock is the CPU lock with onnxruntime swapped for onnxruntime-gpu, plus the
+    # `gpu` extra (nvidia-ml-py).
     assert "onnxruntime" not in gpu and "onnxruntime-gpu" not in cpu
-    assert {k: v for k, v in gpu.items() if k != "onnxruntime-gpu"} == \
+    extra = {Requirement(line).name.lower(): Requirement(line)
+             for line in project["optional-dependencies"]["gpu"]}
+    assert extra, "the gpu extra lists nvidia-ml-py"
+    for name, wanted in extra.items():
+        assert name in gpu and wanted.specifier.contains(gpu[name]), f"{name} in the GPU lock"
+    assert {k: v for k, v in gpu.items() if k not in {"onnxruntime-gpu", *extra}} == \
         {k: v for k, v in cpu.items() if k != "onnxruntime"}

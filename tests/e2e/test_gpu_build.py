@@ -164,3 +164,22 @@ def test_without_strict_the_gpu_model_serves_on_cpu_and_says_so(
     warnings = [line for line in log.read_text(errors="replace").splitlines()
                 if "WARNING" in line and f"{CUDA} requested for GPU 0" in line]
     assert len(warnings) >= 2, log.read_text(errors="replace")[-4000:]
+
+
+def test_devices_and_gpu_check_tell_the_truth(gpu_python: Path) -> None:
+    """`onnx-serve devices` in the GPU build: CUDA (and TensorRT) built in, CUDA 13, no GPU;
+    bench/gpu_check.py refuses before starting anything."""
+    done = subprocess.run([str(gpu_python), "-m", "app", "devices", "--json"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
+    facts = json.loads(done.stdout)
+    assert CUDA in facts["onnxruntime"]["providers"]
+    # (this environment's CPU onnxruntime is visible too, in another folder: not a problem)
+    assert facts["onnxruntime"]["packages"]["onnxruntime-gpu"] == pinned_version()
+    assert not any("both" in p for p in facts["problems"]), facts
+    assert facts["onnxruntime"]["built_for_cuda"].startswith("13")
+    assert facts["gpus"] == []
+    assert any("no usable GPU seen" in p for p in facts["problems"]), facts
+    check = subprocess.run([str(gpu_python), "bench/gpu_check.py", "--out", "/dev/null"],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert check.returncode == 2 and "no usable GPU seen" in check.stderr, check.stderr

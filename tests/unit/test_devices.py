@@ -18,9 +18,9 @@ from app.models.devices import (
     confirm,
     place,
     plan_instances,
-    tensorrt_profiles,
 )
 from app.models.signature import UnsupportedModel
+from app.models.tensorrt import tensorrt_profiles
 from app.repository.execution_config import Accelerator, InstanceGroup
 from app.types import TensorSpec
 from tests.support import onnx_models
@@ -44,6 +44,17 @@ def test_explicit_groups_expand_per_device() -> None:
         Instance("gpu", 3), Instance("gpu", 3)]
 
 
+def test_kind_gpu_without_gpus_puts_count_on_every_visible_gpu() -> None:
+    """Triton's placement: `count` instances on each GPU, not all on GPU 0."""
+    group = [InstanceGroup(kind="KIND_GPU", count=2)]
+    assert plan_instances(group, True, 3, 1) == [
+        Instance("gpu", 0), Instance("gpu", 0), Instance("gpu", 1), Instance("gpu", 1),
+        Instance("gpu", 2), Instance("gpu", 2)]
+    # None counted (no NVML, no CUDA runtime): still asks for GPU 0, so strict providers
+    # refuse it and otherwise the note says it runs on CPU; never an empty plan.
+    assert plan_instances(group, True, 0, 1) == [Instance("gpu", 0)] * 2
+
+
 def test_cuda_options_use_onnxruntime_names() -> None:
     parameters = {"cudnn_conv_algo_search": "1", "gpu_mem_limit": "4294967296",
                   "arena_extend_strategy": "1", "do_copy_in_default_stream": "1"}
@@ -62,14 +73,15 @@ def test_tensorrt_options_fallback_chain_and_profiles() -> None:
         "trt_engine_cache_enable": "true", "trt_engine_cache_path": "engines",
         "trt_timing_cache_enable": True, "trt_builder_optimization_level": 5})]
     cache = Path("/var/cache/onnx-serve/m/1")
+    key = "NVIDIA_A100-SXM4-80GB_sm80/trt10.8.0"
     placement = place(Instance("gpu", 0), trt, {}, GPU_BUILD, strict=False, inputs=INPUTS,
-                      max_batch_size=16, cache=cache)
+                      max_batch_size=16, cache=cache, trt_key=key)
     assert placement.names == (TENSORRT, CUDA, CPU)
     assert placement.providers[0][1] == {
         "device_id": "0", "trt_fp16_enable": "True", "trt_int8_enable": "False",
         "trt_max_workspace_size": "1073741824", "trt_engine_cache_enable": "true",
-        "trt_engine_cache_path": str(cache / "engines"), "trt_timing_cache_enable": "True",
-        "trt_timing_cache_path": str(cache / "tensorrt"),
+        "trt_engine_cache_path": str(cache / "engines" / key),
+        "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache / "tensorrt" / key),
         "trt_builder_optimization_level": "5",
         "trt_profile_min_shapes": "x:1x3x224x224,mask:1x7",
         "trt_profile_opt_shapes": "x:16x3x224x224,mask:16x7",
