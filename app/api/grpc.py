@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
@@ -13,16 +14,19 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from app.api import offload
 from app.api.grpc_auth import AuthInterceptor
 from app.api.status import GRPC_STATUS
 from app.auth import Authenticator
-from app.codecs.grpc import decode_request, encode_response
+from app.codecs.grpc import decode_request
+from app.codecs.grpc_wire import WireError, infer_response_bytes, split_raw_inputs
 from app.codecs.tensors import TensorLimits
 from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
 from app.service import InferenceService
 from app.settings import GrpcSettings
+from app.types import InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,8 @@ class _ErrorMapping:
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         self._server.add_registered_method_handlers(
-            service, {name: _wrap(handler) for name, handler in handlers.items()})
+            service, {name: _wrap(handler, f"/{service}/{name}" in RAW_METHODS)
+                      for name, handler in handlers.items()})
 
 
 class _WrappedService(grpc.GenericRpcHandler):
@@ -91,7 +96,7 @@ class _WrappedService(grpc.GenericRpcHandler):
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is None:
-            wrapped = _wrap(self._inner.service(handler_call_details))
+            wrapped = _wrap(self._inner.service(handler_call_details), method in RAW_METHODS)
             if wrapped is not None:
                 self._wrapped[method] = wrapped
         return wrapped
@@ -133,11 +138,18 @@ async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield _decoded(request)
 
 
-def _wrap(handler: Any) -> Any:
+#: Methods whose messages can be big (tensors): registered without gRPC's (de)serializer,
+#: which would run on the event loop, so the servicer parses and serializes them itself,
+#: off the loop when they are big (api/offload.py, the policy HTTP bodies follow too).
+RAW_METHODS = frozenset(f"/{SERVICE_NAME}/{name}" for name in ("ModelInfer", "ModelStreamInfer"))
+
+
+def _wrap(handler: Any, raw: bool = False) -> Any:
     if handler is None:
         return None
-    codec = {"request_deserializer": _tolerant(handler.request_deserializer),
-             "response_serializer": handler.response_serializer}
+    codec = ({"request_deserializer": None, "response_serializer": None} if raw else
+             {"request_deserializer": _tolerant(handler.request_deserializer),
+              "response_serializer": handler.response_serializer})
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **codec)
     if handler.unary_stream:
@@ -193,27 +205,41 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         stats = self._service.model_statistics(request.name, request.version or None)
         return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:
-        return await self._infer(request)
+    async def ModelInfer(self, request: bytes, context: Any) -> bytes:
+        """Takes and returns serialized messages (RAW_METHODS)."""
+        self._check_size(len(request))
+        decoded, raw = await offload.by_size(len(request), self._decode, request)
+        response = await self._service.infer(decoded, "grpc")
+        return await offload.by_size(_output_bytes(response), infer_response_bytes, response,
+                                     raw)
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        self, request_iterator: AsyncIterator[bytes], context: Any
+    ) -> AsyncIterator[bytes]:
+        """Takes and yields serialized messages (RAW_METHODS); a message that does not parse
+        ends the stream (INVALID_ARGUMENT), a request that fails is answered on its own."""
         task = asyncio.current_task()
         assert task is not None  # nosec B101 # narrows a type: a handler runs in a task
         self._idle_streams.add(task)  # waiting for the client's next request
         try:
-            async for request in request_iterator:
+            async for data in request_iterator:
                 self._idle_streams.discard(task)
+                message, raw_inputs = await offload.by_size(len(data), _parse, data)
                 try:
-                    yield pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                    self._check_size(len(data))
+                    decoded = await offload.by_size(len(data), decode_request, message,
+                                                    self._limits, raw_inputs)
+                    response = await self._service.infer(decoded, "grpc")
+                    raw = bool(raw_inputs or message.raw_input_contents)
+                    yield await offload.by_size(_output_bytes(response), infer_response_bytes,
+                                                response, raw, True)
                 except ServingError as err:
                     # A failed request is reported on its own message; the stream goes on.
-                    failed = pb.ModelInferResponse(model_name=request.model_name,
-                                                   model_version=request.model_version,
-                                                   id=request.id)
-                    yield pb.ModelStreamInferResponse(error_message=err.message,
-                                                      infer_response=failed)
+                    failed = pb.ModelInferResponse(model_name=message.model_name,
+                                                   model_version=message.model_version,
+                                                   id=message.id)
+                    yield pb.ModelStreamInferResponse(
+                        error_message=err.message, infer_response=failed).SerializeToString()
                 if self._service.draining:
                     return  # answered what it sent; the server is going away
                 self._idle_streams.add(task)
@@ -226,15 +252,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         for task in list(self._idle_streams):
             task.cancel()
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        size = request.ByteSize()
+    def _check_size(self, size: int) -> None:
         if size > self._max_message_bytes:
             raise RequestTooLarge(
                 f"the request ({size} bytes) exceeds the gRPC message limit of "
                 f"{self._max_message_bytes} bytes (setting ONNX_SERVE_GRPC__MAX_MESSAGE_BYTES)")
-        decoded = decode_request(request, self._limits)
-        response = await self._service.infer(decoded, "grpc")
-        return encode_response(response, raw=bool(request.raw_input_contents))
+
+    def _decode(self, data: bytes) -> tuple[InferRequest, bool]:
+        """Parse and decode one request (thread-safe: runs off the loop when big); and
+        whether its inputs came raw (its outputs then go raw too)."""
+        message, raw_inputs = _parse(data)
+        raw = bool(raw_inputs or message.raw_input_contents)
+        return decode_request(message, self._limits, raw_inputs), raw
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> Any:
         entries = await self._service.repository_index(request.ready)
@@ -262,6 +291,23 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                                     context: Any) -> Any:
         await self._service.repository_unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+
+def _parse(data: bytes) -> tuple[pb.ModelInferRequest, list[memoryview]]:
+    """A ModelInferRequest and its raw inputs, which a big message keeps as views of `data`
+    (codecs/grpc_wire.py) instead of protobuf's copies."""
+    raw: list[memoryview] = []
+    if len(data) > offload.OFFLOAD_BYTES:
+        with contextlib.suppress(WireError):  # protobuf's parser says what is wrong
+            data, raw = split_raw_inputs(data)
+    try:
+        return pb.ModelInferRequest.FromString(data), raw
+    except DecodeError as err:
+        raise InvalidInput(f"the request is not a valid protobuf message: {err}") from err
+
+
+def _output_bytes(response: InferResponse) -> int:
+    return sum(a.nbytes for a in response.outputs.values())
 
 
 def _unsupported(feature: str) -> Callable[..., Awaitable[Any]]:

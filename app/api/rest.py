@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive
 
 from app import __version__
+from app.api import offload
 from app.api.body import BodyBuffer
 from app.api.openapi import INFER_OPENAPI, error_responses
 from app.api.status import HTTP_STATUS
@@ -32,9 +33,6 @@ from app.types import InferRequest
 log = logging.getLogger(__name__)
 
 HEADER_LENGTH = "inference-header-content-length"
-#: Bodies (and outputs) above this size are decoded/encoded in a worker thread so a big
-#: tensor never stalls the event loop; small ones are faster inline.
-OFFLOAD_BYTES = 256 * 1024
 #: The status a request gets when its client disconnected first (nginx's 499).
 CLIENT_CLOSED = 499
 
@@ -184,9 +182,7 @@ class RestApi:
         request = await self._decode(header, body, name, version)
         response = await self._service.infer(request)
         size = sum(a.nbytes for a in response.outputs.values())
-        if size > OFFLOAD_BYTES:
-            return await asyncio.to_thread(encode_response, response, request)
-        return encode_response(response, request)
+        return await offload.by_size(size, encode_response, response, request)
 
     async def _decode(
         self, header: str | None, body: bytes, name: str, version: str | None
@@ -204,11 +200,8 @@ class RestApi:
             target = self._service.raw_input_target(name, version)
             return decode_raw_request(name, version, body, target.spec, target.batched,
                                       self._limits)
-        if len(body) > OFFLOAD_BYTES:
-            return await asyncio.to_thread(
-                decode_request, name, version, body, header_length, self._limits
-            )
-        return decode_request(name, version, body, header_length, self._limits)
+        return await offload.by_size(len(body), decode_request, name, version, body,
+                                     header_length, self._limits)
 
     def body_buffer(self, content_length: bytes | str | None,
                     content_encoding: bytes | str | None) -> BodyBuffer:

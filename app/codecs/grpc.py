@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ from app.codecs.tensors import (
     TensorLimits,
     array_from_buffer,
     array_to_bytes,
+    array_view,
     bytes_element_too_long,
     element_count,
 )
@@ -48,10 +49,13 @@ def parameters_from_proto(params: Mapping[str, pb.InferParameter]) -> dict[str, 
     return values
 
 
-def decode_request(message: pb.ModelInferRequest, limits: TensorLimits) -> InferRequest:
-    """Decode a ModelInferRequest; raw_input_contents, when used, covers every input."""
+def decode_request(message: pb.ModelInferRequest, limits: TensorLimits,
+                   raw_inputs: Sequence[bytes | memoryview] = ()) -> InferRequest:
+    """Decode a ModelInferRequest; raw_input_contents, when used, covers every input.
+    `raw_inputs` stands for the message's raw_input_contents when it was split off
+    (codecs/grpc_wire.py)."""
     limits.check_inputs(len(message.inputs))
-    raw = message.raw_input_contents
+    raw: Sequence[bytes | memoryview] = raw_inputs or message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries but the request has "
@@ -164,9 +168,11 @@ def _from_contents(
 
 
 def encode_response(
-    response: InferResponse, raw: bool
+    response: InferResponse, raw: bool, raw_into: list[memoryview] | None = None
 ) -> pb.ModelInferResponse:
-    """Encode outputs typed, or all raw when `raw` (or when an output has no typed field)."""
+    """Encode outputs typed, or all raw when `raw` (or when an output has no typed field).
+    With `raw_into`, raw outputs go there (views of the arrays, not copies) instead of
+    into the message's raw_output_contents (codecs/grpc_wire.py frames them)."""
     raw = raw or any(CONTENTS_FIELD.get(d) is None for d in response.output_datatypes.values())
     message = pb.ModelInferResponse(
         model_name=response.model_name,
@@ -177,6 +183,9 @@ def encode_response(
         datatype = response.output_datatypes[name]
         tensor = message.outputs.add(name=name, datatype=datatype, shape=array.shape)
         dt = dtypes.BY_NAME[datatype]
+        if raw and raw_into is not None:
+            raw_into.append(array_view(array, dt))
+            continue
         if raw:
             message.raw_output_contents.append(array_to_bytes(array, dt))
             continue
