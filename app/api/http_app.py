@@ -103,8 +103,9 @@ class InferFastPath:
         except ServingError as err:
             await _send_error(send, err)
             return
-        if body is None:
-            return  # the client left before sending its whole body: nobody to answer
+        if body is None:  # the client left before sending its whole body: nobody to answer
+            log.debug("client left before sending the whole body of POST %s", scope["path"])
+            return
         handler = asyncio.current_task()
         assert handler is not None  # nosec B101 # narrows a type: a handler runs in a task
         watcher = asyncio.get_running_loop().create_task(cancel_on_disconnect(receive, handler))

@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from app import __version__
@@ -299,6 +300,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         assert isinstance(err, HTTPException)  # nosec B101 # as above
         return _error(err.status_code, str(err.detail))
 
+    async def client_gone(request: Request, _: Exception) -> Response:
+        # A client that leaves before its body is sent is not an error: nobody to answer.
+        log.debug("client left before sending the whole body of %s %s", request.method,
+                  request.url.path)
+        return Response(status_code=CLIENT_CLOSED)  # uvicorn drops it: the client is gone
+
     async def unexpected(_: Request, err: Exception) -> Response:
         log.exception("unexpected error", exc_info=err)
         return _error(500, "internal server error")
@@ -306,6 +313,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServingError, serving_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected)
 
 
