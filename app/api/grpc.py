@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool, json_format
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from app.api import offload
 from app.api.grpc_auth import AuthInterceptor
+from app.api.grpc_calls import GrpcCalls, channelz_ids, new_channelz_id
 from app.api.status import GRPC_STATUS
 from app.auth import Authenticator
 from app.codecs.grpc import decode_request
@@ -42,20 +45,26 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: Exception) ->
     await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
 
 
-def _wrap_unary(behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(behaviour: Callable[..., Awaitable[Any]],
+                calls: GrpcCalls) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        calls.enter(context)
         try:
             return await behaviour(_decoded(request), context)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as err:  # every failure leaves through _abort
             await _abort(context, err)
+        finally:
+            calls.inside -= 1
 
     return wrapper
 
 
-def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]],
+                 calls: GrpcCalls) -> Callable[..., AsyncIterator[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        calls.enter(context)
         try:
             async for item in behaviour(_decoded(request), context):
                 yield item
@@ -63,6 +72,8 @@ def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., 
             raise
         except Exception as err:
             await _abort(context, err)
+        finally:
+            calls.inside -= 1
 
     return wrapper
 
@@ -70,33 +81,38 @@ def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., 
 class _ErrorMapping:
     """Stands in for the server while services register, so that every method handler is
     wrapped once: errors leave through _abort (the one place that maps them to status
-    codes). An interceptor would do it on every call: its per-call coroutine cost up to ~10%
-    of gRPC throughput at concurrency 32 (tiny model; issue 5's notes)."""
+    codes), and calls are counted for the drain. An interceptor would do it on every call:
+    its per-call coroutine cost up to ~10% of gRPC throughput at concurrency 32 (tiny model;
+    issue 5's notes)."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, calls: GrpcCalls) -> None:
         self._server = server
+        self._calls = calls
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        self._server.add_generic_rpc_handlers(tuple(_WrappedService(h) for h in handlers))
+        self._server.add_generic_rpc_handlers(
+            tuple(_WrappedService(h, self._calls) for h in handlers))
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         self._server.add_registered_method_handlers(
-            service, {name: _wrap(handler, f"/{service}/{name}" in RAW_METHODS)
+            service, {name: _wrap(handler, self._calls, f"/{service}/{name}" in RAW_METHODS)
                       for name, handler in handlers.items()})
 
 
 class _WrappedService(grpc.GenericRpcHandler):
     """A generic handler whose method handlers are wrapped, each once."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+    def __init__(self, inner: grpc.GenericRpcHandler, calls: GrpcCalls) -> None:
         self._inner = inner
+        self._calls = calls
         self._wrapped: dict[str, Any] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is None:
-            wrapped = _wrap(self._inner.service(handler_call_details), method in RAW_METHODS)
+            wrapped = _wrap(self._inner.service(handler_call_details), self._calls,
+                            method in RAW_METHODS)
             if wrapped is not None:
                 self._wrapped[method] = wrapped
         return wrapped
@@ -144,19 +160,23 @@ async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 RAW_METHODS = frozenset(f"/{SERVICE_NAME}/{name}" for name in ("ModelInfer", "ModelStreamInfer"))
 
 
-def _wrap(handler: Any, raw: bool = False) -> Any:
+def _wrap(handler: Any, calls: GrpcCalls, raw: bool = False) -> Any:
     if handler is None:
         return None
     codec = ({"request_deserializer": None, "response_serializer": None} if raw else
              {"request_deserializer": _tolerant(handler.request_deserializer),
               "response_serializer": handler.response_serializer})
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **codec)
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler.unary_unary, calls), **codec)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream), **codec)
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream(handler.unary_stream, calls), **codec)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary), **codec)
-    return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream), **codec)
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap_unary(handler.stream_unary, calls), **codec)
+    return grpc.stream_stream_rpc_method_handler(
+        _wrap_stream(handler.stream_stream, calls), **codec)
 
 
 def _tensors(specs: Any) -> list[pb.ModelMetadataResponse.TensorMetadata]:
@@ -172,6 +192,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._limits = TensorLimits.of(settings, "grpc")
         self._max_message_bytes = settings.max_message_bytes
         self._idle_streams: set[asyncio.Task[Any]] = set()
+        self._ending: set[asyncio.Task[Any]] = set()  # idle streams the drain cancelled
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self._service.live())
@@ -243,13 +264,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 if self._service.draining:
                     return  # answered what it sent; the server is going away
                 self._idle_streams.add(task)
+        except asyncio.CancelledError:
+            if task not in self._ending:
+                raise  # the client cancelled
+            if sys.version_info >= (3, 11):
+                task.uncancel()
+            # An idle stream the drain ended: it closes with OK, nothing of it was in flight.
         finally:
             self._idle_streams.discard(task)
+            self._ending.discard(task)
 
     def end_idle_streams(self) -> None:
-        """Draining: cancel streams waiting for their client's next request (none of theirs
-        is in flight); busy streams end after their current answer."""
+        """Draining: end streams waiting for their client's next request (none of theirs
+        is in flight), with status OK; busy streams end after their current answer."""
         for task in list(self._idle_streams):
+            self._ending.add(task)
             task.cancel()
 
     def _check_size(self, size: int) -> None:
@@ -372,9 +401,64 @@ _COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression
                 "deflate": grpc.Compression.Deflate}
 
 
-class GrpcFrontend(NamedTuple):
-    server: grpc.aio.Server
-    inference: InferenceServicer  # for ending idle streams when the server drains
+#: How often the drain looks again at the calls in flight: neither gRPC nor uvicorn tells
+#: when a call or a connection ends (uvicorn's own shutdown looks every 100 ms).
+DRAIN_POLL_S = 0.005
+
+
+class GrpcFrontend:
+    """The gRPC server, and its part of the drain (api/grpc_calls.py says why it waits)."""
+
+    def __init__(self, server: grpc.aio.Server, inference: InferenceServicer,
+                 calls: GrpcCalls) -> None:
+        self.server = server
+        self.inference = inference
+        self.calls = calls
+        self._stopping: asyncio.Task[None] | None = None
+
+    async def stop_accepting(self, deadline: float, hurry: asyncio.Event) -> None:
+        """Begin gRPC's shutdown: the listener closes and clients get a GOAWAY, so they send
+        no new calls here; calls in flight go on, idle ModelStreamInfer streams end."""
+        self.inference.end_idle_streams()
+        begun = asyncio.Event()
+        self._stopping = asyncio.create_task(self._shutdown(deadline, hurry, begun),
+                                             name="grpc-shutdown")
+        await begun.wait()
+        self.inference.end_idle_streams()  # streams opened meanwhile
+
+    async def _shutdown(self, deadline: float, hurry: asyncio.Event,
+                        begun: asyncio.Event) -> None:
+        """The shutdown cancels every call the core holds that no handler has taken yet
+        (api/grpc_calls.py), and those that reach it before its GOAWAY reaches their
+        client. So it begins at a quiet moment: every call is inside a handler, twice in a
+        row DRAIN_POLL_S apart, and none was answered in between (a client just answered
+        may be sending its next call). Calls are served meanwhile; `deadline` or `hurry`
+        end the wait. The last look and the shutdown's start happen in one step, so that
+        no call can slip in between; `close` cuts what remains (the long grace is only a
+        bound)."""
+        last: int | None = None
+        while True:  # polled: nothing tells when calls arrive or end
+            mark = self.calls.finished if self.calls.settled() else None
+            if (mark is not None and mark == last) or time.monotonic() >= deadline \
+                    or hurry.is_set():
+                break
+            last = mark
+            await asyncio.sleep(DRAIN_POLL_S)
+        begun.set()
+        await self.server.stop(3600)  # runs up to the core's shutdown call before it yields
+
+    def busy(self) -> bool:
+        """Whether a call is still in flight (once `stop_accepting` has returned, every
+        call is in a handler of ours)."""
+        return self.calls.active > 0
+
+    async def close(self) -> None:
+        """Close every connection now. Called once no call is in flight: gRPC's own shutdown
+        would wait for each client to acknowledge its GOAWAY, up to 20 s for one that never
+        does (an idle TCP connection)."""
+        await self.server.stop(0)
+        if self._stopping is not None:
+            await self._stopping
 
 
 def create_grpc_server(service: InferenceService, settings: GrpcSettings,
@@ -383,6 +467,7 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
     are checked when an authenticator is given."""
     limit = settings.max_message_bytes
     interceptors = [] if authenticator is None else [AuthInterceptor(authenticator)]
+    existing = channelz_ids()
     server = grpc.aio.server(
         interceptors=interceptors,
         # gRPC's own refusal cannot say which setting to change; up to twice the limit the
@@ -396,17 +481,20 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
                   int(settings.keepalive_min_client_ping_interval_s * 1000))],
         compression=_COMPRESSION[settings.response_compression],
     )
+    calls = GrpcCalls(new_channelz_id(existing))
     inference = InferenceServicer(service, settings)
-    mapped = _ErrorMapping(server)
+    mapped = _ErrorMapping(server, calls)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
         inference, mapped
     )
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(service), mapped)
-    # Reflection registers itself (it checks for a grpc.aio.Server); its errors are its own.
     names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server, pool=_reflection_pool())
-    return GrpcFrontend(server, inference)
+    # What reflection.enable_server_reflection does for a grpc.aio.Server, through the
+    # mapping, so that its calls count for the drain too.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(names, pool=_reflection_pool()), mapped)
+    return GrpcFrontend(server, inference, calls)
 
 
 def bind(server: grpc.aio.Server, address: str, settings: GrpcSettings) -> int:

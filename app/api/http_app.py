@@ -40,8 +40,25 @@ def create_app(service: InferenceService, settings: HttpSettings,
     authenticator is given; CORS when configured."""
     api = RestApi(service, settings, registry)
     routes = create_fastapi(api)
-    return secure(InferFastPath(routes, api), routes, lambda path: infer_target(path) is not None,
-                  authenticator, cors or CorsSettings())
+    return CloseWhenDraining(
+        secure(InferFastPath(routes, api), routes, lambda path: infer_target(path) is not None,
+               authenticator, cors or CorsSettings()),
+        service)
+
+
+class CloseWhenDraining:
+    """Once the server drains, every answer says `Connection: close` (uvicorn closes the
+    connection after it), so no client sends another request on a connection about to
+    close. Requests that began before are the drain's: it turns their keep-alive off."""
+
+    def __init__(self, app: ASGIApp, service: InferenceService) -> None:
+        self._app = app
+        self._service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._service.draining and scope["type"] == "http":
+            send = _with_headers(send, [(b"connection", b"close")])
+        await self._app(scope, receive, send)
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
