@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 
 from app.api import offload
 from app.api.grpc_auth import AuthInterceptor
-from app.api.grpc_calls import GrpcCalls, channelz_ids, new_channelz_id
+from app.api.grpc_drain import GrpcCalls, GrpcFrontend, channelz_ids, new_channelz_id
 from app.api.status import GRPC_STATUS
 from app.auth import Authenticator
 from app.codecs.grpc import decode_request
@@ -399,66 +398,6 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
 
 _COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip,
                 "deflate": grpc.Compression.Deflate}
-
-
-#: How often the drain looks again at the calls in flight: neither gRPC nor uvicorn tells
-#: when a call or a connection ends (uvicorn's own shutdown looks every 100 ms).
-DRAIN_POLL_S = 0.005
-
-
-class GrpcFrontend:
-    """The gRPC server, and its part of the drain (api/grpc_calls.py says why it waits)."""
-
-    def __init__(self, server: grpc.aio.Server, inference: InferenceServicer,
-                 calls: GrpcCalls) -> None:
-        self.server = server
-        self.inference = inference
-        self.calls = calls
-        self._stopping: asyncio.Task[None] | None = None
-
-    async def stop_accepting(self, deadline: float, hurry: asyncio.Event) -> None:
-        """Begin gRPC's shutdown: the listener closes and clients get a GOAWAY, so they send
-        no new calls here; calls in flight go on, idle ModelStreamInfer streams end."""
-        self.inference.end_idle_streams()
-        begun = asyncio.Event()
-        self._stopping = asyncio.create_task(self._shutdown(deadline, hurry, begun),
-                                             name="grpc-shutdown")
-        await begun.wait()
-        self.inference.end_idle_streams()  # streams opened meanwhile
-
-    async def _shutdown(self, deadline: float, hurry: asyncio.Event,
-                        begun: asyncio.Event) -> None:
-        """The shutdown cancels every call the core holds that no handler has taken yet
-        (api/grpc_calls.py), and those that reach it before its GOAWAY reaches their
-        client. So it begins at a quiet moment: every call is inside a handler, twice in a
-        row DRAIN_POLL_S apart, and none was answered in between (a client just answered
-        may be sending its next call). Calls are served meanwhile; `deadline` or `hurry`
-        end the wait. The last look and the shutdown's start happen in one step, so that
-        no call can slip in between; `close` cuts what remains (the long grace is only a
-        bound)."""
-        last: int | None = None
-        while True:  # polled: nothing tells when calls arrive or end
-            mark = self.calls.finished if self.calls.settled() else None
-            if (mark is not None and mark == last) or time.monotonic() >= deadline \
-                    or hurry.is_set():
-                break
-            last = mark
-            await asyncio.sleep(DRAIN_POLL_S)
-        begun.set()
-        await self.server.stop(3600)  # runs up to the core's shutdown call before it yields
-
-    def busy(self) -> bool:
-        """Whether a call is still in flight (once `stop_accepting` has returned, every
-        call is in a handler of ours)."""
-        return self.calls.active > 0
-
-    async def close(self) -> None:
-        """Close every connection now. Called once no call is in flight: gRPC's own shutdown
-        would wait for each client to acknowledge its GOAWAY, up to 20 s for one that never
-        does (an idle TCP connection)."""
-        await self.server.stop(0)
-        if self._stopping is not None:
-            await self._stopping
 
 
 def create_grpc_server(service: InferenceService, settings: GrpcSettings,
