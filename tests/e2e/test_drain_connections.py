@@ -12,7 +12,6 @@ from pathlib import Path
 
 import grpc
 import httpx
-import pytest
 
 from app.protos_gen import inference_pb2_grpc as pb_grpc
 from tests.e2e.test_drain import (
@@ -123,10 +122,9 @@ def test_sigterm_answers_every_request_in_flight_and_idle_connections_do_not_wai
     assert len(closing) == len(after) > 0, (answers, after)
 
 
-@pytest.mark.parametrize("grace_s", [GRACE_S])
 def test_with_nothing_in_flight_an_idle_grpc_connection_does_not_hold_the_exit(
-        tmp_path: Path, grace_s: float) -> None:
-    server = DrainingServer(slow_repository(tmp_path), grace_s=grace_s)
+        tmp_path: Path) -> None:
+    server = DrainingServer(slow_repository(tmp_path), grace_s=GRACE_S)
     idle = socket.create_connection(("127.0.0.1", server.grpc_port))
     try:
         with grpc.insecure_channel(server.grpc) as channel:  # and an idle HTTP/2 channel
