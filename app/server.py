@@ -10,12 +10,14 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
-from app.api.grpc import GrpcFrontend, bind, create_grpc_server
+from app.api.grpc import bind, create_grpc_server
+from app.api.grpc_drain import DRAIN_POLL_S, GrpcFrontend
 from app.api.http_app import create_app
+from app.api.http_drain import HttpDrain
 from app.api.http_limits import HttpLimits, fit_connection_limits, open_file_limit, protocol_class
 from app.auth import Authenticator
 from app.metrics import build_registry
@@ -73,17 +75,35 @@ def listen(what: str, host: str, port: int, backlog: int | None) -> list[socket.
 
 
 class _HttpServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: `Server` drains on signals itself (and
-    uvicorn would re-raise the signal afterwards, so the process could not exit 0)."""
+    """uvicorn without its own signal handlers or shutdown: `Server` drains on signals
+    itself (uvicorn would re-raise the signal afterwards, so the process could not exit 0),
+    and decides when each connection closes (api/http_drain.py says why)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.drained = asyncio.Event()  # set by the drain once every connection may close
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's main loop ends once should_exit is set, and calls this: wait for the
+        drain, then close what is left."""
+        await self.drained.wait()
+        for server in self.servers:
+            server.close()
+        with contextlib.suppress(asyncio.TimeoutError):  # a client that reads nothing
+            await asyncio.wait_for(asyncio.gather(*(s.wait_closed() for s in self.servers)),
+                                   _SHUTDOWN_MARGIN_S)
 
-#: How long past the grace period the listeners' own shutdown may take before it cuts
-#: connections: answering the refused requests needs a moment.
+
+#: How long past the grace period the drain waits for the refused requests' answers to go
+#: out before it cuts the connections left.
 _SHUTDOWN_MARGIN_S = 3.0
+#: How long the drain looks for a quiet moment to begin gRPC's shutdown (api/grpc.py); calls
+#: are served meanwhile, and under unceasing load it begins anyway.
+_GRPC_QUIET_WAIT_S = 1.0
 
 
 class Server:
@@ -130,6 +150,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_asked: asyncio.Event | None = None
         self._signals = 0
+        self._hurry = asyncio.Event()  # a second signal: stop waiting
 
     async def serve(self) -> None:
         """Listen at once (liveness answers while models load in the background); HTTP and
@@ -169,26 +190,61 @@ class Server:
             await self.manager.close()
 
     async def _drain_when_asked(self, grpc: GrpcFrontend, asked: asyncio.Event) -> None:
-        """The shutdown: readiness off and listeners closed at once; accepted requests get
-        the grace period, then whatever still waits is answered 503 / UNAVAILABLE."""
+        """The shutdown: readiness off and the listeners closed at once, idle connections
+        closed; accepted requests get the grace period, then whatever still waits is
+        answered 503 / UNAVAILABLE; the process exits once the last one is answered."""
         await asked.wait()
+        try:
+            await self._drain(grpc)
+        finally:
+            self._http.drained.set()  # uvicorn's shutdown may end now, whatever happened
+
+    async def _drain(self, grpc: GrpcFrontend) -> None:
         grace = self.settings.shutdown.grace_period_s
         started = time.monotonic()
+        deadline = started + grace
         log.info("draining: readiness is off; in-flight requests have %g s to finish", grace)
-        self.service.begin_drain()
-        self._http.should_exit = True  # uvicorn closes its listener and idle connections
-        grpc_stopped = asyncio.create_task(grpc.server.stop(grace + _SHUTDOWN_MARGIN_S))
-        grpc.inference.end_idle_streams()
-        refused = 0
+        self.service.begin_drain()  # from now on every HTTP answer says Connection: close
+        http = HttpDrain(self._http)
+        http.stop_accepting()
+        self._http.should_exit = True  # uvicorn's main loop ends, then waits for `drained`
+        settling = asyncio.create_task(self._keep_settling(http), name="settle-http")
         try:
-            await asyncio.wait_for(self.service.wait_idle(), grace)
-        except asyncio.TimeoutError:
-            refused = self.service.refuse_all(
-                f"the server is shutting down and its grace period ({grace:g} s) is over")
-        await grpc_stopped
+            await grpc.stop_accepting(min(deadline, started + _GRPC_QUIET_WAIT_S),
+                                      self._hurry)
+            refused = 0
+            if not await self._wait_until(lambda: not (http.busy() or grpc.busy()),
+                                          deadline):
+                refused = self.service.refuse_all(
+                    f"the server is shutting down and its grace period ({grace:g} s) is over")
+                await self._wait_until(lambda: not (http.busy() or grpc.busy()),
+                                       time.monotonic() + _SHUTDOWN_MARGIN_S, hurried=False)
+        finally:
+            settling.cancel()
+        unfinished = http.refuse_unfinished(
+            "the server is shutting down; the request body did not arrive before every "
+            "other request was answered")
+        await grpc.close()  # idle gRPC connections would hold its shutdown up to 20 s
+        http.close_all()
         log.info("drained in %.1f s: %d requests were still waiting at the end of the grace "
-                 "period; successful requests served: %s", time.monotonic() - started, refused,
-                 self.service.successes())
+                 "period, %d bodies had not arrived; successful requests served: %s",
+                 time.monotonic() - started, refused, unfinished, self.service.successes())
+
+    async def _wait_until(self, done: Callable[[], bool], deadline: float,
+                          hurried: bool = True) -> bool:
+        """Poll `done` until it holds, `deadline` passes or (when `hurried`) a second signal
+        hurries the drain; returns whether it held."""
+        while not done():  # polled: nothing tells when calls or connections end
+            if time.monotonic() >= deadline or (hurried and self._hurry.is_set()):
+                return False
+            await asyncio.sleep(DRAIN_POLL_S)
+        return True
+
+    @staticmethod
+    async def _keep_settling(http: HttpDrain) -> None:
+        while True:  # HTTP connections change state without telling
+            http.settle()
+            await asyncio.sleep(DRAIN_POLL_S)
 
     def _bind_grpc(self, grpc: GrpcFrontend) -> int:
         settings = self.settings.grpc
@@ -219,7 +275,7 @@ class Server:
         else:  # asked twice: stop waiting for in-flight requests
             log.warning("second stop signal: answering every waiting request 503 now")
             self.service.refuse_all("the server is shutting down now")
-            self._http.force_exit = True
+            self._hurry.set()
 
     def _ask_stop(self) -> None:
         if self._stop_asked is not None:

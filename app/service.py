@@ -83,8 +83,6 @@ class InferenceService:
         self.unresolved: dict[tuple[str, str], int] = {}
         self.draining = False  # readiness is off: the server is shutting down
         self._refusing = False  # the grace period is over: inference is answered 503
-        self._active = 0  # inference requests between arrival and answer
-        self._idle: asyncio.Event | None = None  # set when _active drops to 0 while draining
 
     def live(self) -> bool:
         return True
@@ -97,12 +95,6 @@ class InferenceService:
         """Readiness (HTTP, gRPC ServerReady and health) goes false; inference goes on."""
         self.draining = True
         self._manager.notify_change()
-
-    async def wait_idle(self) -> None:
-        """Return once no inference request is in flight."""
-        while self._active:
-            self._idle = asyncio.Event()
-            await self._idle.wait()
 
     def refuse_all(self, message: str) -> int:
         """Answer queued and running requests with ShuttingDown, and every later one;
@@ -174,14 +166,7 @@ class InferenceService:
             refusal = ShuttingDown("the server is shutting down; retry on another replica")
             self.refused(protocol, request.model_name, request.version, refusal)
             raise refusal
-        started = time.perf_counter()
-        self._active += 1
-        try:
-            return await self._infer(request, protocol, started)
-        finally:
-            self._active -= 1
-            if self._idle is not None and not self._active:
-                self._idle.set()
+        return await self._infer(request, protocol, time.perf_counter())
 
     async def _infer(self, request: InferRequest, protocol: str,
                      started: float) -> InferResponse:

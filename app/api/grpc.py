@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool, json_format
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from app.api import offload
 from app.api.grpc_auth import AuthInterceptor
+from app.api.grpc_drain import GrpcCalls, GrpcFrontend, channelz_ids, new_channelz_id
 from app.api.status import GRPC_STATUS
 from app.auth import Authenticator
 from app.codecs.checks import unimplemented
-from app.codecs.grpc import answers_raw, decode_request, encode_response, parameters_to_proto
+from app.codecs.grpc import answers_raw, decode_request, parameters_to_proto
+from app.codecs.grpc_wire import WireError, infer_response_bytes, split_raw_inputs
 from app.codecs.tensors import TensorLimits
 from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
 from app.service import InferenceService
-from app.settings import GrpcSettings
+from app.settings import GrpcSettings, env_var
+from app.types import InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +46,26 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: Exception) ->
     await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
 
 
-def _wrap_unary(behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(behaviour: Callable[..., Awaitable[Any]],
+                calls: GrpcCalls) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        calls.enter(context)
         try:
             return await behaviour(_decoded(request), context)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as err:  # every failure leaves through _abort
             await _abort(context, err)
+        finally:
+            calls.inside -= 1
 
     return wrapper
 
 
-def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]],
+                 calls: GrpcCalls) -> Callable[..., AsyncIterator[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        calls.enter(context)
         try:
             async for item in behaviour(_decoded(request), context):
                 yield item
@@ -61,6 +73,8 @@ def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., 
             raise
         except Exception as err:
             await _abort(context, err)
+        finally:
+            calls.inside -= 1
 
     return wrapper
 
@@ -74,28 +88,32 @@ _INFER_METHODS = frozenset(f"/{SERVICE_NAME}/{name}" for name in ("ModelInfer",
 class _ErrorMapping:
     """Stands in for the server while services register, so that every method handler is
     wrapped once: errors leave through _abort (the one place that maps them to status
-    codes). An interceptor would do it on every call: its per-call coroutine cost up to ~10%
-    of gRPC throughput at concurrency 32 (tiny model; issue 5's notes)."""
+    codes), and calls are counted for the drain. An interceptor would do it on every call:
+    its per-call coroutine cost up to ~10% of gRPC throughput at concurrency 32 (tiny model;
+    issue 5's notes)."""
 
-    def __init__(self, server: grpc.aio.Server, refused: Refused) -> None:
+    def __init__(self, server: grpc.aio.Server, calls: GrpcCalls, refused: Refused) -> None:
         self._server = server
+        self._calls = calls
         self._refused = refused
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         self._server.add_generic_rpc_handlers(
-            tuple(_WrappedService(h, self._refused) for h in handlers))
+            tuple(_WrappedService(h, self._calls, self._refused) for h in handlers))
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         self._server.add_registered_method_handlers(
-            service, {name: _wrap(handler, f"/{service}/{name}", self._refused)
+            service, {name: _wrap(handler, self._calls, f"/{service}/{name}", self._refused)
                       for name, handler in handlers.items()})
 
 
 class _WrappedService(grpc.GenericRpcHandler):
     """A generic handler whose method handlers are wrapped, each once."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler, refused: Refused) -> None:
+    def __init__(self, inner: grpc.GenericRpcHandler, calls: GrpcCalls,
+                 refused: Refused) -> None:
         self._inner = inner
+        self._calls = calls
         self._refused = refused
         self._wrapped: dict[str, Any] = {}
 
@@ -103,7 +121,8 @@ class _WrappedService(grpc.GenericRpcHandler):
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is None:
-            wrapped = _wrap(self._inner.service(handler_call_details), method, self._refused)
+            wrapped = _wrap(self._inner.service(handler_call_details), self._calls, method,
+                            self._refused)
             if wrapped is not None:
                 self._wrapped[method] = wrapped
         return wrapped
@@ -150,22 +169,34 @@ async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield _decoded(request)
 
 
-def _wrap(handler: Any, method: str, refused: Refused) -> Any:
+#: Methods whose messages can be big (tensors): registered without gRPC's (de)serializer,
+#: which would run on the event loop, so the servicer parses and serializes them itself,
+#: off the loop when they are big (api/offload.py, the policy HTTP bodies follow too).
+RAW_METHODS = frozenset(f"/{SERVICE_NAME}/{name}" for name in ("ModelInfer", "ModelStreamInfer"))
+
+
+def _wrap(handler: Any, calls: GrpcCalls, method: str, refused: Refused) -> Any:
     if handler is None:
         return None
 
     def undecodable(err: ServingError) -> None:
         refused(method, err)
 
-    codec = {"request_deserializer": _tolerant(handler.request_deserializer, undecodable),
-             "response_serializer": handler.response_serializer}
+    codec = ({"request_deserializer": None, "response_serializer": None}
+             if method in RAW_METHODS else
+             {"request_deserializer": _tolerant(handler.request_deserializer, undecodable),
+              "response_serializer": handler.response_serializer})
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **codec)
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler.unary_unary, calls), **codec)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream), **codec)
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream(handler.unary_stream, calls), **codec)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary), **codec)
-    return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream), **codec)
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap_unary(handler.stream_unary, calls), **codec)
+    return grpc.stream_stream_rpc_method_handler(
+        _wrap_stream(handler.stream_stream, calls), **codec)
 
 
 def _tensors(specs: Any) -> list[pb.ModelMetadataResponse.TensorMetadata]:
@@ -174,13 +205,15 @@ def _tensors(specs: Any) -> list[pb.ModelMetadataResponse.TensorMetadata]:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """Each RPC decodes, calls InferenceService once and encodes; errors go to the interceptor."""
+    """Each RPC decodes, calls InferenceService once and encodes; errors leave through
+    the handler wrappers (_ErrorMapping)."""
 
     def __init__(self, service: InferenceService, settings: GrpcSettings) -> None:
         self._service = service
         self._limits = TensorLimits.of(settings, "grpc")
         self._max_message_bytes = settings.max_message_bytes
         self._idle_streams: set[asyncio.Task[Any]] = set()
+        self._ending: set[asyncio.Task[Any]] = set()  # idle streams the drain cancelled
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self._service.live())
@@ -215,61 +248,91 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         stats = self._service.model_statistics(request.name, request.version or None)
         return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:
-        return await self._infer(request)
+    async def ModelInfer(self, request: bytes, context: Any) -> bytes:
+        """Takes and returns serialized messages (RAW_METHODS)."""
+        message, raw_inputs = await self._parsed(request)
+        decoded = await self._decoded(request, message, raw_inputs)
+        response = await self._service.infer(decoded, "grpc")
+        return await offload.by_size(_output_bytes(response), infer_response_bytes, response,
+                                     answers_raw(message, raw_inputs))
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        self, request_iterator: AsyncIterator[bytes], context: Any
+    ) -> AsyncIterator[bytes]:
+        """Takes and yields serialized messages (RAW_METHODS); a message that does not parse
+        ends the stream (INVALID_ARGUMENT), a request that fails is answered on its own."""
         task = asyncio.current_task()
         assert task is not None  # nosec B101 # narrows a type: a handler runs in a task
         self._idle_streams.add(task)  # waiting for the client's next request
         try:
-            async for request in request_iterator:
+            async for data in request_iterator:
                 self._idle_streams.discard(task)
+                message, raw_inputs = await self._parsed(data)  # unparsable: the stream ends
                 try:
-                    answer = await self._infer(request)
+                    decoded = await self._decoded(data, message, raw_inputs)
+                    response = await self._service.infer(decoded, "grpc")
+                    # Triton's flag for decoupled clients; no model here is decoupled, so
+                    # each request's one answer is its final one.
+                    final = _FINAL_FLAG in message.parameters \
+                        and message.parameters[_FINAL_FLAG].bool_param
+                    yield await offload.by_size(_output_bytes(response), infer_response_bytes,
+                                                response, answers_raw(message, raw_inputs),
+                                                True, final)
                 except ServingError as err:
                     # A failed request is reported on its own message; the stream goes on.
-                    failed = pb.ModelInferResponse(model_name=request.model_name,
-                                                   model_version=request.model_version,
-                                                   id=request.id)
-                    yield pb.ModelStreamInferResponse(error_message=err.message,
-                                                      infer_response=failed)
-                else:
-                    if _FINAL_FLAG in request.parameters \
-                            and request.parameters[_FINAL_FLAG].bool_param:
-                        # Triton's flag for decoupled clients; no model here is decoupled,
-                        # so each request's one answer is its final one.
-                        answer.parameters["triton_final_response"].bool_param = True
-                    yield pb.ModelStreamInferResponse(infer_response=answer)
+                    failed = pb.ModelInferResponse(model_name=message.model_name,
+                                                   model_version=message.model_version,
+                                                   id=message.id)
+                    yield pb.ModelStreamInferResponse(
+                        error_message=err.message, infer_response=failed).SerializeToString()
                 if self._service.draining:
                     return  # answered what it sent; the server is going away
                 self._idle_streams.add(task)
+        except asyncio.CancelledError:
+            if task not in self._ending:
+                raise  # the client cancelled
+            if sys.version_info >= (3, 11):
+                task.uncancel()
+            # An idle stream the drain ended: it closes with OK, nothing of it was in flight.
         finally:
             self._idle_streams.discard(task)
+            self._ending.discard(task)
 
     def end_idle_streams(self) -> None:
-        """Draining: cancel streams waiting for their client's next request (none of theirs
-        is in flight); busy streams end after their current answer."""
+        """Draining: end streams waiting for their client's next request (none of theirs
+        is in flight), with status OK; busy streams end after their current answer."""
         for task in list(self._idle_streams):
+            self._ending.add(task)
             task.cancel()
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    def _check_size(self, size: int) -> None:
+        if size > self._max_message_bytes:
+            raise RequestTooLarge(
+                f"the request ({size} bytes) exceeds the gRPC message limit of "
+                f"{self._max_message_bytes} bytes "
+                f"(setting {env_var('grpc.max_message_bytes')})")
+
+    async def _parsed(self, data: bytes) -> tuple[pb.ModelInferRequest, list[memoryview]]:
+        """Parse one message (off the loop when big); one that does not parse is refused
+        before any model is known, and counted so."""
         try:
-            size = request.ByteSize()
-            if size > self._max_message_bytes:
-                raise RequestTooLarge(
-                    f"the request ({size} bytes) exceeds the gRPC message limit of "
-                    f"{self._max_message_bytes} bytes "
-                    "(setting ONNX_SERVE_GRPC__MAX_MESSAGE_BYTES)")
-            decoded = decode_request(request, self._limits)
-        except BaseException as err:  # answered without the service: count it here
-            self._service.refused("grpc", request.model_name, request.model_version or None,
+            return await offload.by_size(len(data), _parse, data)
+        except ServingError as err:
+            self._service.refused("grpc", None, None, err)
+            raise
+
+    async def _decoded(self, data: bytes, message: pb.ModelInferRequest,
+                       raw_inputs: list[memoryview]) -> InferRequest:
+        """Check and decode a parsed message (off the loop when big); a refusal here is
+        answered without the service, so it is counted here, under the model it names."""
+        try:
+            self._check_size(len(data))
+            return await offload.by_size(len(data), decode_request, message, self._limits,
+                                         raw_inputs)
+        except BaseException as err:
+            self._service.refused("grpc", message.model_name, message.model_version or None,
                                   err)
             raise
-        response = await self._service.infer(decoded, "grpc")
-        return encode_response(response, raw=answers_raw(request))
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> Any:
         entries = await self._service.repository_index(request.ready)
@@ -297,6 +360,23 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                                     context: Any) -> Any:
         await self._service.repository_unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+
+def _parse(data: bytes) -> tuple[pb.ModelInferRequest, list[memoryview]]:
+    """A ModelInferRequest and its raw inputs, which a big message keeps as views of `data`
+    (codecs/grpc_wire.py) instead of protobuf's copies."""
+    raw: list[memoryview] = []
+    if len(data) > offload.OFFLOAD_BYTES:
+        with contextlib.suppress(WireError):  # protobuf's parser says what is wrong
+            data, raw = split_raw_inputs(data)
+    try:
+        return pb.ModelInferRequest.FromString(data), raw
+    except DecodeError as err:
+        raise InvalidInput(f"the request is not a valid protobuf message: {err}") from err
+
+
+def _output_bytes(response: InferResponse) -> int:
+    return sum(a.nbytes for a in response.outputs.values())
 
 
 def _unsupported(feature: str) -> Callable[..., Awaitable[Any]]:
@@ -361,11 +441,6 @@ _COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression
                 "deflate": grpc.Compression.Deflate}
 
 
-class GrpcFrontend(NamedTuple):
-    server: grpc.aio.Server
-    inference: InferenceServicer  # for ending idle streams when the server drains
-
-
 def create_grpc_server(service: InferenceService, settings: GrpcSettings,
                        authenticator: Authenticator | None = None) -> GrpcFrontend:
     """A grpc.aio server (not yet bound or started) with every service registered; API keys
@@ -377,6 +452,7 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
             service.refused("grpc", None, None, err)
 
     interceptors = [] if authenticator is None else [AuthInterceptor(authenticator, refused)]
+    existing = channelz_ids()
     server = grpc.aio.server(
         interceptors=interceptors,
         # gRPC's own refusal cannot say which setting to change; up to twice the limit the
@@ -391,17 +467,20 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
                  *_connection_options(settings)],
         compression=_COMPRESSION[settings.response_compression],
     )
+    calls = GrpcCalls(new_channelz_id(existing))
     inference = InferenceServicer(service, settings)
-    mapped = _ErrorMapping(server, refused)
+    mapped = _ErrorMapping(server, calls, refused)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
         inference, mapped
     )
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(service), mapped)
-    # Reflection registers itself (it checks for a grpc.aio.Server); its errors are its own.
     names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server, pool=_reflection_pool())
-    return GrpcFrontend(server, inference)
+    # What reflection.enable_server_reflection does for a grpc.aio.Server, through the
+    # mapping, so that its calls count for the drain too.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(names, pool=_reflection_pool()), mapped)
+    return GrpcFrontend(server, inference, calls)
 
 
 def _connection_options(settings: GrpcSettings) -> list[tuple[str, int]]:

@@ -46,8 +46,25 @@ def create_app(service: InferenceService, settings: HttpSettings,
         if target is not None and scope.get("method") == "POST":
             api.refused(*target, err)
 
-    return secure(InferFastPath(routes, api), routes, lambda path: infer_target(path) is not None,
-                  authenticator, cors or CorsSettings(), refused)
+    return CloseWhenDraining(
+        secure(InferFastPath(routes, api), routes, lambda path: infer_target(path) is not None,
+               authenticator, cors or CorsSettings(), refused),
+        service)
+
+
+class CloseWhenDraining:
+    """Once the server drains, every answer says `Connection: close` (uvicorn closes the
+    connection after it), so no client sends another request on a connection about to
+    close. Requests that began before are the drain's: it turns their keep-alive off."""
+
+    def __init__(self, app: ASGIApp, service: InferenceService) -> None:
+        self._app = app
+        self._service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._service.draining and scope["type"] == "http":
+            send = _with_headers(send, [(b"connection", b"close")])
+        await self._app(scope, receive, send)
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
@@ -110,8 +127,9 @@ class InferFastPath:
             self._api.refused(name, version, err)
             await _send_error(send, err)
             return
-        if body is None:
-            return  # the client left before sending its whole body: nobody to answer
+        if body is None:  # the client left before sending its whole body: nobody to answer
+            log.debug("client left before sending the whole body of POST %s", scope["path"])
+            return
         handler = asyncio.current_task()
         assert handler is not None  # nosec B101 # narrows a type: a handler runs in a task
         watcher = asyncio.get_running_loop().create_task(cancel_on_disconnect(receive, handler))

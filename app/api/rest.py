@@ -15,9 +15,11 @@ from fastapi.responses import PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from app import __version__
+from app.api import offload
 from app.api.body import BodyBuffer
 from app.api.openapi import INFER_OPENAPI, error_responses
 from app.api.status import HTTP_STATUS
@@ -33,9 +35,6 @@ from app.types import InferRequest
 log = logging.getLogger(__name__)
 
 HEADER_LENGTH = "inference-header-content-length"
-#: Bodies (and outputs) above this size are decoded/encoded in a worker thread so a big
-#: tensor never stalls the event loop; small ones are faster inline.
-OFFLOAD_BYTES = 256 * 1024
 #: The status a request gets when its client disconnected first (nginx's 499).
 CLIENT_CLOSED = 499
 
@@ -181,9 +180,7 @@ class RestApi:
             raise
         response = await self._service.infer(request)
         size = sum(a.nbytes for a in response.outputs.values())
-        if size > OFFLOAD_BYTES:
-            return await asyncio.to_thread(encode_response, response, request)
-        return encode_response(response, request)
+        return await offload.by_size(size, encode_response, response, request)
 
     def refused(self, name: str, version: str | None, err: BaseException) -> None:
         """Count an inference request answered before the service saw it (the metrics)."""
@@ -205,11 +202,8 @@ class RestApi:
             target = self._service.raw_input_target(name, version)
             return decode_raw_request(name, version, body, target.spec, target.batched,
                                       self._limits)
-        if len(body) > OFFLOAD_BYTES:
-            return await asyncio.to_thread(
-                decode_request, name, version, body, header_length, self._limits
-            )
-        return decode_request(name, version, body, header_length, self._limits)
+        return await offload.by_size(len(body), decode_request, name, version, body,
+                                     header_length, self._limits)
 
     def body_buffer(self, content_length: bytes | str | None,
                     content_encoding: bytes | str | None) -> BodyBuffer:
@@ -334,6 +328,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         assert isinstance(err, HTTPException)  # nosec B101 # as above
         return _error(err.status_code, str(err.detail))
 
+    async def client_gone(request: Request, _: Exception) -> Response:
+        # A client that leaves before its body is sent is not an error: nobody to answer.
+        log.debug("client left before sending the whole body of %s %s", request.method,
+                  request.url.path)
+        return Response(status_code=CLIENT_CLOSED)  # uvicorn drops it: the client is gone
+
     async def unexpected(_: Request, err: Exception) -> Response:
         log.exception("unexpected error", exc_info=err)
         return _error(500, "internal server error")
@@ -341,6 +341,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServingError, serving_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected)
 
 

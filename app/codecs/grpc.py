@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from app.codecs.tensors import (
     TensorLimits,
     array_from_buffer,
     array_to_bytes,
+    array_view,
     bytes_element_too_long,
     element_count,
 )
@@ -50,13 +51,16 @@ def parameters_to_proto(values: Mapping[str, ParamValue]) -> dict[str, pb.InferP
     return out
 
 
-def decode_request(message: pb.ModelInferRequest, limits: TensorLimits) -> InferRequest:
-    """Decode a ModelInferRequest; raw_input_contents, when used, covers every input."""
+def decode_request(message: pb.ModelInferRequest, limits: TensorLimits,
+                   raw_inputs: Sequence[bytes | memoryview] = ()) -> InferRequest:
+    """Decode a ModelInferRequest; raw_input_contents, when used, covers every input.
+    `raw_inputs` stands for the message's raw_input_contents when it was split off
+    (codecs/grpc_wire.py)."""
     parameters = parameters_from_proto(message.parameters)
     check_request_parameters(parameters, "grpc")
     outputs = _requested_outputs(message)
     limits.check_inputs(len(message.inputs))
-    raw = message.raw_input_contents
+    raw: Sequence[bytes | memoryview] = raw_inputs or message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries but the request has "
@@ -165,16 +169,19 @@ def _from_contents(
     return wide.astype(dt.numpy, copy=False).reshape(shape)
 
 
-def answers_raw(message: pb.ModelInferRequest) -> bool:
-    """Outputs go raw when the inputs came raw, and when there were none to tell: Triton
-    always answers raw, and tritonclient reads nothing else."""
-    return bool(message.raw_input_contents) or not message.inputs
+def answers_raw(message: pb.ModelInferRequest, raw_inputs: Sequence[object] = ()) -> bool:
+    """Outputs go raw when the inputs came raw (`raw_inputs` when they were split off the
+    message), and when there were none to tell: Triton always answers raw, and
+    tritonclient reads nothing else."""
+    return bool(raw_inputs or message.raw_input_contents) or not message.inputs
 
 
 def encode_response(
-    response: InferResponse, raw: bool
+    response: InferResponse, raw: bool, raw_into: list[memoryview] | None = None
 ) -> pb.ModelInferResponse:
-    """Encode outputs typed, or all raw when `raw` (or when an output has no typed field)."""
+    """Encode outputs typed, or all raw when `raw` (or when an output has no typed field).
+    With `raw_into`, raw outputs go there (views of the arrays, not copies) instead of
+    into the message's raw_output_contents (codecs/grpc_wire.py frames them)."""
     raw = raw or any(dtypes.BY_NAME[d].contents_field is None
                      for d in response.output_datatypes.values())
     message = pb.ModelInferResponse(
@@ -186,6 +193,9 @@ def encode_response(
         datatype = response.output_datatypes[name]
         tensor = message.outputs.add(name=name, datatype=datatype, shape=array.shape)
         dt = dtypes.BY_NAME[datatype]
+        if raw and raw_into is not None:
+            raw_into.append(array_view(array, dt))
+            continue
         if raw:
             message.raw_output_contents.append(array_to_bytes(array, dt))
             continue

@@ -124,6 +124,15 @@ def array_to_bytes(array: Array, dt: DataType) -> bytes:
     return np.ascontiguousarray(array, dtype=dt.numpy.newbyteorder("<")).tobytes()
 
 
+def array_view(array: Array, dt: DataType) -> memoryview:
+    """The raw bytes `array_to_bytes` makes, as a view of the array itself when it already
+    is contiguous little-endian (numeric types; BYTES elements are always encoded)."""
+    if dt.is_bytes:
+        return memoryview(array_to_bytes(array, dt))
+    flat = np.ascontiguousarray(array, dtype=dt.numpy.newbyteorder("<")).reshape(-1)
+    return flat.view(np.uint8).data
+
+
 def _bytes_elements(name: str, buffer: bytes | memoryview, count: int,
                     limits: TensorLimits) -> Array:
     """Parse `count` length-prefixed elements that must fill `buffer` exactly."""

@@ -41,7 +41,7 @@ def slow_repository(root: Path) -> Path:
 class DrainingServer:
     """`python -m app` with JSON logs captured, stopped by SIGTERM in the test."""
 
-    def __init__(self, repo: Path, grace_s: float) -> None:
+    def __init__(self, repo: Path, grace_s: float, env: dict[str, str] | None = None) -> None:
         self.http_port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.grpc = f"127.0.0.1:{self.grpc_port}"
@@ -50,7 +50,8 @@ class DrainingServer:
              "127.0.0.1", "--http-port", str(self.http_port), "--grpc-port",
              str(self.grpc_port), "--log-format", "json"],
             cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "ONNX_SERVE_SHUTDOWN__GRACE_PERIOD_S": str(grace_s)})
+            env={**os.environ, "ONNX_SERVE_SHUTDOWN__GRACE_PERIOD_S": str(grace_s),
+                 **(env or {})})
         wait_ready(self.url, timeout_s=60)
 
     def inflight(self) -> float:
@@ -210,8 +211,11 @@ def test_sigterm_under_load_finishes_accepted_requests_and_exits_0(tmp_path: Pat
     assert refused == 0
     assert successes.get("http", 0) == outcomes["http 200"] + 8
     assert successes.get("grpc", 0) == outcomes["grpc OK"] + SLOW_REQUESTS - 8
-    # gRPC's core cancels calls that reach it after its shutdown began but before any
-    # handler took them (CANCELLED, rarely); the counts above show none of them ran.
+    # Requests still on their way when their connection closes (sent after the signal, to
+    # a connection the server had just closed, or a gRPC call that reached the server after
+    # its shutdown began) get a transport error or CANCELLED; the counts above show none
+    # of them ran. Those already in the server are never lost (test_drain_connections.py,
+    # tests/integration/test_drain_queued_calls.py).
     allowed = {"http 200", "http ConnectError", "http RemoteProtocolError", "http ReadError",
                "grpc OK", "grpc UNAVAILABLE", "grpc CANCELLED"}
     assert set(outcomes) <= allowed, outcomes

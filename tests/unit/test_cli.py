@@ -143,9 +143,7 @@ def test_env_var_names_settings_only() -> None:
 def test_refusals_spell_setting_names_from_the_fields() -> None:
     """No module of app/ but settings.py writes an ONNX_SERVE_ name by hand (docstrings
     aside): a message that names a setting gets it from settings.env_var."""
-    allowed = {"settings.py",
-               # The drain work edits api/grpc.py now; its one message moves when that lands.
-               "api/grpc.py"}
+    allowed = {"settings.py"}
     hand_written = []
     for path in (REPO / "app").rglob("*.py"):
         name = str(path.relative_to(REPO / "app"))
