@@ -11,6 +11,7 @@ from app import cli
 from app.repository.view import detect, problem
 
 USAGE = 2
+REPOSITORY = "repository.path"  # the flag's destination: --model-repository (cli.FLAGS)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -32,7 +33,7 @@ def serve(argv: Sequence[str]) -> int:
                           "flag is the server's.")
     parser.add_argument("path", metavar="PATH", type=Path)
     args = parser.parse_args(argv)
-    if args.model_repository is not None:
+    if getattr(args, REPOSITORY) is not None:
         parser.error("give PATH or --model-repository, not both")
     path: Path = args.path
     layout = detect(path) if path.exists() else "repository"
@@ -40,5 +41,5 @@ def serve(argv: Sequence[str]) -> int:
     if wrong is not None:
         print(f"onnx-serve serve: error: {wrong}", file=sys.stderr)
         return USAGE
-    args.model_repository = str(path)
+    setattr(args, REPOSITORY, str(path))
     return cli.start(args, layout)
