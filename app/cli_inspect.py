@@ -32,13 +32,14 @@ def serve(argv: Sequence[str]) -> int:
                           "flag is the server's.")
     parser.add_argument("path", metavar="PATH", type=Path)
     args = parser.parse_args(argv)
-    if args.model_repository is not None:
-        parser.error("give PATH or --model-repository, not both")
+    flag = "repository.path"  # --model-repository's dest (cli.FLAGS)
+    if getattr(args, flag) is not None:
+        parser.error("give PATH or --model-repository/--model-store, not both")
     path: Path = args.path
     layout = detect(path) if path.exists() else "repository"
     wrong = problem(path, layout) if path.exists() else f"'{path}' does not exist"
     if wrong is not None:
         print(f"onnx-serve serve: error: {wrong}", file=sys.stderr)
         return USAGE
-    args.model_repository = str(path)
+    setattr(args, flag, str(path))
     return cli.start(args, layout)
