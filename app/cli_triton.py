@@ -167,6 +167,12 @@ def apply(args: argparse.Namespace, data: dict[str, Any]) -> None:
             raise TritonFlagError("give --log-level or Triton's --log-verbose/--log-info/"
                                   "--log-warning/--log-error, not both")
         data["log_level"] = _log_level(levels)
+    log_format = getattr(args, "log_format", None)
+    if log_format == "default":  # Triton's name for its plain text lines
+        data["log_format"] = "text"
+    elif log_format == "ISO8601":
+        raise TritonFlagError("--log-format=ISO8601: Triton's ISO 8601 line format is not "
+                              "supported; onnx-serve writes text (Triton's default) or json")
     for entry in getattr(args, "triton_backend_config", None) or []:
         setting = _backend_setting(entry)
         if setting is not None:

@@ -55,6 +55,11 @@ def test_log_levels(argv: list[str], level: str) -> None:
     assert settings(argv).log_level == level
 
 
+def test_tritons_default_log_format_is_text() -> None:
+    assert settings(["--log-format=default"]).log_format == "text"
+    assert settings(["--log-format=json"]).log_format == "json"
+
+
 @pytest.mark.parametrize("entry, path, value", [
     ("onnxruntime,default-max-batch-size=4", ("batching", "default_max_batch_size"), 4),
     ("default-max-batch-size=0", ("batching", "default_max_batch_size"), 0),
@@ -84,6 +89,7 @@ def test_backend_config(entry: str, path: tuple[str, str], value: int) -> None:
     (["--log-level=info", "--log-verbose=1"], "not both"),
     (["--allow-http=perhaps"], "http.enabled: Input should be a valid boolean"),
     (["--metrics-port=70000"], "metrics.port"),
+    (["--log-format=ISO8601"], "--log-format=ISO8601: Triton's ISO 8601 line format"),
 ])
 def test_refusals_exit_2_naming_the_flag(
         argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
