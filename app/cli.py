@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 from app import __version__
+from app.cli_triton import (
+    SETTING_FLAGS,
+    TritonFlagError,
+    add_triton_flags,
+    is_triton_command_line,
+    unsupported,
+)
+from app.cli_triton import apply as apply_triton_flags
 from app.logs import configure as configure_logging
 from app.settings import ENV_PREFIX, Settings, env_var, setting_field
 
@@ -29,6 +38,7 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--repository-poll-secs", "repository.poll_interval_s", "SECONDS"),
     ("--strict-readiness", "repository.strict_readiness", "BOOL"),
     ("--reuse-grpc-port", "grpc.reuse_port", "BOOL"),
+    *SETTING_FLAGS,  # Triton's own (app/cli_triton.py)
 )
 
 
@@ -55,14 +65,38 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
                             action="append" if repeated else "store")
 
 
+class _Help(argparse.HelpFormatter):
+    """Help lines that never break a flag's name at its hyphens."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Refuses Triton's flags that onnx-serve lacks by name (not "unrecognized arguments"),
+    and notes whether the command line is Triton's (cli_triton.apply)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
+        argv = list(sys.argv[1:] if args is None else args)
+        message = unsupported(argv)
+        if message is not None:
+            self.exit(2, f"{self.prog}: error: {message}\n")
+        parsed, rest = super().parse_known_args(argv, namespace)
+        parsed.triton_command_line = is_triton_command_line(argv)
+        return parsed, rest
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="onnx-serve",
+    parser = _Parser(
+        prog="onnx-serve", formatter_class=_Help,
         description="Serve a repository of ONNX models over the KServe v2 / Triton protocol. "
         f"Every setting is an environment variable ({ENV_PREFIX}<GROUP>__<FIELD>); flags "
         "win.",
     )
     add_setting_flags(parser)
+    add_triton_flags(parser)
     parser.add_argument("--version", action="version", version=f"onnx-serve {__version__}")
     return parser
 
@@ -77,6 +111,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         *group, field = path.split(".")
         target = data[group[0]] if group else data
         target[field] = value
+    apply_triton_flags(args, data)
     return Settings.model_validate(data)
 
 
@@ -130,6 +165,9 @@ def start(args: argparse.Namespace, layout: str | None = None) -> int:
     except ValidationError as err:
         print(f"onnx-serve: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except TritonFlagError as err:
+        print(f"onnx-serve: error: {err}", file=sys.stderr)
+        return 2
     from app.repository.view import problem
 
     wrong = problem(settings.repository.path, settings.repository.layout)
@@ -138,14 +176,18 @@ def start(args: argparse.Namespace, layout: str | None = None) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     from app.auth import KeysError
-    from app.server import BindError, run  # imported late: `--help` and bad flags stay fast
+    from app.server import (  # imported late: `--help` and bad flags stay fast
+        BindError,
+        StartupError,
+        run,
+    )
 
     try:
         run(settings)
     except KeysError as err:
         print(f"onnx-serve: error: {err}", file=sys.stderr)
         return 2
-    except BindError as err:
+    except (BindError, StartupError) as err:
         print(f"onnx-serve: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -34,7 +34,7 @@ def serve(argv: Sequence[str]) -> int:
     parser.add_argument("path", metavar="PATH", type=Path)
     args = parser.parse_args(argv)
     if getattr(args, REPOSITORY) is not None:
-        parser.error("give PATH or --model-repository, not both")
+        parser.error("give PATH or --model-repository/--model-store, not both")
     path: Path = args.path
     layout = detect(path) if path.exists() else "repository"
     wrong = problem(path, layout) if path.exists() else f"'{path}' does not exist"

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from app import __version__
 from app.auth import Authenticator
 from app.batching.stats import Histogram, ModelStats
+from app.metrics_triton import TritonCollector
 from app.models import gpus
 from app.models.manager import ModelManager
 from app.models.version import ModelState
@@ -239,12 +240,14 @@ def gpu_collector(nvml: Any | None) -> GpuCollector | None:
 
 
 def build_registry(manager: ModelManager, service: InferenceService,
-                   authenticator: Authenticator | None = None) -> CollectorRegistry:
+                   authenticator: Authenticator | None = None,
+                   cpu_interval_ms: int = 2000) -> CollectorRegistry:
     """A registry of our own (never the global one): serving metrics plus process CPU/RSS,
     refused authentications when API keys are on, and Triton's GPU metrics where NVML
     (nvidia-ml-py, the `gpu` extra) sees a GPU."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ServingCollector(manager, service))
+    registry.register(TritonCollector(manager, cpu_interval_ms))  # nv_inference_*, nv_cpu_*
     gpu = gpu_collector(gpus.import_nvml())
     if gpu is not None:
         registry.register(gpu)

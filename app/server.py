@@ -19,6 +19,7 @@ from app.api.grpc_drain import DRAIN_POLL_S, GrpcFrontend
 from app.api.http_app import create_app
 from app.api.http_drain import HttpDrain
 from app.api.http_limits import HttpLimits, fit_connection_limits, open_file_limit, protocol_class
+from app.api.metrics_port import MetricsListener
 from app.auth import Authenticator
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
@@ -43,11 +44,16 @@ def build_manager(settings: Settings) -> ModelManager:
         RepositoryView(settings.repository.path, settings.repository.layout), defaults,
         settings.batching.default_max_batch_size,
         strict_readiness=settings.repository.strict_readiness,
+        load_threads=settings.repository.load_threads,
     )
 
 
 class BindError(Exception):
     """A listener could not bind its address (the port is taken, or the host is not local)."""
+
+
+class StartupError(Exception):
+    """The server stopped itself while starting (exit_on_error and a model failed)."""
 
 
 def listen(what: str, host: str, port: int, backlog: int | None) -> list[socket.socket]:
@@ -119,7 +125,8 @@ class Server:
         self.manager = build_manager(settings)
         self.service = InferenceService(self.manager, settings.repository.control_mode)
         self.authenticator = Authenticator(settings.auth) if settings.auth.enabled else None
-        self.registry = (build_registry(self.manager, self.service, self.authenticator)
+        self.registry = (build_registry(self.manager, self.service, self.authenticator,
+                                        settings.metrics.interval_ms)
                          if settings.metrics.enabled else None)
         http = settings.http
         config = uvicorn.Config(
@@ -147,6 +154,9 @@ class Server:
                 raise BindError(f"cannot use the HTTP TLS files: {err}") from err
         self._http = _HttpServer(config)
         self.grpc_port: int | None = None
+        self.metrics: MetricsListener | None = None  # Triton's metrics port, when set
+        #: why the server stopped by itself (exit_on_error), for run() to exit 1 with
+        self.startup_error: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_asked: asyncio.Event | None = None
         self._signals = 0
@@ -157,28 +167,42 @@ class Server:
         gRPC share this event loop. Returns once drained after SIGINT/SIGTERM or `stop`."""
         self._loop = asyncio.get_running_loop()
         self._stop_asked = asyncio.Event()
-        host = self.settings.host
-        http_sockets = listen("HTTP", host, self.settings.http.port, self._http.config.backlog)
+        host = self.settings.http.address or self.settings.host
+        http_sockets = (listen("HTTP", host, self.settings.http.port, self._http.config.backlog)
+                        if self.settings.http.enabled else [])  # Triton's --allow-http
         try:
             grpc = create_grpc_server(self.service, self.settings.grpc,  # binds this loop
                                       self.authenticator)
-            self.grpc_port = self._bind_grpc(grpc)
+            if self.settings.grpc.enabled:  # Triton's --allow-grpc; else never started
+                self.grpc_port = self._bind_grpc(grpc)
+            metrics_sockets = self._listen_metrics()
         except BaseException:
             for sock in http_sockets:
                 sock.close()
             raise
-        await grpc.server.start()
+        if self.settings.grpc.enabled:
+            await grpc.server.start()
+        if metrics_sockets and self.registry is not None:
+            self.metrics = MetricsListener(self.registry, metrics_sockets)
+            self.metrics.start()
         self._handle_signals()
         loading = asyncio.create_task(self._manage_repository(), name="repository")
         draining = asyncio.create_task(self._drain_when_asked(grpc, self._stop_asked),
                                        name="drain")
         tls = self.settings.http.tls_cert_path is not None
-        log.info("serving repository %s on %s://%s:%d and grpc %s:%d",
-                 self.settings.repository.path.resolve(), "https" if tls else "http", host,
-                 self.settings.http.port, host, self.grpc_port)
+        log.info("serving repository %s on %s, grpc %s, metrics port %s",
+                 self.settings.repository.path.resolve(),
+                 f"{'https' if tls else 'http'}://{host}:{self.settings.http.port}"
+                 if http_sockets else "no http", self.grpc_port or "off",
+                 self.metrics.port if self.metrics else "off")
         try:
-            await self._http.serve(http_sockets)  # returns once uvicorn has finished
+            if http_sockets:
+                await self._http.serve(http_sockets)  # returns once uvicorn has finished
+            else:
+                await asyncio.shield(draining)  # no HTTP: the drain ends the server
         finally:
+            if self.metrics is not None:
+                await self.metrics.stop()
             if not self._stop_asked.is_set():
                 draining.cancel()  # uvicorn stopped by itself (it could not bind)
                 await grpc.server.stop(0)
@@ -248,7 +272,7 @@ class Server:
 
     def _bind_grpc(self, grpc: GrpcFrontend) -> int:
         settings = self.settings.grpc
-        host = self.settings.host
+        host = settings.address or self.settings.host
         if not settings.reuse_port and settings.port != 0:
             for sock in listen("gRPC", host, settings.port, None):  # grpc's own failure
                 sock.close()  # logs a line of its own and cannot say why; this says it once
@@ -288,10 +312,25 @@ class Server:
         repository = self.settings.repository
         explicit = repository.control_mode == "explicit"
         await self.manager.start(list(repository.load_models) if explicit else None)
+        failed = self.manager.startup_failures()
+        if repository.exit_on_error and failed:  # Triton's --exit-on-error
+            self.startup_error = (f"{', '.join(failed)} failed to load at startup "
+                                  "(exit_on_error)")
+            log.error("stopping: %s", self.startup_error)
+            self._ask_stop()
+            return
         if repository.control_mode == "poll":
             watcher = RepositoryWatcher(repository.path, self.manager,
                                         repository.poll_interval_s, repository.settle_s)
             await watcher.run()
+
+    def _listen_metrics(self) -> list[socket.socket]:
+        """Sockets for the metrics port when one is set and metrics are on."""
+        metrics = self.settings.metrics
+        if metrics.port is None or not metrics.enabled:
+            return []
+        return listen("metrics", metrics.address or self.settings.host, metrics.port,
+                      self._http.config.backlog)
 
     @property
     def http_port(self) -> int | None:
@@ -320,3 +359,5 @@ def run(settings: Settings) -> None:
         asyncio.run(server.serve())
     else:
         uvloop.run(server.serve())
+    if server.startup_error is not None:
+        raise StartupError(server.startup_error)

@@ -101,6 +101,13 @@ class HttpSettings(_Tls, _TensorLimits):
         "that has waited longest for a request; when every connection has a request in "
         "progress, a new one may only ask /v2/health/* (anything else gets 503 and the "
         "connection is closed). Lowered at start to fit the process's open-file limit.")
+    # Triton's command line (README.md, Coming from Triton).
+    enabled: bool = Field(
+        True, description="Serve HTTP (Triton's --allow-http); false: no HTTP listener (and "
+        "no /metrics on it).")
+    address: str | None = Field(
+        None, description="Address the HTTP listener binds (Triton's --http-address); unset: "
+        "`host`.")
 
 
 class GrpcSettings(_Tls, _TensorLimits):
@@ -142,6 +149,12 @@ class GrpcSettings(_Tls, _TensorLimits):
         description="Let other processes listen on the gRPC port too (SO_REUSEPORT; Triton's "
         "--reuse-grpc-port); the kernel then spreads new connections among them. Off: a "
         "taken port stops the server at start.")
+    # Triton's command line (README.md, Coming from Triton).
+    enabled: bool = Field(
+        True, description="Serve gRPC (Triton's --allow-grpc); false: no gRPC listener.")
+    address: str | None = Field(
+        None, description="Address the gRPC listener binds (Triton's --grpc-address); unset: "
+        "`host`.")
 
 
 def default_cache_dir() -> Path:
@@ -198,6 +211,14 @@ class RepositorySettings(_Group):
         "that failed to load at startup to have loaded since (later problems of one model "
         "never turn the server unready); false: ready as soon as the server answers.",
     )
+    # Triton's command line (README.md, Coming from Triton).
+    load_threads: int = Field(
+        2, ge=1, le=64,
+        description="Threads loading models in parallel (Triton's --model-load-thread-count).")
+    exit_on_error: bool = Field(
+        False,
+        description="Exit with code 1 when a model fails to load while the server starts "
+        "(Triton's --exit-on-error); false: keep serving the others.")
 
     @field_validator("cache_dir")
     @classmethod
@@ -252,7 +273,22 @@ class BatchingSettings(_Group):
 
 class MetricsSettings(_Group):
     enabled: bool = Field(
-        True, description="Serve Prometheus metrics at /metrics on the HTTP port.")
+        True, description="Serve Prometheus metrics at /metrics on the HTTP port (and on "
+        "`port` when set); Triton's --allow-metrics.")
+    # Triton's metrics port (README.md, Coming from Triton).
+    port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Also serve /metrics on a port of its own, as Triton does on 8002 "
+        "(Triton's --metrics-port; 0 picks a free one); unset: only on the HTTP port. "
+        "A Triton command line (a flag only Triton has, such as --model-store) sets 8002.")
+    address: str | None = Field(
+        None, description="Address the metrics port binds (Triton's --metrics-address); "
+        "unset: `host`.")
+    interval_ms: int = Field(
+        2000, ge=1, le=3_600_000,
+        description="nv_cpu_utilization is measured over at least this long (Triton's "
+        "--metrics-interval-ms): a scrape sooner than that after the last measurement reads "
+        "the last value again.")
 
 
 class ShutdownSettings(_Group):
@@ -346,7 +382,7 @@ class Settings(BaseSettings):
 
     host: str = Field(ALL_INTERFACES, description="Address to bind; containers need 0.0.0.0.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Least severe log records written.")
+        "info", description="Least severe log records written (any case).")
     log_format: Literal["text", "json"] = Field(
         "text", description="text for people; json: one object per line for log collectors.")
     http: HttpSettings = Field(default_factory=HttpSettings)
@@ -358,6 +394,11 @@ class Settings(BaseSettings):
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:  # Triton's levels are any case: INFO
+        return value.lower() if isinstance(value, str) else value
 
 
 # Settings named by their dotted path ("http.max_body_bytes"), for the flags (cli.py) and for

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
@@ -28,6 +28,7 @@ from app.codecs.json_request import parse_json_object
 from app.codecs.rest import RestLimits, decode_raw_request, decode_request, encode_response
 from app.codecs.tensors import TensorLimits
 from app.errors import ErrorCode, InvalidInput, ServingError, Unsupported
+from app.metrics_triton import exposition
 from app.service import InferenceService, ModelMetadata
 from app.settings import HttpSettings
 from app.types import InferRequest
@@ -116,7 +117,7 @@ class RestApi:
     async def metrics(self) -> Response:
         assert self.registry is not None  # nosec B101 # the route exists only with one
         # Collection walks every loaded version: a few ms for hundreds of models; off the loop.
-        body = await asyncio.to_thread(generate_latest, self.registry)
+        body = await asyncio.to_thread(exposition, self.registry)  # nv_* as Triton's
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def all_statistics(self) -> Response:

@@ -62,7 +62,8 @@ class ModelManager:
     """
 
     def __init__(self, root: Path | RepositoryView, defaults: ServerDefaults,
-                 default_max_batch_size: int, strict_readiness: bool = True) -> None:
+                 default_max_batch_size: int, strict_readiness: bool = True,
+                 load_threads: int = 2) -> None:
         #: what is served: a repository, one model's folder or one file (repository/view.py)
         self.view = root if isinstance(root, RepositoryView) else RepositoryView(root)
         self.root = self.view.root
@@ -71,7 +72,7 @@ class ModelManager:
         self._default_max_batch_size = default_max_batch_size
         self._strict = strict_readiness
         self._records: dict[str, ModelRecord] = {}
-        self._loader = ThreadPoolExecutor(2, thread_name_prefix="model-loader")
+        self._loader = ThreadPoolExecutor(load_threads, thread_name_prefix="model-loader")
         #: retirements in progress: each waits for its version's leases, then closes it
         self._retiring: dict[asyncio.Task[None], LoadedModel] = {}
         self._startup_done = False
@@ -359,6 +360,10 @@ class ModelManager:
         current = [status.model for record in self._records.values()
                    for status in record.versions.values() if status.model is not None]
         return current + list(self._retiring.values())
+
+    def startup_failures(self) -> list[str]:
+        """Models that failed to load at startup and have not loaded since."""
+        return sorted(self._startup_failed)
 
     def statuses(self, name: str | None = None) -> list[VersionStatus]:
         """Every known version (of one model, or of all), ordered by name then version."""

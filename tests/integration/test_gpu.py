@@ -59,7 +59,7 @@ def test_kind_gpu_without_gpus_places_count_on_every_visible_gpu(tmp_path: Path)
 
 def gpu_lines(url: str) -> list[str]:
     return [line for line in httpx.get(f"{url}/metrics").text.splitlines()
-            if line.startswith("nv_")]
+            if line.startswith(("nv_gpu_", "nv_energy_"))]  # nv_cpu_*, nv_inference_*: any host
 
 
 def test_gpu_metrics_in_metrics_only_where_nvml_sees_a_gpu(

@@ -88,14 +88,26 @@ def test_taken_grpc_port_is_a_one_line_error() -> None:
 #: Every flag as users and scripts spell it (Triton's names where Triton has the flag).
 SPELLINGS = ["--model-repository", "--host", "--http-port", "--grpc-port", "--log-level",
              "--log-format", "--model-control-mode", "--load-model", "--repository-poll-secs",
-             "--strict-readiness", "--reuse-grpc-port"]
+             "--strict-readiness", "--reuse-grpc-port",
+             # Triton's own (app/cli_triton.py)
+             "--model-store", "--allow-http", "--allow-grpc", "--allow-metrics",
+             "--http-address", "--grpc-address", "--metrics-port", "--metrics-address",
+             "--metrics-interval-ms", "--exit-timeout-secs", "--model-load-thread-count",
+             "--exit-on-error"]
 #: A valid value for each, not the default, and where it lands.
 SAMPLES = {"--model-repository": (str(REPO / "tests"), REPO / "tests"),
            "--host": ("127.0.0.3", "127.0.0.3"), "--http-port": ("9001", 9001),
            "--grpc-port": ("9002", 9002), "--log-level": ("debug", "debug"),
            "--log-format": ("json", "json"), "--model-control-mode": ("poll", "poll"),
            "--load-model": ("a", ["a"]), "--repository-poll-secs": ("7", 7.0),
-           "--strict-readiness": ("false", False), "--reuse-grpc-port": ("true", True)}
+           "--strict-readiness": ("false", False), "--reuse-grpc-port": ("true", True),
+           "--model-store": (str(REPO / "tests"), REPO / "tests"),
+           "--allow-http": ("false", False), "--allow-grpc": ("0", False),
+           "--allow-metrics": ("FALSE", False), "--http-address": ("127.0.0.4", "127.0.0.4"),
+           "--grpc-address": ("127.0.0.5", "127.0.0.5"), "--metrics-port": ("9003", 9003),
+           "--metrics-address": ("127.0.0.6", "127.0.0.6"),
+           "--metrics-interval-ms": ("500", 500), "--exit-timeout-secs": ("7", 7.0),
+           "--model-load-thread-count": ("3", 3), "--exit-on-error": ("1", True)}
 
 
 def _setting(settings: Settings, path: str) -> object:

@@ -16,6 +16,7 @@ FRAMEWORK_HOOKS = {
     "capture_signals",  # uvicorn.Server's, overridden in server.py
     "intercept_service",  # grpc.aio.ServerInterceptor's
     "http_port",  # server.py: the bound port, for tests and embedding
+    "_split_lines",  # argparse.HelpFormatter's, overridden in cli.py
 }
 
 

@@ -1,0 +1,223 @@
+"""Triton's command line: its flags with Triton's meaning, the ones we lack refused by name."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from app.settings import env_var
+
+#: Triton's flags that set one setting each (flag, settings path, metavar); part of cli.FLAGS.
+SETTING_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("--model-store", "repository.path", "PATH"),
+    ("--allow-http", "http.enabled", "BOOL"),
+    ("--allow-grpc", "grpc.enabled", "BOOL"),
+    ("--allow-metrics", "metrics.enabled", "BOOL"),
+    ("--http-address", "http.address", "ADDRESS"),
+    ("--grpc-address", "grpc.address", "ADDRESS"),
+    ("--metrics-port", "metrics.port", "PORT"),
+    ("--metrics-address", "metrics.address", "ADDRESS"),
+    ("--metrics-interval-ms", "metrics.interval_ms", "MS"),
+    ("--exit-timeout-secs", "shutdown.grace_period_s", "SECONDS"),
+    ("--model-load-thread-count", "repository.load_threads", "COUNT"),
+    ("--exit-on-error", "repository.exit_on_error", "BOOL"),
+)
+
+#: Triton's flags that are not one setting: argparse dest for each.
+LOG_FLAGS = {"--log-verbose": "triton_log_verbose", "--log-info": "triton_log_info",
+             "--log-warning": "triton_log_warning", "--log-error": "triton_log_error"}
+BACKEND_CONFIG = "--backend-config"
+
+#: Flags only Triton has: one of them on the command line makes it a Triton command line,
+#: and the metrics port then defaults to Triton's 8002.
+TRITON_ONLY = frozenset({flag for flag, _, _ in SETTING_FLAGS} | set(LOG_FLAGS)
+                        | {BACKEND_CONFIG})
+TRITON_METRICS_PORT = 8002
+
+_TLS = ("gRPC TLS is configured by files", "grpc.tls_cert_path")
+_KEEPALIVE = ("gRPC keepalive is configured in seconds", "grpc.keepalive_time_s")
+_RESTRICTED = ("API keys with API groups restrict endpoints instead (README.md, Security)", None)
+_SAGEMAKER = ("onnx-serve speaks KServe v2 over HTTP and gRPC only", None)
+_TRACE = ("onnx-serve has no tracing; its logs and onnxserve_* metrics time each phase", None)
+_GPU_MEMORY = ("onnxruntime's CUDA provider manages GPU memory", None)
+_CONFIG = ("configuration auto-complete options are not implemented yet", None)
+_CACHE = ("onnx-serve has no response cache", None)
+#: Triton's flags onnx-serve does not support: why, and the setting that does it instead.
+UNSUPPORTED: dict[str, tuple[str, str | None]] = {
+    "--id": ("the server's id is its version, onnx-serve", None),
+    "--log-file": ("logs go to stderr, for the container runtime to collect", None),
+    "--http-thread-count": ("HTTP is served by one event loop, not a thread pool", None),
+    "--reuse-http-port": ("the HTTP port is never shared (a taken port stops the start)", None),
+    "--http-header-forward-pattern": ("request headers are not forwarded to models", None),
+    "--grpc-header-forward-pattern": ("request headers are not forwarded to models", None),
+    "--http-restricted-api": _RESTRICTED,
+    "--grpc-restricted-protocol": _RESTRICTED,
+    "--grpc-use-ssl": _TLS, "--grpc-use-ssl-mutual": ("mutual TLS is configured by a CA file",
+                                                      "grpc.tls_client_ca_path"),
+    "--grpc-server-cert": _TLS, "--grpc-server-key": ("gRPC TLS is configured by files",
+                                                      "grpc.tls_key_path"),
+    "--grpc-root-cert": ("mutual TLS is configured by a CA file", "grpc.tls_client_ca_path"),
+    "--grpc-infer-allocation-pool-size": ("gRPC messages are not pooled", None),
+    "--grpc-max-response-pool-size": ("gRPC messages are not pooled", None),
+    "--grpc-infer-response-compression-level": ("response compression is chosen by "
+                                                "algorithm", "grpc.response_compression"),
+    "--grpc-keepalive-time": _KEEPALIVE,
+    "--grpc-keepalive-timeout": ("gRPC keepalive is configured in seconds",
+                                 "grpc.keepalive_timeout_s"),
+    "--grpc-keepalive-permit-without-calls": _KEEPALIVE,
+    "--grpc-http2-max-pings-without-data": _KEEPALIVE,
+    "--grpc-http2-min-recv-ping-interval-without-data": (
+        "gRPC keepalive is configured in seconds", "grpc.keepalive_min_client_ping_interval_s"),
+    "--grpc-http2-max-ping-strikes": _KEEPALIVE,
+    "--grpc-max-connection-age": ("idle connections are closed instead",
+                                  "grpc.max_connection_idle_s"),
+    "--grpc-max-connection-age-grace": ("idle connections are closed instead",
+                                        "grpc.max_connection_idle_s"),
+    "--allow-sagemaker": _SAGEMAKER, "--sagemaker-port": _SAGEMAKER,
+    "--sagemaker-safe-port-range": _SAGEMAKER, "--sagemaker-thread-count": _SAGEMAKER,
+    "--allow-vertex-ai": _SAGEMAKER, "--vertex-ai-port": _SAGEMAKER,
+    "--vertex-ai-thread-count": _SAGEMAKER, "--vertex-ai-default-model": _SAGEMAKER,
+    "--allow-gpu-metrics": ("GPU metrics are on whenever NVML sees a GPU", None),
+    "--allow-cpu-metrics": ("CPU metrics are always on with metrics", None),
+    "--metrics-config": ("the summary and histogram variants of the nv_* latencies are not "
+                         "implemented; onnxserve_*_seconds are histograms", None),
+    "--trace-config": _TRACE, "--trace-file": _TRACE, "--trace-level": _TRACE,
+    "--trace-rate": _TRACE, "--trace-count": _TRACE, "--trace-log-frequency": _TRACE,
+    "--buffer-manager-thread-count": ("there is no buffer manager", None),
+    "--model-load-retry-count": ("a failed load is retried when its files change (poll "
+                                 "mode) or a load request asks", None),
+    "--model-namespacing": ("model names are unique in one repository", None),
+    "--enable-peer-access": _GPU_MEMORY, "--pinned-memory-pool-byte-size": _GPU_MEMORY,
+    "--cuda-memory-pool-byte-size": _GPU_MEMORY, "--cuda-virtual-address-size": _GPU_MEMORY,
+    "--min-supported-compute-capability": ("onnxruntime decides which GPUs it can use", None),
+    "--rate-limit": ("each model version's queue is bounded instead",
+                     "batching.default_max_queue_size"),
+    "--rate-limit-resource": ("each model version's queue is bounded instead",
+                              "batching.default_max_queue_size"),
+    "--backend-directory": ("onnxruntime is the only backend, built in", None),
+    "--repoagent-directory": ("repository agents are not supported", None),
+    "--cache-config": _CACHE, "--cache-directory": _CACHE, "--response-cache-byte-size": _CACHE,
+    "--host-policy": ("host policies are not supported", None),
+    "--model-config-name": _CONFIG,
+    "--disable-auto-complete-config": _CONFIG,
+    "--strict-model-config": _CONFIG,
+}
+
+#: --backend-config keys (onnxruntime's, or global ones) and the setting each sets.
+BACKEND_KEYS = {"default-max-batch-size": "batching.default_max_batch_size",
+                "intra_op_thread_count": "devices.intra_op_threads",
+                "inter_op_thread_count": "devices.inter_op_threads"}
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
+_INT: TypeAdapter[int] = TypeAdapter(int)
+END_OF_OPTIONS = "--"  # nosec B105 # argparse's marker, not a password
+
+
+class TritonFlagError(ValueError):
+    """A Triton flag or value onnx-serve does not support (the CLI exits 2 with it)."""
+
+
+def unsupported(argv: Sequence[str]) -> str | None:
+    """The message for the first Triton flag in `argv` that onnx-serve does not support."""
+    for token in argv:
+        if token == END_OF_OPTIONS:
+            break
+        flag = token.split("=", 1)[0]
+        if flag in UNSUPPORTED:
+            reason, path = UNSUPPORTED[flag]
+            instead = f"; set {env_var(path)}" if path else ""
+            return f"{flag} is a Triton flag onnx-serve does not support: {reason}{instead}"
+    return None
+
+
+def is_triton_command_line(argv: Sequence[str]) -> bool:
+    return any(token.split("=", 1)[0] in TRITON_ONLY for token in argv)
+
+
+def add_triton_flags(parser: argparse.ArgumentParser) -> None:
+    """The Triton flags that are not one setting each (SETTING_FLAGS are cli.FLAGS)."""
+    group = parser.add_argument_group("Triton's flags (README.md, Coming from Triton)")
+    group.add_argument("--log-verbose", dest=LOG_FLAGS["--log-verbose"], metavar="LEVEL",
+                       help="Triton's verbose logging: above 0 logs at debug level.")
+    for flag in ("--log-info", "--log-warning", "--log-error"):
+        group.add_argument(flag, dest=LOG_FLAGS[flag], metavar="BOOL",
+                           help=f"Triton's {flag[6:]} messages on or off (true/false/1/0).")
+    group.add_argument(BACKEND_CONFIG, dest="triton_backend_config", action="append",
+                       metavar="onnxruntime,KEY=VALUE",
+                       help="Triton's backend settings: default-max-batch-size, "
+                       "intra_op_thread_count, inter_op_thread_count; "
+                       "enable-global-threadpool=0. Repeatable.")
+
+
+def _value(adapter: TypeAdapter[Any], flag: str, text: str) -> Any:
+    try:
+        return adapter.validate_python(text)
+    except ValidationError:
+        raise TritonFlagError(f"{flag}: not a valid value (got {text!r})") from None
+
+
+def apply(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """Triton's log and backend flags into the settings `data` (dotted paths), and Triton's
+    metrics port when the command line is Triton's; TritonFlagError for what we lack."""
+    levels = {flag: getattr(args, dest, None) for flag, dest in LOG_FLAGS.items()}
+    if any(value is not None for value in levels.values()):
+        if getattr(args, "log_level", None) is not None:
+            raise TritonFlagError("give --log-level or Triton's --log-verbose/--log-info/"
+                                  "--log-warning/--log-error, not both")
+        data["log_level"] = _log_level(levels)
+    log_format = getattr(args, "log_format", None)
+    if log_format == "default":  # Triton's name for its plain text lines
+        data["log_format"] = "text"
+    elif log_format == "ISO8601":
+        raise TritonFlagError("--log-format=ISO8601: Triton's ISO 8601 line format is not "
+                              "supported; onnx-serve writes text (Triton's default) or json")
+    for entry in getattr(args, "triton_backend_config", None) or []:
+        setting = _backend_setting(entry)
+        if setting is not None:
+            group, _, name = setting[0].rpartition(".")
+            (data[group] if group else data)[name] = setting[1]
+    if getattr(args, "triton_command_line", False) and data["metrics"]["port"] is None:
+        data["metrics"]["port"] = TRITON_METRICS_PORT
+
+
+def _log_level(levels: dict[str, str | None]) -> str:
+    verbose = levels["--log-verbose"]
+    if verbose is not None and _value(_INT, "--log-verbose", verbose) > 0:
+        return "debug"
+    on = {flag: True if text is None else _value(_BOOL, flag, text)
+          for flag, text in levels.items() if flag != "--log-verbose"}
+    for flag, level in (("--log-info", "info"), ("--log-warning", "warning"),
+                        ("--log-error", "error")):
+        if on[flag]:
+            return level
+    raise TritonFlagError("--log-error=false: onnx-serve always logs errors")
+
+
+def _backend_setting(entry: str) -> tuple[str, str] | None:
+    """(settings path, value) for one --backend-config; None for one that asks for what
+    onnx-serve does anyway."""
+    backend, _, setting = entry.rpartition(",")
+    key, equals, value = setting.partition("=")
+    if not equals or not key:
+        raise TritonFlagError(f"--backend-config={entry}: expected "
+                              "[<backend>,]<setting>=<value>")
+    if backend not in ("", "onnxruntime"):
+        raise TritonFlagError(f"--backend-config={entry}: backend '{backend}' is a Triton "
+                              "backend onnx-serve does not have (it runs ONNX models with "
+                              "onnxruntime only)")
+    if key == "enable-global-threadpool":
+        if not _value(_BOOL, "--backend-config enable-global-threadpool", value):
+            return None  # a thread pool per session: what onnx-serve does
+        raise TritonFlagError(
+            f"--backend-config={entry}: onnx-serve does not support onnxruntime's global "
+            "thread pool; each session has its own, sized so all of them fit the CPUs "
+            f"({env_var('devices.intra_op_threads')})")
+    path = BACKEND_KEYS.get(key)
+    if path is None:
+        raise TritonFlagError(f"--backend-config={entry}: onnx-serve does not support the "
+                              f"backend setting '{key}' (it has "
+                              f"{', '.join(BACKEND_KEYS)}, enable-global-threadpool=0)")
+    return path, value
+

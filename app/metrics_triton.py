@@ -1,0 +1,158 @@
+"""Triton's nv_inference_* and nv_cpu_* metric families, read from the same ModelStats.
+
+Names, labels and units are Triton's (cumulative microseconds for durations, `model` and
+`version` labels, `reason` on failures), so dashboards and alerts built on Triton read them
+unchanged. Counters keep Triton's names (no `_total` suffix): the text format allows it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from app.batching.stats import ModelStats
+from app.errors import ErrorCode
+from app.models.manager import ModelManager
+
+#: Our outcomes as Triton's failure reasons (anything else is OTHER).
+REASONS = {ErrorCode.OVERLOADED.value: "REJECTED", ErrorCode.DEADLINE_EXCEEDED.value: "REJECTED",
+           "cancelled": "CANCELED", ErrorCode.INTERNAL.value: "BACKEND"}
+TRITON_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+#: (name, help, ModelStats duration attribute): cumulative microseconds, as Triton's.
+DURATIONS = (
+    ("nv_inference_request_duration_us", "Cumulative inference request duration in "
+     "microseconds (successful requests)", "success"),
+    ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in "
+     "microseconds", "queue"),
+    ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in "
+     "microseconds", "compute_input"),
+    ("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in "
+     "microseconds", "compute_infer"),
+    ("nv_inference_compute_output_duration_us", "Cumulative inference compute output "
+     "duration in microseconds", "compute_output"),
+)
+
+
+#: prometheus-client names a counter's HELP and TYPE lines <name>_total whatever its samples
+#: are called; Triton's counters (ours here and the GPU ones) have none of that suffix.
+_TRITON_COUNTER_LINES = re.compile(rb"^# (HELP|TYPE) (nv_\w+)_total ", re.MULTILINE)
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text format of `registry`, with Triton's counters described under their own
+    names (`# TYPE nv_inference_count counter`), as Triton exposes them."""
+    return _TRITON_COUNTER_LINES.sub(rb"# \1 \2 ", generate_latest(registry))
+
+
+def _counter(name: str, documentation: str) -> Metric:
+    return Metric(name, documentation, "counter")
+
+
+class CpuReader:
+    """System CPU utilization (from /proc/stat, over at least `interval_s` between
+    measurements, as Triton's --metrics-interval-ms) and memory (from /proc/meminfo)."""
+
+    def __init__(self, interval_s: float, proc: Path = Path("/proc")) -> None:
+        self._interval_s = interval_s
+        self._proc = proc
+        self._lock = threading.Lock()  # scrapes run in worker threads, maybe two at once
+        self._last = (time.monotonic(), *self._times())
+        self._utilization = 0.0
+
+    def _times(self) -> tuple[int, int]:
+        """(busy, total) jiffies of all CPUs."""
+        try:
+            fields = (self._proc / "stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return 0, 0
+        values = [int(v) for v in fields]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values) - idle, sum(values)
+
+    def utilization(self) -> float:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last[0] >= self._interval_s:
+                busy, total = self._times()
+                if total > self._last[2]:
+                    self._utilization = (busy - self._last[1]) / (total - self._last[2])
+                self._last = (now, busy, total)
+            return self._utilization
+
+    def memory(self) -> tuple[int, int] | None:
+        """(total, used) bytes; used is total minus what the kernel calls available."""
+        try:
+            lines = (self._proc / "meminfo").read_text().splitlines()
+        except OSError:
+            return None
+        kib = {line.split(":")[0]: int(line.split()[1]) for line in lines if ":" in line}
+        if "MemTotal" not in kib or "MemAvailable" not in kib:
+            return None
+        return kib["MemTotal"] * 1024, (kib["MemTotal"] - kib["MemAvailable"]) * 1024
+
+
+class TritonCollector(Collector):
+    """nv_inference_* per loaded version, nv_cpu_* for the machine."""
+
+    def __init__(self, manager: ModelManager, interval_ms: int = 2000) -> None:
+        self._manager = manager
+        self._cpu = CpuReader(interval_ms / 1000)
+
+    def _loaded(self) -> Iterator[tuple[dict[str, str], ModelStats]]:
+        for status in self._manager.statuses():
+            if status.model is not None:
+                yield ({"model": status.key.name, "version": status.key.version},
+                       status.model.batcher.stats)
+
+    def collect(self) -> Iterator[Metric]:
+        success = _counter("nv_inference_request_success", "Number of successful inference "
+                           "requests, all batch sizes")
+        failure = _counter("nv_inference_request_failure", "Number of failed inference "
+                           "requests, all batch sizes")
+        count = _counter("nv_inference_count", "Number of inferences performed (does not "
+                         "include cached requests)")
+        executions = _counter("nv_inference_exec_count", "Number of model executions "
+                              "performed (does not include cached requests)")
+        durations = [(_counter(name, text), attribute) for name, text, attribute in DURATIONS]
+        pending = GaugeMetricFamily("nv_inference_pending_request_count", "Instantaneous "
+                                    "number of pending requests awaiting execution per-model.",
+                                    labels=["model", "version"])
+        for labels, stats in self._loaded():
+            succeeded = 0
+            failed = dict.fromkeys(TRITON_REASONS, 0)
+            for (_, outcome), n in stats.outcomes.items():
+                if outcome == "success":
+                    succeeded += n
+                else:
+                    failed[REASONS.get(outcome, "OTHER")] += n
+            success.add_sample(success.name, labels, succeeded)
+            for reason, n in failed.items():
+                failure.add_sample(failure.name, {**labels, "reason": reason}, n)
+            count.add_sample(count.name, labels, stats.inference_count)
+            executions.add_sample(executions.name, labels, stats.execution_count)
+            for family, attribute in durations:
+                family.add_sample(family.name, labels, getattr(stats, attribute).ns // 1000)
+            pending.add_metric([labels["model"], labels["version"]], stats.pending)
+        yield from (success, failure, count, executions)
+        yield from (family for family, _ in durations)
+        yield pending
+        yield from self._machine()
+
+    def _machine(self) -> Iterator[Metric]:
+        utilization = GaugeMetricFamily("nv_cpu_utilization", "CPU utilization rate "
+                                        "[0.0 - 1.0]")
+        utilization.add_metric([], self._cpu.utilization())
+        yield utilization
+        memory = self._cpu.memory()
+        if memory is not None:
+            yield GaugeMetricFamily("nv_cpu_memory_total_bytes", "CPU total memory (RAM), in "
+                                    "bytes", value=memory[0])
+            yield GaugeMetricFamily("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in "
+                                    "bytes", value=memory[1])

@@ -1,0 +1,118 @@
+"""Triton's command line: its flags with Triton's meaning, and the ones we lack refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.cli import build_parser, load_settings, main
+from app.cli_triton import UNSUPPORTED
+from app.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+#: KServe's Triton runtime passes exactly this (with its own paths).
+KSERVE = ["--model-store=/mnt/models", "--grpc-port=9000", "--http-port=8080",
+          "--allow-grpc=true", "--allow-http=true"]
+
+
+def settings(argv: list[str]) -> Settings:
+    return load_settings(build_parser().parse_args(argv))
+
+
+def test_kserve_triton_command_line() -> None:
+    got = settings(KSERVE)
+    assert got.repository.path == Path("/mnt/models")
+    assert (got.grpc.port, got.http.port, got.grpc.enabled, got.http.enabled) == (
+        9000, 8080, True, True)
+    assert got.metrics.port == 8002  # a Triton command line: Triton's metrics port
+
+
+def test_metrics_port_stays_off_for_our_own_command_line() -> None:
+    assert settings(["--model-repository=/mnt/models", "--http-port=8080"]).metrics.port is None
+    assert settings([*KSERVE, "--metrics-port=9102"]).metrics.port == 9102
+
+
+def test_metrics_port_from_the_environment_wins_over_tritons_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONNX_SERVE_METRICS__PORT", "9200")
+    assert settings(KSERVE).metrics.port == 9200
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("true", True), ("True", True), ("1", True), ("false", False), ("0", False), ("OFF", False)])
+def test_triton_bool_spellings(value: str, expected: bool) -> None:
+    assert settings([f"--allow-grpc={value}"]).grpc.enabled is expected
+
+
+@pytest.mark.parametrize("argv, level", [
+    (["--log-level", "INFO"], "info"), (["--log-level=Warning"], "warning"),
+    (["--log-verbose=1"], "debug"), (["--log-verbose=0"], "info"),
+    (["--log-info=false"], "warning"), (["--log-info=0", "--log-warning=false"], "error"),
+    (["--log-info=true", "--log-warning=true", "--log-error=true"], "info"),
+])
+def test_log_levels(argv: list[str], level: str) -> None:
+    assert settings(argv).log_level == level
+
+
+def test_tritons_default_log_format_is_text() -> None:
+    assert settings(["--log-format=default"]).log_format == "text"
+    assert settings(["--log-format=json"]).log_format == "json"
+
+
+@pytest.mark.parametrize("entry, path, value", [
+    ("onnxruntime,default-max-batch-size=4", ("batching", "default_max_batch_size"), 4),
+    ("default-max-batch-size=0", ("batching", "default_max_batch_size"), 0),
+    ("onnxruntime,intra_op_thread_count=3", ("devices", "intra_op_threads"), 3),
+    ("onnxruntime,inter_op_thread_count=2", ("devices", "inter_op_threads"), 2),
+    ("onnxruntime,enable-global-threadpool=0", ("devices", "intra_op_threads"), 0),
+])
+def test_backend_config(entry: str, path: tuple[str, str], value: int) -> None:
+    got = settings([f"--backend-config={entry}"])
+    assert getattr(getattr(got, path[0]), path[1]) == value
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grpc-use-ssl=true"], "--grpc-use-ssl is a Triton flag onnx-serve does not support: "
+     "gRPC TLS is configured by files; set ONNX_SERVE_GRPC__TLS_CERT_PATH"),
+    (["--metrics-config", "summary_latencies=true"], "--metrics-config is a Triton flag"),
+    (["--disable-auto-complete-config"], "--disable-auto-complete-config is a Triton flag"),
+    (["--http-thread-count=8"], "--http-thread-count is a Triton flag onnx-serve does not"),
+    (["--backend-config=onnxruntime,enable-global-threadpool=1"], "global thread pool"),
+    (["--backend-config=tensorrt,coalesce-request-input=true"], "backend 'tensorrt' is a "
+     "Triton backend onnx-serve does not have"),
+    (["--backend-config=onnxruntime,session-pool=4"], "the backend setting 'session-pool'"),
+    (["--backend-config=onnxruntime"], "expected [<backend>,]<setting>=<value>"),
+    (["--log-info=maybe"], "--log-info: not a valid value (got 'maybe')"),
+    (["--log-verbose=loud"], "--log-verbose: not a valid value"),
+    (["--log-error=false", "--log-warning=false", "--log-info=false"], "always logs errors"),
+    (["--log-level=info", "--log-verbose=1"], "not both"),
+    (["--allow-http=perhaps"], "http.enabled: Input should be a valid boolean"),
+    (["--metrics-port=70000"], "metrics.port"),
+    (["--log-format=ISO8601"], "--log-format=ISO8601: Triton's ISO 8601 line format"),
+])
+def test_refusals_exit_2_naming_the_flag(
+        argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        code = main(argv)
+        raise SystemExit(code)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("onnx-serve: error: ") and message in err
+    assert "unrecognized arguments" not in err and err.count("\n") == 1
+
+
+def test_every_unsupported_flag_is_refused_not_unrecognized(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for flag in UNSUPPORTED:
+        with pytest.raises(SystemExit) as stopped:
+            build_parser().parse_args([f"{flag}=1"])
+        assert stopped.value.code == 2
+        assert f"{flag} is a Triton flag onnx-serve does not support" in capsys.readouterr().err
+
+
+def test_serve_subcommand_refuses_them_too(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", str(REPO / "model_repository"), "--trace-level=TIMESTAMPS"])
+    assert stopped.value.code == 2
+    assert "--trace-level is a Triton flag" in capsys.readouterr().err
