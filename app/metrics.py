@@ -69,7 +69,7 @@ class ServingCollector(Collector):
     def _loaded(self) -> Iterator[tuple[list[str], ModelStats]]:
         for status in self._manager.statuses():
             if status.model is not None:
-                yield [status.key.name, status.key.version], status.model.batcher.stats
+                yield [status.key.name, status.key.version], status.model.stats
 
     def _requests(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(

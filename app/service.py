@@ -109,13 +109,13 @@ class InferenceService:
         returns how many were waiting."""
         self._refusing = True
         error = ShuttingDown(message)
-        return sum(model.batcher.abort(error) for model in self._manager.loaded())
+        return sum(model.scheduler.abort(error) for model in self._manager.loaded())
 
     def successes(self) -> dict[str, int]:
         """Successful inference requests per protocol, over the versions still loaded."""
         totals: dict[str, int] = {}
         for model in self._manager.loaded():
-            for (protocol, outcome), count in model.batcher.stats.outcomes.items():
+            for (protocol, outcome), count in model.stats.outcomes.items():
                 if outcome == "success":
                     totals[protocol] = totals.get(protocol, 0) + count
         return totals
@@ -199,8 +199,8 @@ class InferenceService:
             else:
                 names = tuple(o.name for o in request.outputs)
             priority, timeout_us = _schedule_parameters(request)
-            arrays = await model.batcher.submit(model.signature.to_model(request.inputs), names,
-                                                priority=priority, timeout_us=timeout_us)
+            arrays = await model.scheduler.submit(model.signature.to_model(request.inputs), names,
+                                                  priority=priority, timeout_us=timeout_us)
         except ServingError as err:
             outcome = err.code.value
             raise
@@ -212,7 +212,7 @@ class InferenceService:
             raise
         finally:
             model.release()
-            model.batcher.stats.request_done(protocol, outcome, time.perf_counter() - started)
+            model.stats.request_done(protocol, outcome, time.perf_counter() - started)
         datatypes = {s.name: s.datatype for s in model.signature.outputs}
         return InferResponse(
             model_name=request.model_name,
@@ -246,7 +246,7 @@ class InferenceService:
             key = (protocol, outcome)
             self.unresolved[key] = self.unresolved.get(key, 0) + 1
         else:
-            model.batcher.stats.request_refused(protocol, outcome)
+            model.stats.request_refused(protocol, outcome)
 
     def model_statistics(self, name: str, version: str | None) -> list[dict[str, Any]]:
         """Triton's statistics: every ready version of every model (empty name), of one
@@ -258,7 +258,7 @@ class InferenceService:
         else:
             statuses = self._manager.statuses(check_model_name(name) if name else None)
             models = [s.model for s in statuses if s.model is not None]
-        return [model_statistics(m.key, m.batcher.stats) for m in models]
+        return [model_statistics(m.key, m.stats) for m in models]
 
     async def repository_index(self, ready_only: bool) -> list[IndexEntry]:
         """Every model on disk or in memory: loaded versions with state, the rest by name."""
