@@ -29,6 +29,7 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--repository-poll-secs", "repository.poll_interval_s", "SECONDS"),
     ("--strict-readiness", "repository.strict_readiness", "BOOL"),
     ("--reuse-grpc-port", "grpc.reuse_port", "BOOL"),
+    ("--cache-config", "cache.size_bytes", "local,size=BYTES"),
 )
 
 
