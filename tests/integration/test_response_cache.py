@@ -104,6 +104,8 @@ def test_repeated_requests_hit_over_both_protocols_without_running_the_model(
         assert config["response_cache"] == {"enable": True}
         assert httpx.get(f"{url}/v2/models/plain/config").json()["response_cache"] == \
             {"enable": False}
+        assert client.get_model_config("cached").config.response_cache.enable  # Triton's field
+        assert not client.get_model_config("plain").config.response_cache.enable
         client.close()
 
 
