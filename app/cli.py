@@ -39,6 +39,7 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--strict-readiness", "repository.strict_readiness", "BOOL"),
     ("--reuse-grpc-port", "grpc.reuse_port", "BOOL"),
     *SETTING_FLAGS,  # Triton's own (app/cli_triton.py)
+    ("--cache-config", "cache.size_bytes", "local,size=BYTES"),
 )
 
 

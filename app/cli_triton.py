@@ -44,7 +44,8 @@ _SAGEMAKER = ("onnx-serve speaks KServe v2 over HTTP and gRPC only", None)
 _TRACE = ("onnx-serve has no tracing; its logs and onnxserve_* metrics time each phase", None)
 _GPU_MEMORY = ("onnxruntime's CUDA provider manages GPU memory", None)
 _CONFIG = ("configuration auto-complete options are not implemented yet", None)
-_CACHE = ("onnx-serve has no response cache", None)
+_CACHE = ("the response cache is in memory, sized by --cache-config local,size=BYTES",
+          "cache.size_bytes")
 #: Triton's flags onnx-serve does not support: why, and the setting that does it instead.
 UNSUPPORTED: dict[str, tuple[str, str | None]] = {
     "--id": ("the server's id is its version, onnx-serve", None),
@@ -99,7 +100,7 @@ UNSUPPORTED: dict[str, tuple[str, str | None]] = {
                               "batching.default_max_queue_size"),
     "--backend-directory": ("onnxruntime is the only backend, built in", None),
     "--repoagent-directory": ("repository agents are not supported", None),
-    "--cache-config": _CACHE, "--cache-directory": _CACHE, "--response-cache-byte-size": _CACHE,
+    "--cache-directory": _CACHE, "--response-cache-byte-size": _CACHE,
     "--host-policy": ("host policies are not supported", None),
     "--model-config-name": _CONFIG,
     "--disable-auto-complete-config": _CONFIG,

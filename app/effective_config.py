@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
 from app.models.version import LoadedModel
 from app.types import TensorSpec
@@ -72,25 +71,5 @@ def effective_config(model: LoadedModel, platform: str) -> dict[str, Any]:
         "version_policy": model.config.version_policy.model_dump(exclude_none=True)
         or {"latest": {"num_versions": 1}},
     }
-    if batched:
-        config["dynamic_batching"] = _dynamic_batching(model.batcher.policy)
+    config.update(model.scheduler.describe())
     return config
-
-
-def _dynamic_batching(policy: BatchPolicy) -> dict[str, Any]:
-    """What the batcher runs with, defaults filled in (Triton enables it for ONNX models
-    that batch, as its auto-complete does)."""
-    queue = policy.queues[policy.default_priority - 1]
-    return {
-        "preferred_batch_size": list(policy.preferred_batch_sizes),
-        "max_queue_delay_microseconds": round(policy.max_queue_delay_s * 1e6),
-        "preserve_ordering": policy.preserve_ordering,
-        "priority_levels": policy.priority_levels,
-        "default_priority_level": policy.default_priority,
-        "default_queue_policy": {
-            "timeout_action": queue.timeout_action.value,
-            "default_timeout_microseconds": round(queue.timeout_s * 1e6),
-            "allow_timeout_override": queue.allow_timeout_override,
-            "max_queue_size": queue.max_queue_size,
-        },
-    }

@@ -66,11 +66,12 @@ class ServingCollector(Collector):
         yield info
         yield from self._requests()
         yield from self._models()
+        yield from self._cache()
 
     def _loaded(self) -> Iterator[tuple[list[str], ModelStats]]:
         for status in self._manager.statuses():
             if status.model is not None:
-                yield [status.key.name, status.key.version], status.model.batcher.stats
+                yield [status.key.name, status.key.version], status.model.stats
 
     def _requests(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -124,6 +125,41 @@ class ServingCollector(Collector):
             inflight.add_metric(key, s.inflight)
         yield from (inferences, executions, queue, compute, rows, depth, inflight)
         yield from self._lifecycle()
+
+    def _cache(self) -> Iterator[Metric]:
+        """The response cache (Triton's nv_cache_*): per model that uses it, and overall."""
+        labels = ["model", "version"]
+        hits = CounterMetricFamily(f"{PREFIX}_cache_hits", "Requests answered from the "
+                                   "response cache.", labels=labels)
+        misses = CounterMetricFamily(f"{PREFIX}_cache_misses", "Response cache lookups that "
+                                     "found no answer (the model then ran).", labels=labels)
+        hit_time = CounterMetricFamily(f"{PREFIX}_cache_hit_duration_seconds", "Time spent "
+                                       "looking up answers that were found.", labels=labels)
+        miss_time = CounterMetricFamily(f"{PREFIX}_cache_miss_duration_seconds", "Time spent "
+                                        "looking up answers that were not found, and "
+                                        "inserting them once computed.", labels=labels)
+        for status in self._manager.statuses():
+            model = status.model
+            if model is None or not self._service.caches(model):
+                continue
+            key, stats = [status.key.name, status.key.version], model.stats
+            hits.add_metric(key, stats.cache_hit.count)
+            misses.add_metric(key, stats.cache_miss.count)
+            hit_time.add_metric(key, stats.cache_hit.ns / 1e9)
+            miss_time.add_metric(key, stats.cache_miss.ns / 1e9)
+        cache = self._service.cache
+        held = GaugeMetricFamily(f"{PREFIX}_cache_bytes", "Bytes the response cache holds.")
+        held.add_metric([], cache.nbytes)
+        capacity = GaugeMetricFamily(f"{PREFIX}_cache_capacity_bytes", "The response "
+                                     "cache's bound (cache.size_bytes; 0 is off).")
+        capacity.add_metric([], cache.capacity_bytes)
+        entries = GaugeMetricFamily(f"{PREFIX}_cache_entries", "Answers the response cache "
+                                    "holds.")
+        entries.add_metric([], len(cache))
+        evictions = CounterMetricFamily(f"{PREFIX}_cache_evictions", "Answers evicted to "
+                                        "stay within the bound (least recently used first).")
+        evictions.add_metric([], cache.evictions)
+        yield from (hits, misses, hit_time, miss_time, held, capacity, entries, evictions)
 
     def _lifecycle(self) -> Iterator[Metric]:
         state = GaugeMetricFamily(f"{PREFIX}_model_state", "1 for the state each version is "

@@ -109,7 +109,7 @@ class TritonCollector(Collector):
         for status in self._manager.statuses():
             if status.model is not None:
                 yield ({"model": status.key.name, "version": status.key.version},
-                       status.model.batcher.stats)
+                       status.model.stats)
 
     def collect(self) -> Iterator[Metric]:
         success = _counter("nv_inference_request_success", "Number of successful inference "

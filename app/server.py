@@ -21,6 +21,7 @@ from app.api.http_drain import HttpDrain
 from app.api.http_limits import HttpLimits, fit_connection_limits, open_file_limit, protocol_class
 from app.api.metrics_port import MetricsListener
 from app.auth import Authenticator
+from app.cache import ResponseCache
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
@@ -123,7 +124,8 @@ class Server:
         settings = fit_connection_limits(settings, open_file_limit())
         self.settings = settings
         self.manager = build_manager(settings)
-        self.service = InferenceService(self.manager, settings.repository.control_mode)
+        self.service = InferenceService(self.manager, settings.repository.control_mode,
+                                        ResponseCache(settings.cache.size_bytes))
         self.authenticator = Authenticator(settings.auth) if settings.auth.enabled else None
         self.registry = (build_registry(self.manager, self.service, self.authenticator,
                                         settings.metrics.interval_ms)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import __version__
+from app.cache import HASH_OFF_LOOP_BYTES, ResponseCache, cache_key, input_bytes
 from app.effective_config import effective_config
 from app.errors import (
     ErrorCode,
@@ -20,11 +21,11 @@ from app.errors import (
     Unsupported,
 )
 from app.models.manager import ModelManager
-from app.models.version import ModelState
+from app.models.version import LoadedModel, ModelState
 from app.repository.config import ConfigError, parse_config_json
 from app.repository.paths import check_model_name
 from app.statistics import model_statistics
-from app.types import InferRequest, InferResponse, Parameters, TensorSpec
+from app.types import Array, InferRequest, InferResponse, Parameters, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,11 @@ class IndexEntry:
 class InferenceService:
     """Transport-neutral operations; raises ServingError subclasses for every client failure."""
 
-    def __init__(self, manager: ModelManager, control_mode: str = "none") -> None:
+    def __init__(self, manager: ModelManager, control_mode: str = "none",
+                 cache: ResponseCache | None = None) -> None:
         self._manager = manager
+        #: every model's cached answers (app/cache.py); without one, nothing is cached
+        self.cache = cache if cache is not None else ResponseCache(0)
         self._control_mode = control_mode
         #: (protocol, outcome) -> requests that named no loaded model (unknown, not ready).
         self.unresolved: dict[tuple[str, str], int] = {}
@@ -101,13 +105,13 @@ class InferenceService:
         returns how many were waiting."""
         self._refusing = True
         error = ShuttingDown(message)
-        return sum(model.batcher.abort(error) for model in self._manager.loaded())
+        return sum(model.scheduler.abort(error) for model in self._manager.loaded())
 
     def successes(self) -> dict[str, int]:
         """Successful inference requests per protocol, over the versions still loaded."""
         totals: dict[str, int] = {}
         for model in self._manager.loaded():
-            for (protocol, outcome), count in model.batcher.stats.outcomes.items():
+            for (protocol, outcome), count in model.stats.outcomes.items():
                 if outcome == "success":
                     totals[protocol] = totals.get(protocol, 0) + count
         return totals
@@ -143,7 +147,13 @@ class InferenceService:
 
     def model_config(self, name: str, version: str | None) -> dict[str, Any]:
         """The effective configuration, in Triton's ModelConfig JSON field names."""
-        return effective_config(self._manager.resolve(check_model_name(name), version), PLATFORM)
+        model = self._manager.resolve(check_model_name(name), version)
+        config = effective_config(model, PLATFORM)
+        config["response_cache"] = {"enable": self.caches(model)}
+        if model.config.response_cache.enable and not self.cache.enabled:
+            config["response_cache"]["note"] = "the server's response cache is off " \
+                "(cache.size_bytes 0)"
+        return config
 
     def raw_input_target(self, name: str, version: str | None) -> RawInputTarget:
         """The single input a raw binary request fills; refused for multi-input models."""
@@ -183,9 +193,7 @@ class InferenceService:
                 names = model.signature.output_names()
             else:
                 names = tuple(o.name for o in request.outputs)
-            priority, timeout_us = _schedule_parameters(request)
-            arrays = await model.batcher.submit(model.signature.to_model(request.inputs), names,
-                                                priority=priority, timeout_us=timeout_us)
+            outputs = await self._answer(model, request, names)
         except ServingError as err:
             outcome = err.code.value
             raise
@@ -197,16 +205,53 @@ class InferenceService:
             raise
         finally:
             model.release()
-            model.batcher.stats.request_done(protocol, outcome, time.perf_counter() - started)
+            model.stats.request_done(protocol, outcome, time.perf_counter() - started)
         datatypes = {s.name: s.datatype for s in model.signature.outputs}
         return InferResponse(
             model_name=request.model_name,
             model_version=model.key.version,
-            outputs={n: model.signature.from_model(n, a)
-                     for n, a in zip(names, arrays, strict=True)},
+            outputs=outputs,
             output_datatypes={n: datatypes[n] for n in names},
             id=request.id,
         )
+
+    async def _answer(self, model: LoadedModel, request: InferRequest,
+                      names: tuple[str, ...]) -> dict[str, Array]:
+        """The outputs: from the response cache when the model enables it and the answer is
+        there (its scheduler is then never asked), else from its scheduler, then cached."""
+        priority, timeout_us = _schedule_parameters(request)
+        key, lookup_ns = None, 0
+        if self.caches(model):
+            started = time.perf_counter_ns()
+            arguments = (model.key.name, model.key.version, model.load_id, request.inputs,
+                         request.input_datatypes, names)
+            if input_bytes(request.inputs) >= HASH_OFF_LOOP_BYTES:
+                key = await asyncio.to_thread(cache_key, *arguments)
+            else:
+                key = cache_key(*arguments)
+            hit = self.cache.get(key)
+            lookup_ns = time.perf_counter_ns() - started
+            if hit is not None:
+                # Triton's way: a hit counts in success and queue, not in inference_count.
+                model.stats.cache_hit.add(lookup_ns)
+                model.stats.request_succeeded(lookup_ns, 0)
+                return {n: hit[n] for n in names}
+            model.stats.cache_miss.add(lookup_ns)
+        arrays = await model.scheduler.submit(model.signature.to_model(request.inputs), names,
+                                              priority=priority, timeout_us=timeout_us)
+        outputs = {n: model.signature.from_model(n, a)
+                   for n, a in zip(names, arrays, strict=True)}
+        if key is not None:
+            started = time.perf_counter_ns()
+            self.cache.put(key, outputs)
+            model.stats.cache_miss.add(time.perf_counter_ns() - started, count=0)  # insertion
+        return outputs
+
+    def caches(self, model: LoadedModel) -> bool:
+        """Whether the response cache answers for `model`: the server has one, the model's
+        config enables it, and its answers depend on the request alone (never a sequence's)."""
+        return (self.cache.enabled and model.config.response_cache.enable
+                and model.scheduler.stateless)
 
     def refused(self, protocol: str, name: str | None, version: str | None,
                 err: BaseException) -> None:
@@ -231,7 +276,7 @@ class InferenceService:
             key = (protocol, outcome)
             self.unresolved[key] = self.unresolved.get(key, 0) + 1
         else:
-            model.batcher.stats.request_refused(protocol, outcome)
+            model.stats.request_refused(protocol, outcome)
 
     def model_statistics(self, name: str, version: str | None) -> list[dict[str, Any]]:
         """Triton's statistics: every ready version of every model (empty name), of one
@@ -243,7 +288,7 @@ class InferenceService:
         else:
             statuses = self._manager.statuses(check_model_name(name) if name else None)
             models = [s.model for s in statuses if s.model is not None]
-        return [model_statistics(m.key, m.batcher.stats) for m in models]
+        return [model_statistics(m.key, m.stats) for m in models]
 
     async def repository_index(self, ready_only: bool) -> list[IndexEntry]:
         """Every model on disk or in memory: loaded versions with state, the rest by name."""

@@ -271,6 +271,32 @@ class BatchingSettings(_Group):
     )
 
 
+class CacheSettings(_Group):
+    """The response cache (README.md, Response cache): used by models whose config says
+    `response_cache: {enable: true}`."""
+
+    size_bytes: int = Field(
+        64 * 1024 * 1024, ge=0,
+        description="Bytes the response cache may hold, for every model together (least "
+        "recently used answers go first); 0 turns it off. Triton's --cache-config "
+        "local,size=<bytes> spelling is accepted too.")
+
+    @field_validator("size_bytes", mode="before")
+    @classmethod
+    def _triton_spelling(cls, value: object) -> object:
+        if not isinstance(value, str) or ("," not in value and "=" not in value):
+            return value
+        name, _, rest = value.partition(",")
+        if name.strip() != "local":
+            raise ValueError(f"cache '{name.strip()}' is not supported: only the local cache "
+                             "is (local,size=<bytes>)")
+        key, _, size = rest.partition("=")
+        if key.strip() != "size":
+            raise ValueError(f"local cache setting '{key.strip()}' is not supported: only "
+                             "size=<bytes> is")
+        return size.strip()
+
+
 class MetricsSettings(_Group):
     enabled: bool = Field(
         True, description="Serve Prometheus metrics at /metrics on the HTTP port (and on "
@@ -391,6 +417,7 @@ class Settings(BaseSettings):
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)

@@ -14,8 +14,7 @@ def _duration(value: Duration) -> dict[str, int]:
 
 
 def model_statistics(key: ModelKey, stats: ModelStats) -> dict[str, Any]:
-    """One entry of `model_stats`; the response cache does not exist, so its counts are 0."""
-    none = Duration()
+    """One entry of `model_stats`."""
     return {
         "name": key.name,
         "version": key.version,
@@ -29,8 +28,8 @@ def model_statistics(key: ModelKey, stats: ModelStats) -> dict[str, Any]:
             "compute_input": _duration(stats.compute_input),
             "compute_infer": _duration(stats.compute_infer),
             "compute_output": _duration(stats.compute_output),
-            "cache_hit": _duration(none),
-            "cache_miss": _duration(none),
+            "cache_hit": _duration(stats.cache_hit),
+            "cache_miss": _duration(stats.cache_miss),
         },
         "response_stats": {},
         "batch_stats": [

@@ -7,9 +7,9 @@ import collections
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy, TimeoutAction, Waiting, decide
@@ -22,37 +22,10 @@ from app.errors import (
     Overloaded,
     ServingError,
 )
+from app.scheduler import FreeSlot, Launched, RunFn, Runner
 from app.types import Array
 
 log = logging.getLogger(__name__)
-
-#: Runs one feed on the instance the work was launched on (in that instance's thread).
-RunFn = Callable[[Mapping[str, Array], Sequence[str]], list[Array]]
-
-
-@dataclass(frozen=True, slots=True)
-class Launched:
-    """Work started on an instance: its future (on the event loop) and a way to stop it."""
-
-    future: asyncio.Future[Any]
-    terminate: Callable[[], None]
-
-
-class FreeSlot(Protocol):
-    """A free instance, held by the batcher until it launches work or releases it."""
-
-    def launch(self, work: Callable[[RunFn], Any]) -> Launched:
-        """Run `work(run)` off the event loop; the instance frees itself when it ends."""
-
-    def release(self) -> None:
-        """Give the instance back without running anything."""
-
-
-class Runner(Protocol):
-    """Where batches run (a SessionPool, or a fake one in tests)."""
-
-    async def acquire(self) -> FreeSlot:
-        """Wait for a free instance."""
 
 
 @dataclass(eq=False, slots=True)
@@ -115,6 +88,35 @@ class DynamicBatcher:
     @property
     def policy(self) -> BatchPolicy:
         return self._policy
+
+    @property
+    def stateless(self) -> bool:
+        return True  # each request's rows are its own: batch neighbours never change them
+
+    @property
+    def inflight(self) -> int:
+        return self.stats.inflight
+
+    def describe(self) -> dict[str, Any]:
+        """What the batcher runs with, defaults filled in (Triton enables it for ONNX models
+        that batch, as its auto-complete does); nothing for a model that does not batch."""
+        policy = self._policy
+        if not policy.max_batch_size:
+            return {}
+        queue = policy.queues[policy.default_priority - 1]
+        return {"dynamic_batching": {
+            "preferred_batch_size": list(policy.preferred_batch_sizes),
+            "max_queue_delay_microseconds": round(policy.max_queue_delay_s * 1e6),
+            "preserve_ordering": policy.preserve_ordering,
+            "priority_levels": policy.priority_levels,
+            "default_priority_level": policy.default_priority,
+            "default_queue_policy": {
+                "timeout_action": queue.timeout_action.value,
+                "default_timeout_microseconds": round(queue.timeout_s * 1e6),
+                "allow_timeout_override": queue.allow_timeout_override,
+                "max_queue_size": queue.max_queue_size,
+            },
+        }}
 
     async def submit(self, feed: Mapping[str, Array], names: Sequence[str], *,
                      priority: int = 0, timeout_us: int | None = None) -> list[Array]:

@@ -69,6 +69,11 @@ class ModelStats:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+    #: Triton's: lookups that found the answer (lookup time), and those that did not
+    #: (lookup plus insertion time); hits also count in success and queue, not in
+    #: inference_count or execution_count.
+    cache_hit: Duration = field(default_factory=Duration)
+    cache_miss: Duration = field(default_factory=Duration)
     inference_count: int = 0
     execution_count: int = 0
     last_inference_ms: int = 0

@@ -19,10 +19,11 @@ from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
 from app.models import compat, cuda_libs, gpus, tensorrt
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
+from app.models.errors import UnsupportedModel
 from app.models.model_info import model_parameters
 from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
 from app.models.scheduling import batch_layout, batch_policy
-from app.models.signature import Signature, UnsupportedModel
+from app.models.signature import Signature
 from app.models.threads import ThreadBudget
 from app.repository.config import ModelConfig
 from app.repository.execution_config import ParameterValue, Warmup

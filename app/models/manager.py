@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from app.batching.batcher import DynamicBatcher
 from app.batching.stats import ModelStats
 from app.codecs.checks import version_number
 from app.errors import InvalidInput, ModelNotFound, ModelNotReady
 from app.models.loader import LoadFailed, ServerDefaults, build_version
+from app.models.scheduling import build_scheduler
 from app.models.session_pool import SessionPool
 from app.models.threads import ThreadBudget, available_cpus
 from app.models.version import LoadedModel, ModelState, VersionStatus
@@ -300,10 +300,11 @@ class ModelManager:
         log.info("model %s is READY (%.2f s)", key, self.load_seconds[key])
         label = f"{key.name}-{key.version}"
         pool = SessionPool(built.sessions, label, built.placements, built.run_config)
-        batcher = DynamicBatcher(pool, built.policy, built.layout, ModelStats(),
-                                 f"model '{key.name}' version {key.version}")
-        return LoadedModel(key, built.signature, pool, batcher, config, stamp,
-                           built.intra_op_threads, token, built.parameters)
+        stats = ModelStats()
+        scheduler = build_scheduler(pool, config, built.policy, built.layout, stats,
+                                    f"model '{key.name}' version {key.version}")
+        return LoadedModel(key, built.signature, pool, scheduler, config, stamp,
+                           built.intra_op_threads, token, built.parameters, stats=stats)
 
     async def _remove(self, name: str) -> None:
         record = self._records.get(name)

@@ -1,17 +1,33 @@
-"""From a model's config to its batcher's policy and layout, checked against its signature."""
+"""From a model's config to its scheduler (policy and layout), checked against its signature."""
 
 from __future__ import annotations
 
 import dataclasses
 
+from app.batching.batcher import DynamicBatcher
 from app.batching.layout import BatchLayout, Padding
 from app.batching.policy import BatchPolicy, QueuePolicy, TimeoutAction
+from app.batching.stats import ModelStats
+from app.batching.unbatched import UnbatchedScheduler
 from app.codecs import dtypes
-from app.models.signature import Signature, UnsupportedModel
+from app.models.errors import UnsupportedModel
+from app.models.signature import Signature
 from app.repository.batching_config import PaddedInput, QueuePolicyConfig
 from app.repository.config import ModelConfig
+from app.scheduler import Runner, Scheduler
 
 _LENGTH_TYPES = {"INT32": "int32", "INT64": "int64"}
+
+
+def build_scheduler(runner: Runner, config: ModelConfig, policy: BatchPolicy,
+                    layout: BatchLayout, stats: ModelStats, label: str) -> Scheduler:
+    """The dynamic batcher, or the trivial scheduler for a model that does not batch and
+    whose config has no dynamic_batching (whose queue policies and priorities need the
+    batcher's queues even at batch size 1)."""
+    if policy.max_batch_size or "dynamic_batching" in config.model_fields_set:
+        return DynamicBatcher(runner, policy, layout, stats, label)
+    return UnbatchedScheduler(runner, stats, label, max_waiting=policy.queues[0].max_queue_size,
+                              max_inflight=policy.max_inflight)
 
 
 def batch_policy(config: ModelConfig, signature: Signature, max_queue_size: int) -> BatchPolicy:

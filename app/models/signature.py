@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from app.codecs import dtypes
 from app.errors import InvalidInput
+from app.models.errors import UnsupportedModel
 from app.repository.config import TensorOverride
 from app.types import Array, InferRequest, TensorSpec
 
@@ -16,10 +17,6 @@ class _OrtArg(Protocol):
     name: str
     type: str
     shape: Sequence[Any]
-
-
-class UnsupportedModel(Exception):
-    """The model declares something the server cannot serve (a reason for UNAVAILABLE)."""
 
 
 def _spec(arg: _OrtArg, role: str) -> TensorSpec:

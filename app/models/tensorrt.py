@@ -13,8 +13,9 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from app.models.errors import UnsupportedModel
 from app.models.gpus import Gpu
-from app.models.signature import Signature, UnsupportedModel
+from app.models.signature import Signature
 from app.repository.execution_config import ParameterValue
 from app.repository.paths import is_file_name
 from app.types import TensorSpec

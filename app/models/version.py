@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 from dataclasses import dataclass, field
 
-from app.batching.batcher import DynamicBatcher
+from app.batching.stats import ModelStats
 from app.models.session_pool import SessionPool
 from app.models.signature import Signature
 from app.repository.config import ModelConfig
+from app.scheduler import Scheduler
 from app.types import ModelKey, ParamValue
+
+_LOADS = itertools.count(1)
 
 
 class ModelState(enum.Enum):
@@ -23,7 +27,9 @@ class ModelState(enum.Enum):
 
 @dataclass(eq=False, slots=True)
 class LoadedModel:
-    """A version that can run: signature, sessions, and the config it was loaded with.
+    """A version that can run: signature, sessions, its scheduler, and the config it was
+    loaded with. It owns its statistics (the scheduler counts into them); everything else
+    reaches the scheduler through app.scheduler.Scheduler only.
 
     Leases: every request holds one while it uses the model (`acquire`/`release`, on the
     event loop). `retire` waits for the last lease to go, then closes the sessions, so a
@@ -33,13 +39,16 @@ class LoadedModel:
     key: ModelKey
     signature: Signature
     pool: SessionPool
-    batcher: DynamicBatcher
+    scheduler: Scheduler
     config: ModelConfig
     fingerprint: object  # what the files looked like when loaded (see repository/scan.py)
     intra_op_threads: int = 1
     budget_token: str = ""  # its share of the manager's ThreadBudget
     #: the model's own description (models/model_info.py): producer, opsets, metadata_props
     parameters: dict[str, ParamValue] = field(default_factory=dict)
+    stats: ModelStats = field(default_factory=ModelStats)
+    #: this load, among every load of the process: a reloaded version is a new one
+    load_id: int = field(default_factory=lambda: next(_LOADS))
     leases: int = 0
     _retiring: bool = False
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -63,7 +72,7 @@ class LoadedModel:
         if self.leases == 0:
             self._drained.set()
         await self._drained.wait()
-        await self.batcher.close()
+        await self.scheduler.close()
         await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
 
 

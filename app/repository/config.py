@@ -111,6 +111,13 @@ def _product(dims: list[int]) -> int:
     return result
 
 
+class ResponseCacheConfig(_Strict):
+    """Triton's response_cache: answer repeated requests from the server's cache."""
+
+    enable: bool = Field(False, description="Cache this model's answers (the server's "
+                         "cache.size_bytes bounds every model's together).")
+
+
 class ModelConfig(_Strict):
     """The optional per-model file; everything left out is derived from the model itself."""
 
@@ -142,6 +149,7 @@ class ModelConfig(_Strict):
         "(intra_op_thread_count, execution_mode, enable_mem_arena, gpu_mem_limit, ...).",
     )
     model_warmup: list[Warmup] = Field(default_factory=list)
+    response_cache: ResponseCacheConfig = Field(default_factory=ResponseCacheConfig)
     version_labels: dict[str, int] = Field(
         default_factory=dict,
         description="Names for versions, usable wherever a version number is "

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.batching.batcher import DynamicBatcher, Launched, RunFn
+from app.batching.batcher import DynamicBatcher
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy, QueuePolicy, TimeoutAction
 from app.batching.stats import ModelStats
 from app.errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded
+from app.scheduler import Launched, RunFn
 from app.types import Array
 
 Model = Callable[[Mapping[str, Array], Sequence[str]], list[Array]]

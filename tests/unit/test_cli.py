@@ -93,7 +93,7 @@ SPELLINGS = ["--model-repository", "--host", "--http-port", "--grpc-port", "--lo
              "--model-store", "--allow-http", "--allow-grpc", "--allow-metrics",
              "--http-address", "--grpc-address", "--metrics-port", "--metrics-address",
              "--metrics-interval-ms", "--exit-timeout-secs", "--model-load-thread-count",
-             "--exit-on-error"]
+             "--exit-on-error", "--cache-config"]
 #: A valid value for each, not the default, and where it lands.
 SAMPLES = {"--model-repository": (str(REPO / "tests"), REPO / "tests"),
            "--host": ("127.0.0.3", "127.0.0.3"), "--http-port": ("9001", 9001),
@@ -107,7 +107,8 @@ SAMPLES = {"--model-repository": (str(REPO / "tests"), REPO / "tests"),
            "--grpc-address": ("127.0.0.5", "127.0.0.5"), "--metrics-port": ("9003", 9003),
            "--metrics-address": ("127.0.0.6", "127.0.0.6"),
            "--metrics-interval-ms": ("500", 500), "--exit-timeout-secs": ("7", 7.0),
-           "--model-load-thread-count": ("3", 3), "--exit-on-error": ("1", True)}
+           "--model-load-thread-count": ("3", 3), "--exit-on-error": ("1", True),
+           "--cache-config": ("local,size=1048576", 1048576)}
 
 
 def _setting(settings: Settings, path: str) -> object:

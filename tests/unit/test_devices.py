@@ -19,7 +19,7 @@ from app.models.devices import (
     place,
     plan_instances,
 )
-from app.models.signature import UnsupportedModel
+from app.models.errors import UnsupportedModel
 from app.models.tensorrt import tensorrt_profiles
 from app.repository.execution_config import Accelerator, InstanceGroup
 from app.types import TensorSpec
