@@ -38,7 +38,8 @@ class HttpDrain:
 
     def stop_accepting(self) -> None:
         """Close the listeners, then `settle` the connections."""
-        for listener in self._server.servers:
+        # uvicorn sets `servers` when it starts: with HTTP off (--allow-http false) it never did.
+        for listener in getattr(self._server, "servers", ()):
             listener.close()
         self.settle()
 
