@@ -29,6 +29,7 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--repository-poll-secs", "repository.poll_interval_s", "SECONDS"),
     ("--strict-readiness", "repository.strict_readiness", "BOOL"),
     ("--reuse-grpc-port", "grpc.reuse_port", "BOOL"),
+    ("--model-config-name", "repository.model_config_name", "NAME"),
 )
 
 

@@ -88,14 +88,15 @@ def test_taken_grpc_port_is_a_one_line_error() -> None:
 #: Every flag as users and scripts spell it (Triton's names where Triton has the flag).
 SPELLINGS = ["--model-repository", "--host", "--http-port", "--grpc-port", "--log-level",
              "--log-format", "--model-control-mode", "--load-model", "--repository-poll-secs",
-             "--strict-readiness", "--reuse-grpc-port"]
+             "--strict-readiness", "--reuse-grpc-port", "--model-config-name"]
 #: A valid value for each, not the default, and where it lands.
 SAMPLES = {"--model-repository": (str(REPO / "tests"), REPO / "tests"),
            "--host": ("127.0.0.3", "127.0.0.3"), "--http-port": ("9001", 9001),
            "--grpc-port": ("9002", 9002), "--log-level": ("debug", "debug"),
            "--log-format": ("json", "json"), "--model-control-mode": ("poll", "poll"),
            "--load-model": ("a", ["a"]), "--repository-poll-secs": ("7", 7.0),
-           "--strict-readiness": ("false", False), "--reuse-grpc-port": ("true", True)}
+           "--strict-readiness": ("false", False), "--reuse-grpc-port": ("true", True),
+           "--model-config-name": ("h100", "h100")}
 
 
 def _setting(settings: Settings, path: str) -> object:

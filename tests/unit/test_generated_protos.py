@@ -1,4 +1,4 @@
-"""app/protos_gen/ is exactly what `make protos` generates from protos/inference.proto."""
+"""app/protos_gen/ is exactly what `make protos` generates from protos/*.proto."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-GENERATED = ("inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py")
+GENERATED = ("inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py",
+             "model_config_pb2.py", "model_config_pb2.pyi")
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
