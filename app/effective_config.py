@@ -43,6 +43,11 @@ def _instance_groups(model: LoadedModel) -> list[dict[str, Any]]:
     return groups
 
 
+def _parameter(value: object) -> str:
+    """A configured parameter as Triton's string_value (booleans as config.pbtxt spells them)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _model_shape(model: LoadedModel, output: str) -> tuple[int, ...] | None:
     """An output's reshape is the model's shape; the signature keeps the client's."""
     for override in model.config.output:
@@ -66,6 +71,9 @@ def effective_config(model: LoadedModel, platform: str) -> dict[str, Any]:
                    for s in signature.outputs],
         "instance_group": _instance_groups(model),
         "parameters": {"intra_op_thread_count": {"string_value": str(model.intra_op_threads)},
+                       **{key: {"string_value": _parameter(value)}
+                          for key, value in model.config.parameters.items()
+                          if key != "intra_op_thread_count"},
                        **{key: {"string_value": str(value)}
                           for key, value in model.parameters.items()}},
         "default_model_filename": model.config.default_model_filename,

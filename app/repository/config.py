@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.protos_gen import model_config_pb2 as pb
 from app.repository.batching_config import DynamicBatching
 from app.repository.execution_config import (
     InstanceGroup,
@@ -205,9 +206,9 @@ YAML_CONFIG = "config.yaml"
 NAMED_CONFIGS = "configs"
 
 
-def _from_triton(message: object, folder_name: str | None, source: str) -> ModelConfig:
+def _from_triton(message: pb.ModelConfig, folder_name: str | None, source: str) -> ModelConfig:
     try:
-        document = to_document(message, folder_name)  # type: ignore[arg-type]
+        document = to_document(message, folder_name)
         return ModelConfig.model_validate(document)
     except TritonConfigError as err:
         raise ConfigError(f"{source}: {err}") from err
