@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.batching.policy import BatchPolicy
+from app.batching.policy import BatchPolicy, QueuePolicy
 from app.codecs import dtypes
 from app.models.version import LoadedModel
 from app.types import TensorSpec
@@ -82,23 +82,55 @@ def effective_config(model: LoadedModel, platform: str) -> dict[str, Any]:
     }
     if batched:
         config["dynamic_batching"] = _dynamic_batching(model.batcher.policy)
+        levels = sorted(model.config.dynamic_batching.priority_queue_policy)
+        if levels:
+            queues = model.batcher.policy.queues
+            config["dynamic_batching"]["priority_queue_policy"] = {
+                str(level): _queue(queues[level - 1]) for level in levels}
+    _configured(config, model)
     return config
+
+
+def _configured(config: dict[str, Any], model: LoadedModel) -> None:
+    """What the model's configuration set that the sessions do not report themselves:
+    input formats, the optimization section, warmup samples (Triton's spellings)."""
+    formats = {t.name: t.format for t in model.config.input if t.format != "FORMAT_NONE"}
+    for entry in config["input"]:
+        if entry["name"] in formats:
+            entry["format"] = formats[entry["name"]]
+    optimization = model.config.optimization.model_dump(mode="json")
+    for kind in ("gpu_execution_accelerator", "cpu_execution_accelerator"):
+        for accelerator in optimization["execution_accelerators"][kind]:
+            accelerator["parameters"] = {key: _parameter(value) for key, value
+                                         in accelerator["parameters"].items()}
+    config["optimization"] = optimization
+    if model.config.model_warmup:
+        config["model_warmup"] = [
+            {**warmup.model_dump(mode="json", exclude={"inputs"}),
+             "inputs": {name: sample.model_dump(mode="json", exclude_none=True,
+                                                exclude_defaults=True)
+                        | {"data_type": sample.data_type, "dims": sample.dims}
+                        for name, sample in warmup.inputs.items()}}
+            for warmup in model.config.model_warmup]
 
 
 def _dynamic_batching(policy: BatchPolicy) -> dict[str, Any]:
     """What the batcher runs with, defaults filled in (Triton enables it for ONNX models
     that batch, as its auto-complete does)."""
-    queue = policy.queues[policy.default_priority - 1]
     return {
         "preferred_batch_size": list(policy.preferred_batch_sizes),
         "max_queue_delay_microseconds": round(policy.max_queue_delay_s * 1e6),
         "preserve_ordering": policy.preserve_ordering,
         "priority_levels": policy.priority_levels,
         "default_priority_level": policy.default_priority,
-        "default_queue_policy": {
-            "timeout_action": queue.timeout_action.value,
-            "default_timeout_microseconds": round(queue.timeout_s * 1e6),
-            "allow_timeout_override": queue.allow_timeout_override,
-            "max_queue_size": queue.max_queue_size,
-        },
+        "default_queue_policy": _queue(policy.queues[policy.default_priority - 1]),
+    }
+
+
+def _queue(queue: QueuePolicy) -> dict[str, Any]:
+    return {
+        "timeout_action": queue.timeout_action.value,
+        "default_timeout_microseconds": round(queue.timeout_s * 1e6),
+        "allow_timeout_override": queue.allow_timeout_override,
+        "max_queue_size": queue.max_queue_size,
     }

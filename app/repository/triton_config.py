@@ -90,6 +90,10 @@ def to_document(message: pb.ModelConfig, folder_name: str | None) -> dict[str, A
         document.pop(metadata, None)
     optimization = document.get("optimization", {})
     optimization.pop("cuda", None)  # only its defaults got here
+    for pinned in ("input_pinned_memory", "output_pinned_memory"):
+        # Triton fills in `enable: true` only when the block is absent: `{}` means false
+        if message.optimization.HasField(pinned):
+            optimization[pinned] = {"enable": getattr(message.optimization, pinned).enable}
     for tensor in document.get("input", []) + document.get("output", []):
         tensor.setdefault("dims", [])  # a scalar, or left for the model check to refuse
     return document

@@ -54,25 +54,36 @@ CASES: dict[str, Case] = {
         "max_queue_delay_microseconds": 500, "priority_levels": 2, "default_priority_level": 1,
         "default_queue_policy": {"timeout_action": "DELAY",
                                  "default_timeout_microseconds": 100000,
-                                 "allow_timeout_override": True, "max_queue_size": 8}}}),
+                                 "allow_timeout_override": True, "max_queue_size": 8},
+        "priority_queue_policy": {"2": {"timeout_action": "REJECT", "max_queue_size": 4}}}}),
     "reshape": Case("grid", config={
         "input": [{"name": "x", "dims": [4], "reshape": {"shape": [2, 2]}}],
         "output": [{"name": "y", "dims": [4], "reshape": {"shape": [2, 2]}}]}),
     "image_format": Case("image", config={
         "max_batch_size": 0,
-        "input": [{"name": "x", "dims": [1, 2, 2], "reshape": {"shape": [1, 1, 2, 2]}}]}),
-    "warmup": Case(config={"max_batch_size": 4}),
+        "input": [{"name": "x", "format": "FORMAT_NCHW", "dims": [1, 2, 2],
+                   "reshape": {"shape": [1, 1, 2, 2]}}]}),
+    "warmup": Case(config={"max_batch_size": 4, "model_warmup": [
+        {"name": "zeros", "batch_size": 2, "count": 3,
+         "inputs": {"x": {"data_type": "TYPE_FP32", "dims": [4], "zero_data": True}}},
+        {"name": "random", "batch_size": 1, "count": 1,
+         "inputs": {"x": {"data_type": "TYPE_FP32", "dims": [4], "random_data": True}}}]}),
     "ort_parameters": Case(config={"parameters": {
         "intra_op_thread_count": {"string_value": "1"},
         "inter_op_thread_count": {"string_value": "1"},
         "execution_mode": {"string_value": "0"}, "enable_mem_arena": {"string_value": "1"}}}),
-    "tensorrt_accelerator": Case(config={"max_batch_size": 4}),
+    "tensorrt_accelerator": Case(config={"max_batch_size": 4, "optimization": {
+        "execution_accelerators": {"gpu_execution_accelerator": [{
+            "name": "tensorrt", "parameters": {"precision_mode": "FP16",
+                                               "max_workspace_size_bytes": "1073741824"}}]}}}),
     "default_model_filename": Case("named_file",
                                    config={"default_model_filename": "net.onnx"}),
     "text_variations": Case(config={"max_batch_size": 2,
                                     "dynamic_batching": {"preferred_batch_size": [1, 2]},
                                     "input": [{"name": "x", "dims": [4]}]}),
-    "explicit_defaults": Case(),
+    "explicit_defaults": Case(config={"optimization": {
+        "graph": {"level": 1}, "input_pinned_memory": {"enable": True},
+        "output_pinned_memory": {"enable": False}}}),
     # refused: the reason names the field (or the tensor)
     "refuse_label_filename": Case(refused="output.label_filename"),
     "refuse_sequence_batching": Case(refused="sequence_batching"),
@@ -277,3 +288,42 @@ def test_load_override_takes_tritons_json(tmp_path: Path) -> None:
         ours = load({"max_batch_size": 3, "version_labels": {"stable": 1}})
         assert ours.status_code == 200, ours.text
         assert _max_batch_size(url) == 3
+
+
+#: What Triton's /v2/models/m/config answers for an ONNX model like "m" (every field spelled
+#: out, most at their defaults): posted back as a `load` override, it loads as written.
+TRITONS_OWN_ANSWER: dict[str, Any] = {
+    "name": "m", "platform": "onnxruntime_onnx", "backend": "onnxruntime", "runtime": "",
+    "version_policy": {"latest": {"num_versions": 1}}, "max_batch_size": 4,
+    "input": [{"name": "x", "data_type": "TYPE_FP32", "format": "FORMAT_NONE", "dims": ["4"],
+               "is_shape_tensor": False, "allow_ragged_batch": False, "optional": False,
+               "is_non_linear_format_io": False}],
+    "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": ["4"], "label_filename": "",
+                "is_shape_tensor": False, "is_non_linear_format_io": False}],
+    "batch_input": [], "batch_output": [],
+    "optimization": {"priority": "PRIORITY_DEFAULT",
+                     "input_pinned_memory": {"enable": True},
+                     "output_pinned_memory": {"enable": True},
+                     "gather_kernel_buffer_threshold": 0, "eager_batching": False},
+    "dynamic_batching": {"preferred_batch_size": [4], "max_queue_delay_microseconds": "0",
+                         "preserve_ordering": False, "priority_levels": "0",
+                         "default_priority_level": "0", "priority_queue_policy": {}},
+    "instance_group": [{"name": "m_0", "kind": "KIND_CPU", "count": 2, "gpus": [],
+                        "secondary_devices": [], "profile": [], "passive": False,
+                        "host_policy": ""}],
+    "default_model_filename": "model.onnx", "cc_model_filenames": {}, "metric_tags": {},
+    "parameters": {}, "model_warmup": [],
+    "model_transaction_policy": {"decoupled": False}, "response_cache": {"enable": False},
+}
+
+
+def test_tritons_own_config_answer_loads(tmp_path: Path) -> None:
+    _one_model(tmp_path)
+    with running_server(tmp_path, repository={"control_mode": "explicit"}) as endpoints:
+        response = httpx.post(f"{endpoints.http}/v2/repository/models/m/load",
+                              json={"parameters": {"config": json.dumps(TRITONS_OWN_ANSWER)}})
+        assert response.status_code == 200, response.text
+        config = httpx.get(f"{endpoints.http}/v2/models/m/config").json()
+    _contains(config, {"max_batch_size": 4, "dynamic_batching": {"preferred_batch_size": [4]},
+                       "input": [{"name": "x", "dims": [4]}]})
+    assert sum(g["count"] for g in config["instance_group"]) == 2
