@@ -9,6 +9,7 @@ as `response_cache { enable: false }`, changes nothing and is accepted).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.protobuf import json_format, text_format
@@ -66,8 +67,16 @@ def parse_text(text: str) -> pb.ModelConfig:
 
 
 def parse_json(text: str) -> pb.ModelConfig:
-    """Triton's JSON form (what /config answers, what `load` takes) -> the message."""
-    return json_format.Parse(text, pb.ModelConfig())
+    """Triton's JSON form (what /config answers, what `load` takes) -> the message.
+    Raises json_format.ParseError, also for a document that is not a JSON object."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise json_format.ParseError(f"not JSON: {err}") from err
+    if not isinstance(document, dict):
+        # protobuf's parser takes an empty list for an empty message
+        raise json_format.ParseError("a configuration is a JSON object")
+    return json_format.ParseDict(document, pb.ModelConfig())
 
 
 def to_document(message: pb.ModelConfig, folder_name: str | None) -> dict[str, Any]:
