@@ -10,6 +10,7 @@ as `response_cache { enable: false }`, changes nothing and is accepted).
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 from google.protobuf import json_format, text_format
@@ -79,11 +80,19 @@ def parse_json(text: str) -> pb.ModelConfig:
     return json_format.ParseDict(document, pb.ModelConfig())
 
 
-def to_document(message: pb.ModelConfig, folder_name: str | None) -> dict[str, Any]:
+#: Sections the schema may implement as they are (the response cache lands in another
+#: change): taken whole when `schema_fields` has them, else only at their defaults.
+WHOLE_WHEN_IMPLEMENTED = ("response_cache",)
+
+
+def to_document(message: pb.ModelConfig, folder_name: str | None,
+                schema_fields: Collection[str] = ()) -> dict[str, Any]:
     """The message as a document of our ModelConfig schema; refuses what we do not do.
 
-    `folder_name`: the model's folder; a `name` that differs is refused, as Triton does."""
-    _check_supported(message, SUPPORTED, "")
+    `folder_name`: the model's folder; a `name` that differs is refused, as Triton does.
+    `schema_fields`: the fields of our schema (see WHOLE_WHEN_IMPLEMENTED)."""
+    implemented = [name for name in WHOLE_WHEN_IMPLEMENTED if name in schema_fields]
+    _check_supported(message, {**SUPPORTED, **dict.fromkeys(implemented, True)}, "")
     if message.name and folder_name is not None and message.name != folder_name:
         raise TritonConfigError(f"name: '{message.name}' does not match the model's folder "
                                 f"'{folder_name}'")
@@ -95,8 +104,9 @@ def to_document(message: pb.ModelConfig, folder_name: str | None) -> dict[str, A
                                 f"'{BACKEND}')")
     document: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
     for metadata in ("name", "platform", "backend", "model_transaction_policy",
-                     "response_cache"):
-        document.pop(metadata, None)
+                     *WHOLE_WHEN_IMPLEMENTED):
+        if metadata not in implemented:
+            document.pop(metadata, None)
     optimization = document.get("optimization", {})
     optimization.pop("cuda", None)  # only its defaults got here
     for pinned in ("input_pinned_memory", "output_pinned_memory"):
