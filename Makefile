@@ -84,7 +84,7 @@ check: lint test
 models: $(VENV)/.dev ## regenerate model_repository/ (reproducible, no downloads)
 	$(PY) model_repository/make_example_models.py
 
-protos: $(VENV)/.dev ## regenerate app/protos_gen/ from protos/inference.proto
+protos: $(VENV)/.dev ## regenerate app/protos_gen/ from protos/*.proto
 	$(PY) protos/generate.py
 
 # The bench needs ../shared/bench/peers beside this clone (peer recipes and the shared loadgen,

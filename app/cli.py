@@ -40,6 +40,7 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--reuse-grpc-port", "grpc.reuse_port", "BOOL"),
     *SETTING_FLAGS,  # Triton's own (app/cli_triton.py)
     ("--cache-config", "cache.size_bytes", "local,size=BYTES"),
+    ("--model-config-name", "repository.model_config_name", "NAME"),
 )
 
 

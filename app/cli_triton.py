@@ -102,7 +102,6 @@ UNSUPPORTED: dict[str, tuple[str, str | None]] = {
     "--repoagent-directory": ("repository agents are not supported", None),
     "--cache-directory": _CACHE, "--response-cache-byte-size": _CACHE,
     "--host-policy": ("host policies are not supported", None),
-    "--model-config-name": _CONFIG,
     "--disable-auto-complete-config": _CONFIG,
     "--strict-model-config": _CONFIG,
 }

@@ -42,6 +42,11 @@ def _instance_groups(model: LoadedModel) -> list[dict[str, Any]]:
     return groups
 
 
+def _parameter(value: object) -> str:
+    """A configured parameter as Triton's string_value (booleans as config.pbtxt spells them)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _model_shape(model: LoadedModel, output: str) -> tuple[int, ...] | None:
     """An output's reshape is the model's shape; the signature keeps the client's."""
     for override in model.config.output:
@@ -65,6 +70,9 @@ def effective_config(model: LoadedModel, platform: str) -> dict[str, Any]:
                    for s in signature.outputs],
         "instance_group": _instance_groups(model),
         "parameters": {"intra_op_thread_count": {"string_value": str(model.intra_op_threads)},
+                       **{key: {"string_value": _parameter(value)}
+                          for key, value in model.config.parameters.items()
+                          if key != "intra_op_thread_count"},
                        **{key: {"string_value": str(value)}
                           for key, value in model.parameters.items()}},
         "default_model_filename": model.config.default_model_filename,
@@ -72,4 +80,28 @@ def effective_config(model: LoadedModel, platform: str) -> dict[str, Any]:
         or {"latest": {"num_versions": 1}},
     }
     config.update(model.scheduler.describe())
+    _configured(config, model)
     return config
+
+
+def _configured(config: dict[str, Any], model: LoadedModel) -> None:
+    """What the model's configuration set that the sessions do not report themselves:
+    input formats, the optimization section, warmup samples (Triton's spellings)."""
+    formats = {t.name: t.format for t in model.config.input if t.format != "FORMAT_NONE"}
+    for entry in config["input"]:
+        if entry["name"] in formats:
+            entry["format"] = formats[entry["name"]]
+    optimization = model.config.optimization.model_dump(mode="json")
+    for kind in ("gpu_execution_accelerator", "cpu_execution_accelerator"):
+        for accelerator in optimization["execution_accelerators"][kind]:
+            accelerator["parameters"] = {key: _parameter(value) for key, value
+                                         in accelerator["parameters"].items()}
+    config["optimization"] = optimization
+    if model.config.model_warmup:
+        config["model_warmup"] = [
+            {**warmup.model_dump(mode="json", exclude={"inputs"}),
+             "inputs": {name: sample.model_dump(mode="json", exclude_none=True,
+                                                exclude_defaults=True)
+                        | {"data_type": sample.data_type, "dims": sample.dims}
+                        for name, sample in warmup.inputs.items()}}
+            for warmup in model.config.model_warmup]

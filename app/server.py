@@ -42,7 +42,8 @@ def build_manager(settings: Settings) -> ModelManager:
                               devices.intra_op_spinning,
                               cache_dir=settings.repository.cache_dir)
     return ModelManager(
-        RepositoryView(settings.repository.path, settings.repository.layout), defaults,
+        RepositoryView(settings.repository.path, settings.repository.layout,
+                       settings.repository.model_config_name), defaults,
         settings.batching.default_max_batch_size,
         strict_readiness=settings.repository.strict_readiness,
         load_threads=settings.repository.load_threads,

@@ -316,7 +316,7 @@ class InferenceService:
         override = None
         if config_json is not None:
             try:
-                override = parse_config_json(config_json)
+                override = parse_config_json(config_json, name)
             except ConfigError as err:
                 raise InvalidInput(str(err)) from err
         await self._manager.load(check_model_name(name), override)

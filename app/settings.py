@@ -220,6 +220,23 @@ class RepositorySettings(_Group):
         description="Exit with code 1 when a model fails to load while the server starts "
         "(Triton's --exit-on-error); false: keep serving the others.")
 
+    # Triton's named model configurations (config.pbtxt section of README.md).
+    model_config_name: str = Field(
+        "",
+        description="Triton's --model-config-name: each model reads configs/<name>.pbtxt "
+        "from its folder where that file exists, else its config.pbtxt (or config.yaml). "
+        "Empty: config.pbtxt.",
+    )
+
+    @field_validator("model_config_name")
+    @classmethod
+    def _config_file_name(cls, value: str) -> str:
+        if value in (".", "..") or any(c in "/\\\0" or c.isspace() for c in value) \
+                or len(value) > 200:
+            raise ValueError("must be a file name without '.pbtxt' (no '/', '\\', '..' or "
+                             "spaces)")
+        return value
+
     @field_validator("cache_dir")
     @classmethod
     def _absolute_cache(cls, value: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Generate app/protos_gen/ from protos/inference.proto (the one way: make protos, and a test)."""
+"""Generate app/protos_gen/ from protos/*.proto (the one way: make protos, and a test)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PROTO = REPO / "protos" / "inference.proto"
+#: each .proto and whether it has a service (then grpc stubs are generated too)
+PROTOS = {"inference": True, "model_config": False}
 PACKAGE = "app/protos_gen"
 DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
 PRIVATE_POOL = (
@@ -19,17 +20,20 @@ PRIVATE_POOL = (
 
 
 def generate(out: Path) -> None:
-    """Write <out>/app/protos_gen/inference_pb2{.py,.pyi,_grpc.py}."""
-    subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{PACKAGE}={PROTO.parent}",
-         f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}", str(PROTO)],
-        check=True,
-    )
-    module = out / PACKAGE / "inference_pb2.py"
-    text = module.read_text()
-    if DEFAULT_POOL not in text:
-        raise SystemExit(f"{module}: protoc's output changed shape; update protos/generate.py")
-    module.write_text(text.replace(DEFAULT_POOL, PRIVATE_POOL))
+    """Write <out>/app/protos_gen/<name>_pb2{.py,.pyi} (and _pb2_grpc.py for services)."""
+    for name, has_service in PROTOS.items():
+        proto = REPO / "protos" / f"{name}.proto"
+        grpc_out = [f"--grpc_python_out={out}"] if has_service else []
+        subprocess.run(
+            [sys.executable, "-m", "grpc_tools.protoc", f"-I{PACKAGE}={proto.parent}",
+             f"--python_out={out}", f"--pyi_out={out}", *grpc_out, str(proto)],
+            check=True,
+        )
+        module = out / PACKAGE / f"{name}_pb2.py"
+        text = module.read_text()
+        if DEFAULT_POOL not in text:
+            raise SystemExit(f"{module}: protoc's output changed shape; update protos/generate.py")
+        module.write_text(text.replace(DEFAULT_POOL, PRIVATE_POOL))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.batching.layout import BatchLayout
-from app.batching.policy import BatchPolicy, TimeoutAction, Waiting, decide
+from app.batching.policy import BatchPolicy, QueuePolicy, TimeoutAction, Waiting, decide
 from app.batching.stats import ModelStats
 from app.errors import (
     DeadlineExceeded,
@@ -103,20 +103,21 @@ class DynamicBatcher:
         policy = self._policy
         if not policy.max_batch_size:
             return {}
-        queue = policy.queues[policy.default_priority - 1]
-        return {"dynamic_batching": {
+        default = policy.queues[policy.default_priority - 1]
+        described: dict[str, Any] = {
             "preferred_batch_size": list(policy.preferred_batch_sizes),
             "max_queue_delay_microseconds": round(policy.max_queue_delay_s * 1e6),
             "preserve_ordering": policy.preserve_ordering,
             "priority_levels": policy.priority_levels,
             "default_priority_level": policy.default_priority,
-            "default_queue_policy": {
-                "timeout_action": queue.timeout_action.value,
-                "default_timeout_microseconds": round(queue.timeout_s * 1e6),
-                "allow_timeout_override": queue.allow_timeout_override,
-                "max_queue_size": queue.max_queue_size,
-            },
-        }}
+            "default_queue_policy": _queue(default),
+        }
+        # Levels with a policy of their own (Triton's priority_queue_policy, by level).
+        own = {str(level): _queue(queue) for level, queue in enumerate(policy.queues, 1)
+               if queue != default}
+        if own:
+            described["priority_queue_policy"] = own
+        return {"dynamic_batching": described}
 
     async def submit(self, feed: Mapping[str, Array], names: Sequence[str], *,
                      priority: int = 0, timeout_us: int | None = None) -> list[Array]:
@@ -377,3 +378,13 @@ def _pick(outputs: list[Array], running: _Running, item: _Queued) -> list[Array]
         return outputs
     index = {name: position for position, name in enumerate(running.names)}
     return [outputs[index[name]] for name in item.names]
+
+
+def _queue(queue: QueuePolicy) -> dict[str, Any]:
+    """One level's queue policy, as Triton's ModelQueuePolicy JSON."""
+    return {
+        "timeout_action": queue.timeout_action.value,
+        "default_timeout_microseconds": round(queue.timeout_s * 1e6),
+        "allow_timeout_override": queue.allow_timeout_override,
+        "max_queue_size": queue.max_queue_size,
+    }

@@ -1,11 +1,14 @@
-"""Per-model `config.yaml`: its schema (pydantic, unknown keys refused) and version selection."""
+"""Per-model configuration: its schema (pydantic, unknown keys refused), its three spellings
+(config.pbtxt, Triton's JSON, config.yaml) and version selection."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import yaml
+from google.protobuf import json_format, text_format
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -15,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.protos_gen import model_config_pb2 as pb
 from app.repository.batching_config import DynamicBatching
 from app.repository.execution_config import (
     InstanceGroup,
@@ -26,6 +30,7 @@ from app.repository.execution_config import (
 from app.repository.file_options import check_session_options
 from app.repository.paths import is_file_name, leads_outside
 from app.repository.scan import DEFAULT_MODEL_FILENAME
+from app.repository.triton_config import TritonConfigError, parse_json, parse_text, to_document
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +77,8 @@ class VersionPolicy(_Strict):
 
 
 class Reshape(_Strict):
-    shape: list[int] = Field(description="The tensor's shape as the model sees it.")
+    shape: list[int] = Field(default_factory=list,
+                             description="The tensor's shape as the model sees it.")
 
 
 class TensorOverride(_Strict):
@@ -90,9 +96,15 @@ class TensorOverride(_Strict):
         None, description="The model's shape for the same elements (e.g. dims [784] -> "
         "reshape [1, 28, 28]); the server reshapes on the way in and back on the way out.",
     )
+    format: Literal["FORMAT_NONE", "FORMAT_NHWC", "FORMAT_NCHW"] = Field(
+        "FORMAT_NONE", description="Triton's image layout of an input (metadata, kept as "
+        "written); NHWC and NCHW take 3 dims, as in Triton.")
 
     @model_validator(mode="after")
     def _reshape_keeps_elements(self) -> TensorOverride:
+        if self.format != "FORMAT_NONE" and len(self.dims) != 3:
+            raise ValueError(f"{self.format} takes 3 dims (without the batch dimension), got "
+                             f"{self.dims}")
         if self.reshape is not None:
             if any(d < 0 for d in self.dims + self.reshape.shape):
                 raise ValueError("dims and reshape must be fixed (no -1) when reshaping")
@@ -195,29 +207,77 @@ def _first_error(err: ValidationError, source: str) -> ConfigError:
     return ConfigError(f"{source}: {where}: {message}")
 
 
-def parse_config_json(text: str) -> ModelConfig:
-    """A config given through the load API (JSON), with the same schema as config.yaml."""
+#: The file names of a model's configuration (Triton's first), and Triton's folder of named
+#: ones (`--model-config-name NAME` reads `configs/NAME.pbtxt` when it exists).
+TRITON_CONFIG = "config.pbtxt"
+YAML_CONFIG = "config.yaml"
+NAMED_CONFIGS = "configs"
+
+
+def _from_triton(message: pb.ModelConfig, folder_name: str | None, source: str) -> ModelConfig:
     try:
-        return ModelConfig.model_validate_json(text)
+        document = to_document(message, folder_name, ModelConfig.model_fields)
+        return ModelConfig.model_validate(document)
+    except TritonConfigError as err:
+        raise ConfigError(f"{source}: {err}") from err
     except ValidationError as err:
-        raise _first_error(err, "config") from err
+        raise _first_error(err, source) from err
+
+
+def parse_config_json(text: str, model: str | None = None) -> ModelConfig:
+    """A config given through the load API: Triton's JSON form of ModelConfig (what
+    /config answers); a document that is not one is read with config.yaml's schema (the
+    form this API took before), and refused with Triton's parser's message if neither fits.
+    `model`: the model it is for; a `name` that differs is refused."""
+    try:
+        message = parse_json(text)
+    except json_format.ParseError as triton_err:
+        try:
+            return ModelConfig.model_validate_json(text)
+        except ValidationError:
+            # protobuf appends every field name on further lines: the first one says it
+            raise ConfigError(f"config: {str(triton_err).splitlines()[0]}") from triton_err
+    return _from_triton(message, model, "config")
+
+
+def _model_folder(path: Path) -> Path:
+    """The model folder of a config file (`configs/NAME.pbtxt` sits one level deeper)."""
+    return path.parent.parent if path.parent.name == NAMED_CONFIGS and \
+        path.suffix == ".pbtxt" and path.name != TRITON_CONFIG else path.parent
 
 
 def load_config(path: Path | None) -> ModelConfig:
-    """Parse `path`, `<root>/<model>/config.yaml` (or return the defaults when there is no
-    file). Messages name the file, never its absolute path."""
+    """Parse `path` (`<model>/config.pbtxt`, `<model>/configs/<name>.pbtxt` or
+    `<model>/config.yaml`), or return the defaults when there is no file. A model with both
+    a Triton config and a config.yaml is refused: which one holds is not ours to guess.
+    Messages name the file, never its absolute path."""
     if path is None:
         return ModelConfig()
-    if leads_outside(path, path.parent.parent):
-        raise ConfigError(f"{path.name}: links outside the repository")
+    folder = _model_folder(path)
+    source = str(path.relative_to(folder))
+    if leads_outside(path, folder.parent):
+        raise ConfigError(f"{source}: links outside the repository")
+    if path.suffix == ".pbtxt" and (folder / YAML_CONFIG).is_file():
+        raise ConfigError(f"both {source} and {YAML_CONFIG} exist: keep one (they are two "
+                          "spellings of the same configuration)")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         log.error("%s: cannot read: %s", path, err)
-        raise ConfigError(f"{path.name}: cannot read: {err.strerror}") from err
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path.name}: cannot read: {err}") from err
+        raise ConfigError(f"{source}: cannot read: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{source}: cannot read: {err}") from err
+    if path.suffix == ".pbtxt":
+        try:
+            message = parse_text(text)
+        except text_format.ParseError as err:
+            raise ConfigError(f"{source}: {err}") from err
+        return _from_triton(message, folder.name, source)
+    try:
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: cannot read: {err}") from err
     try:
         return ModelConfig.model_validate(document)
     except ValidationError as err:
-        raise _first_error(err, path.name) from err
+        raise _first_error(err, source) from err

@@ -29,6 +29,7 @@ class _Strict(BaseModel):
 class InstanceGroup(_Strict):
     """A set of instances (sessions) on one kind of device."""
 
+    name: str = Field("", description="Triton's group name (metadata, kept as written).")
     kind: Literal["KIND_AUTO", "KIND_CPU", "KIND_GPU"] = Field(
         "KIND_AUTO", description="KIND_AUTO: one instance per visible GPU, else CPU instances.")
     count: int = Field(1, ge=1, le=64, description="Instances per device.")
@@ -81,9 +82,18 @@ class GraphOptimization(_Strict):
                                       "2 disabled.")
 
 
+class PinnedMemoryBuffer(_Strict):
+    enable: bool = True
+
+
 class Optimization(_Strict):
     graph: GraphOptimization = Field(default_factory=GraphOptimization)
     execution_accelerators: ExecutionAccelerators = Field(default_factory=ExecutionAccelerators)
+    # Accepted either way: no tensor is staged through pinned host memory (CPU sessions and
+    # onnxruntime's own CUDA copies), which is what `enable: false` asks for and what
+    # `enable: true` (Triton's default) only speeds up.
+    input_pinned_memory: PinnedMemoryBuffer = Field(default_factory=PinnedMemoryBuffer)
+    output_pinned_memory: PinnedMemoryBuffer = Field(default_factory=PinnedMemoryBuffer)
 
 
 class WarmupInput(_Strict):

@@ -12,6 +12,9 @@ from app.repository.paths import leads_outside
 log = logging.getLogger(__name__)
 
 CONFIG_FILENAME = "config.yaml"
+#: Triton's config file, and its folder of named ones (`--model-config-name`).
+TRITON_CONFIG_FILENAME = "config.pbtxt"
+NAMED_CONFIGS_FOLDER = "configs"
 DEFAULT_MODEL_FILENAME = "model.onnx"
 
 #: What a folder's files look like: (relative path, size, mtime_ns) of each, sorted.
@@ -40,7 +43,7 @@ class ModelSource:
         return self.config_fingerprint, tuple(sorted(self.fingerprints.items()))
 
 
-def scan_repository(root: Path) -> dict[str, ModelSource]:
+def scan_repository(root: Path, config_name: str = "") -> dict[str, ModelSource]:
     """Models under `root` as `<root>/<model>/<version>/`; version folders are numeric.
 
     Non-numeric or zero-padded version folders are skipped with a log line (as Triton does),
@@ -54,12 +57,16 @@ def scan_repository(root: Path) -> dict[str, ModelSource]:
         if not entry.resolve().is_relative_to(real_root):
             log.warning("ignoring '%s': it links outside the repository", entry.name)
             continue
-        models[entry.name] = scan_model(entry)
+        models[entry.name] = scan_model(entry, config_name)
     return models
 
 
-def scan_model(folder: Path) -> ModelSource:
-    """One model folder (it may have vanished since it was listed: then it has no versions)."""
+def scan_model(folder: Path, config_name: str = "") -> ModelSource:
+    """One model folder (it may have vanished since it was listed: then it has no versions).
+
+    Its config: `configs/<config_name>.pbtxt` when named and present, else config.pbtxt, else
+    config.yaml (repository/config.py refuses a Triton config beside a config.yaml); every
+    one of them is fingerprinted, so adding or changing any is noticed."""
     versions: dict[int, Path] = {}
     try:
         entries = sorted(folder.iterdir())
@@ -73,12 +80,14 @@ def scan_model(folder: Path) -> ModelSource:
                      folder.name, entry.name)
             continue
         versions[int(entry.name)] = entry
-    config = folder / CONFIG_FILENAME
-    has_config = config.is_file()
+    names = [TRITON_CONFIG_FILENAME, CONFIG_FILENAME]
+    if config_name:
+        names.insert(0, f"{NAMED_CONFIGS_FOLDER}/{config_name}.pbtxt")
+    configs = [folder / name for name in names if (folder / name).is_file()]
     return ModelSource(
-        folder.name, folder, versions, config if has_config else None,
+        folder.name, folder, versions, configs[0] if configs else None,
         {number: fingerprint(path, folder.parent) for number, path in versions.items()},
-        _stat(config, CONFIG_FILENAME) if has_config else (),
+        tuple(entry for name in names for entry in _stat(folder / name, name)),
     )
 
 

@@ -21,11 +21,11 @@ SINGLE_VERSION = 1
 
 
 def detect(path: Path) -> Layout:
-    """A file is a file; a folder with a numbered subfolder or a config.yaml is one model's
-    folder; any other folder is a repository."""
+    """A file is a file; a folder with a numbered subfolder, a config.pbtxt or a config.yaml
+    is one model's folder; any other folder is a repository."""
     if path.is_file():
         return "file"
-    if (path / "config.yaml").is_file() or any(
+    if (path / "config.yaml").is_file() or (path / "config.pbtxt").is_file() or any(
             entry.is_dir() and entry.name.isdigit() for entry in _entries(path)):
         return "model"
     return "repository"
@@ -52,6 +52,8 @@ class RepositoryView:
 
     path: Path
     layout: Layout = "repository"
+    #: Triton's --model-config-name: read `<model>/configs/<name>.pbtxt` where it exists
+    config_name: str = ""
 
     @property
     def root(self) -> Path:
@@ -68,7 +70,7 @@ class RepositoryView:
     def scan(self) -> dict[str, ModelSource]:
         name = self.only
         if name is None:
-            return scan_repository(self.path)
+            return scan_repository(self.path, self.config_name)
         return {name: self.scan_model(name)}
 
     def has(self, name: str) -> bool:
@@ -80,11 +82,11 @@ class RepositoryView:
     def scan_model(self, name: str) -> ModelSource:
         """The model's folder now; an unknown name has no versions (as a vanished folder)."""
         if self.layout == "repository":
-            return scan_model(model_folder(self.root, name))
+            return scan_model(model_folder(self.root, name), self.config_name)
         if name != self.only:
             return ModelSource(name, self.root / check_model_name(name))
         if self.layout == "model":
-            return scan_model(self.path)
+            return scan_model(self.path, self.config_name)
         folder = self.path.parent
         return ModelSource(name, folder, {SINGLE_VERSION: folder},
                            fingerprints={SINGLE_VERSION: fingerprint_file(self.path)},
