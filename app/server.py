@@ -233,7 +233,7 @@ class Server:
         explicit = repository.control_mode == "explicit"
         await self.manager.start(list(repository.load_models) if explicit else None)
         if repository.control_mode == "poll":
-            watcher = RepositoryWatcher(repository.path, self.manager,
+            watcher = RepositoryWatcher(self.manager.view, self.manager,
                                         repository.poll_interval_s, repository.settle_s)
             await watcher.run()
 

@@ -22,6 +22,7 @@ from app.models.version import LoadedModel, ModelState, VersionStatus
 from app.repository.config import ConfigError, ModelConfig, load_config
 from app.repository.paths import VersionFiles
 from app.repository.scan import ModelSource
+from app.repository.source import RepositorySource
 from app.repository.view import RepositoryView
 from app.types import ModelKey
 
@@ -61,10 +62,11 @@ class ModelManager:
     Changes to one model are serialised by its lock; different models change in parallel.
     """
 
-    def __init__(self, root: Path | RepositoryView, defaults: ServerDefaults,
+    def __init__(self, root: Path | RepositorySource, defaults: ServerDefaults,
                  default_max_batch_size: int, strict_readiness: bool = True) -> None:
-        #: what is served: a repository, one model's folder or one file (repository/view.py)
-        self.view = root if isinstance(root, RepositoryView) else RepositoryView(root)
+        #: what is served: a local repository, model folder or file (repository/view.py),
+        #: or an object store's repository (repository/object_store.py)
+        self.view: RepositorySource = RepositoryView(root) if isinstance(root, Path) else root
         self.root = self.view.root
         self._defaults = defaults
         self.threads = ThreadBudget(available_cpus(), defaults.intra_op_threads)
@@ -110,7 +112,7 @@ class ModelManager:
 
     async def load(self, name: str, override: ModelConfig | None = None) -> None:
         """(Re)load a model from its folder now, even if its files did not change."""
-        if not self.view.has(name):
+        if not await self.in_loader(self.view.has, name):
             raise ModelNotFound(f"no model '{name}' in the repository")
         failures = await self.sync(name, override=override, force=True)
         if failures:
@@ -184,11 +186,7 @@ class ModelManager:
                     status.state, status.reason = ModelState.LOADING, ""
             self._notify()
             results = await asyncio.gather(*(
-                self._load_version(ModelKey(name, str(v)),
-                                   self.view.version_files(source, v,
-                                                           config.default_model_filename,
-                                                           self._defaults.cache_dir),
-                                   config, stamp[v])
+                self._load_version(ModelKey(name, str(v)), source, config, stamp[v])
                 for v in todo
             ))
             notes: dict[int, list[str]] = {}  # why a serving version is not what was asked
@@ -283,11 +281,14 @@ class ModelManager:
         self._notify()
         return [reason]
 
-    async def _load_version(self, key: ModelKey, files: VersionFiles, config: ModelConfig,
+    async def _load_version(self, key: ModelKey, source: ModelSource, config: ModelConfig,
                             stamp: object) -> LoadedModel | str:
         started = time.monotonic()
         token = f"{key}@{time.monotonic_ns()}"  # this load's share of the thread budget
-        try:
+        try:  # fetching (an object store's download) fails the version like a bad file
+            files: VersionFiles = await self.in_loader(
+                self.view.version_files, source, int(key.version),
+                config.default_model_filename, self._defaults.cache_dir)
             built = await self.in_loader(build_version, files, config, self._defaults,
                                          self.threads, token, self._default_max_batch_size)
         except Exception as err:  # any bad file becomes a reason, never a crash
