@@ -21,6 +21,8 @@ from app.auth import Authenticator
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
+from app.repository.object_store import S3Source
+from app.repository.source import RepositorySource
 from app.repository.view import RepositoryView
 from app.repository.watcher import RepositoryWatcher
 from app.service import InferenceService
@@ -37,8 +39,12 @@ def build_manager(settings: Settings) -> ModelManager:
                               settings.batching.default_max_queue_size,
                               devices.intra_op_spinning,
                               cache_dir=settings.repository.cache_dir)
+    repository = settings.repository
+    source: RepositorySource = (
+        S3Source(repository.url, repository.path) if repository.url
+        else RepositoryView(repository.path, repository.layout))
     return ModelManager(
-        RepositoryView(settings.repository.path, settings.repository.layout), defaults,
+        source, defaults,
         settings.batching.default_max_batch_size,
         strict_readiness=settings.repository.strict_readiness,
     )

@@ -81,6 +81,8 @@ class ModelManager:
         #: strict readiness waits for these only (Triton's meaning: a failed startup load).
         self._startup_failed: set[str] = set()
         self._changed = asyncio.Event()
+        #: why the repository cannot be read at startup (None: it can)
+        self.repository_problem: str | None = None
         #: For the metrics: how long each loaded version took, and failed loads per model.
         self.load_seconds: dict[ModelKey, float] = {}
         self.load_failures: dict[str, int] = {}
@@ -89,7 +91,7 @@ class ModelManager:
     async def start(self, names: list[str] | None) -> None:
         """Load `names` (every model on disk when None or ['*']) and mark startup done."""
         if names is None or "*" in names:
-            sources = await self.in_loader(self.view.scan)
+            sources = await self._first_scan()
             await asyncio.gather(*(self.sync(n, source=s) for n, s in sources.items()))
         else:
             await asyncio.gather(*(self._start_one(name) for name in names))
@@ -102,17 +104,39 @@ class ModelManager:
         self._startup_done = True
         self._notify()
 
+    async def _first_scan(self) -> dict[str, ModelSource]:
+        """The repository at startup; while it cannot be read (a bucket that is missing,
+        denies access or cannot be reached) retry with backoff: the server stays up,
+        not ready, and says why."""
+        delay = 1.0
+        while True:
+            try:
+                sources = await self.in_loader(self.view.scan)
+            except OSError as err:
+                self.repository_problem = str(err)
+                log.error("cannot read the model repository %s (%s); not ready, retrying "
+                          "in %.0f s", self.view.describe(), err, delay)
+                await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
+                delay = min(delay * 2, 30.0)
+                continue
+            self.repository_problem = None
+            return sources
+
     async def _start_one(self, name: str) -> None:
         try:
             await self.load(name)
-        except (ModelNotFound, InvalidInput) as err:
+        except (ModelNotFound, InvalidInput, ModelNotReady) as err:
             record = self._records.setdefault(name, ModelRecord(name))
             record.reason = err.message
             log.error("model '%s' is UNAVAILABLE: %s", name, err.message)
 
     async def load(self, name: str, override: ModelConfig | None = None) -> None:
         """(Re)load a model from its folder now, even if its files did not change."""
-        if not await self.in_loader(self.view.has, name):
+        try:
+            present = await self.in_loader(self.view.has, name)
+        except OSError as err:  # e.g. the bucket cannot be read: the model cannot load now
+            raise ModelNotReady(f"cannot load '{name}': {err}") from err
+        if not present:
             raise ModelNotFound(f"no model '{name}' in the repository")
         failures = await self.sync(name, override=override, force=True)
         if failures:
@@ -168,7 +192,13 @@ class ModelManager:
         record = self._records.setdefault(name, ModelRecord(name))
         async with record.lock:
             if source is None:
-                source = await self.in_loader(self.view.scan_model, name)
+                try:
+                    source = await self.in_loader(self.view.scan_model, name)
+                except OSError as err:  # the repository is away: what serves keeps serving
+                    record.reason = f"cannot read the repository: {err}"
+                    log.error("model '%s': %s", name, record.reason)
+                    self._notify()
+                    return [record.reason]
             try:
                 config = override or load_config(source.config_path)
             except ConfigError as err:
