@@ -359,7 +359,12 @@ class ModelManager:
         self.threads.release(model.budget_token)
         task = asyncio.create_task(model.retire(), name=f"retire-{model.key}")
         self._retiring[task] = model
-        task.add_done_callback(self._retiring.pop)
+        task.add_done_callback(self._retired)
+        self._notify()
+
+    def _retired(self, task: asyncio.Task[None]) -> None:
+        self._retiring.pop(task)
+        self._notify()  # its UNLOADING row is gone: wake index and readiness watchers
 
     # ---- lookups ---------------------------------------------------------------------
     def acquire(self, name: str, version: str | None) -> LoadedModel:
@@ -392,11 +397,24 @@ class ModelManager:
         return current + list(self._retiring.values())
 
     def statuses(self, name: str | None = None) -> list[VersionStatus]:
-        """Every known version (of one model, or of all), ordered by name then version."""
-        if name is not None and name not in self._records:
+        """Every known version (of one model, or of all), ordered by name then version; a
+        version being retired shows as UNLOADING until its last request is done, unless
+        its replacement (same version, new files) already serves."""
+        unloading: dict[ModelKey, VersionStatus] = {}
+        for model in self._retiring.values():
+            record = self._records.get(model.key.name)
+            current = record.versions.get(int(model.key.version)) if record else None
+            if current is None or current.model is None:
+                unloading[model.key] = VersionStatus(
+                    model.key, ModelState.UNLOADING,
+                    f"retired: finishing {model.leases} in-flight request(s), then closing")
+        if name is not None and name not in self._records \
+                and all(key.name != name for key in unloading):
             raise ModelNotFound(f"unknown model '{name}'")
-        names = [name] if name is not None else sorted(self._records)
-        return [s for n in names for _, s in sorted(self._records[n].versions.items())]
+        found = {s.key: s for n in ([name] if name else self._records)
+                 if n in self._records for s in self._records[n].versions.values()}
+        found |= {k: s for k, s in unloading.items() if name is None or k.name == name}
+        return [found[k] for k in sorted(found, key=lambda k: (k.name, int(k.version)))]
 
     def known(self) -> dict[str, str]:
         """Model name -> model-level reason ('' when none), for the repository index: it
