@@ -193,3 +193,26 @@ def test_a_bucket_that_cannot_be_read_leaves_the_server_up_saying_why(
         assert httpx.get(f"{base}/v2/health/ready").status_code == 503
         answer = infer(base, "a")
         assert answer.status_code == 503 and says in answer.json()["error"]
+
+
+def test_startup_waits_for_a_missing_bucket_and_serves_once_it_exists(
+        s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing is retried with backoff: live meanwhile, ready once the bucket appears."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    with running_server(url(s3_endpoint, "late-bucket"), ready=False,  # type: ignore[arg-type]
+                        repository={"cache_dir": tmp_path / "cache"}) as server:
+        base = server.http
+        assert httpx.get(f"{base}/v2/health/live").status_code == 200
+        assert httpx.get(f"{base}/v2/health/ready").status_code == 503
+        client.create_bucket(Bucket="late-bucket")
+        client.put_object(Bucket="late-bucket", Key=f"{PREFIX}/a/1/model.onnx", Body=plus(1))
+        try:
+            wait_for(lambda: httpx.get(f"{base}/v2/health/ready").status_code == 200, 60,
+                     "ready once the bucket exists")
+            assert added(base, "a") == 1
+        finally:
+            client.delete_object(Bucket="late-bucket", Key=f"{PREFIX}/a/1/model.onnx")
+            client.delete_bucket(Bucket="late-bucket")
