@@ -172,7 +172,8 @@ def start(args: argparse.Namespace, layout: str | None = None) -> int:
         return 2
     from app.repository.view import problem
 
-    wrong = problem(settings.repository.path, settings.repository.layout)
+    wrong = None if settings.repository.url else problem(settings.repository.path,
+                                                          settings.repository.layout)
     if wrong is not None:
         print(f"onnx-serve: error: {wrong}", file=sys.stderr)
         return 2

@@ -163,7 +163,7 @@ class ServingCollector(Collector):
 
     def _lifecycle(self) -> Iterator[Metric]:
         state = GaugeMetricFamily(f"{PREFIX}_model_state", "1 for the state each version is "
-                                  "in (LOADING, READY, UNAVAILABLE).",
+                                  "in (LOADING, READY, UNAVAILABLE, UNLOADING).",
                                   labels=["model", "version", "state"])
         for status in self._manager.statuses():
             for candidate in ModelState:

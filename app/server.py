@@ -25,6 +25,8 @@ from app.cache import ResponseCache
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
+from app.repository.object_store import S3Source
+from app.repository.source import RepositorySource
 from app.repository.view import RepositoryView
 from app.repository.watcher import RepositoryWatcher
 from app.service import InferenceService
@@ -41,9 +43,12 @@ def build_manager(settings: Settings) -> ModelManager:
                               settings.batching.default_max_queue_size,
                               devices.intra_op_spinning,
                               cache_dir=settings.repository.cache_dir)
+    repository = settings.repository
+    source: RepositorySource = (
+        S3Source(repository.url, repository.path) if repository.url
+        else RepositoryView(repository.path, repository.layout, repository.model_config_name))
     return ModelManager(
-        RepositoryView(settings.repository.path, settings.repository.layout,
-                       settings.repository.model_config_name), defaults,
+        source, defaults,
         settings.batching.default_max_batch_size,
         strict_readiness=settings.repository.strict_readiness,
         load_threads=settings.repository.load_threads,
@@ -323,7 +328,7 @@ class Server:
             self._ask_stop()
             return
         if repository.control_mode == "poll":
-            watcher = RepositoryWatcher(repository.path, self.manager,
+            watcher = RepositoryWatcher(self.manager.view, self.manager,
                                         repository.poll_interval_s, repository.settle_s)
             await watcher.run()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -169,6 +170,10 @@ def default_cache_dir() -> Path:
         return Path(tempfile.gettempdir()) / f"onnx-serve-{os.getuid()}"
 
 
+#: URL schemes `repository.path` may use for a repository in object storage.
+OBJECT_STORE_SCHEMES = ("s3://",)
+
+
 class RepositorySettings(_Group):
     path: Path = Field(Path("model_repository"), description="The model repository folder.")
     layout: Literal["repository", "model", "file"] = Field(
@@ -237,6 +242,35 @@ class RepositorySettings(_Group):
                              "spaces)")
         return value
 
+    url: str = Field(
+        "",
+        description="Set from `path` when that is an object-store URL (s3://bucket/path or "
+        "s3://host:port/bucket/path; needs the 's3' extra): the repository is read from the "
+        "bucket, each version downloaded into <cache_dir>/repository/<digest>/ and loaded "
+        "from there, and `path` becomes that local mirror.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object_store_url(cls, data: object) -> object:
+        # Path("s3://b/p") would fold the '//': keep an object-store URL as text instead.
+        if not isinstance(data, dict):
+            return data
+        path, url = data.get("path"), data.get("url")
+        if isinstance(path, str) and path.startswith(OBJECT_STORE_SCHEMES):
+            url = path
+        if isinstance(url, str) and url:
+            if not url.startswith(OBJECT_STORE_SCHEMES):
+                raise ValueError(f"repository url '{url}' is not an s3:// URL")
+            if not url.removeprefix("s3://").strip("/"):
+                raise ValueError(f"'{url}' names no bucket (s3://bucket/path, or "
+                                 "s3://host:port/bucket/path for an S3-compatible endpoint)")
+            cache = Path(data.get("cache_dir") or default_cache_dir()).expanduser().absolute()
+            digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+            data = {**data, "url": url,  # the local mirror S3Source downloads into
+                    "path": cache / "repository" / digest}
+        return data
+
     @field_validator("cache_dir")
     @classmethod
     def _absolute_cache(cls, value: Path) -> Path:
@@ -244,6 +278,14 @@ class RepositorySettings(_Group):
 
     @model_validator(mode="after")
     def _cache_outside_repository(self) -> RepositorySettings:
+        if self.url:  # the local folder is the bucket's mirror, inside the cache
+            if self.layout != "repository":
+                raise ValueError("an object-store URL is served as a repository "
+                                 f"(layout 'repository', not '{self.layout}')")
+            if self.model_config_name:  # S3Source fetches each model's top-level files only
+                raise ValueError("model_config_name (configs/<name>.pbtxt) is not supported "
+                                 "for an object-store repository yet")
+            return self
         # Files written into the repository would look like model changes to poll mode.
         if self.cache_dir.resolve().is_relative_to(self.path.resolve()):
             raise ValueError("cache_dir must lie outside the model repository")

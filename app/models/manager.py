@@ -22,6 +22,7 @@ from app.models.version import LoadedModel, ModelState, VersionStatus
 from app.repository.config import ConfigError, ModelConfig, load_config
 from app.repository.paths import VersionFiles
 from app.repository.scan import ModelSource
+from app.repository.source import RepositorySource
 from app.repository.view import RepositoryView
 from app.types import ModelKey
 
@@ -61,11 +62,12 @@ class ModelManager:
     Changes to one model are serialised by its lock; different models change in parallel.
     """
 
-    def __init__(self, root: Path | RepositoryView, defaults: ServerDefaults,
+    def __init__(self, root: Path | RepositorySource, defaults: ServerDefaults,
                  default_max_batch_size: int, strict_readiness: bool = True,
                  load_threads: int = 2) -> None:
-        #: what is served: a repository, one model's folder or one file (repository/view.py)
-        self.view = root if isinstance(root, RepositoryView) else RepositoryView(root)
+        #: what is served: a local repository, model folder or file (repository/view.py),
+        #: or an object store's repository (repository/object_store.py)
+        self.view: RepositorySource = RepositoryView(root) if isinstance(root, Path) else root
         self.root = self.view.root
         self._defaults = defaults
         self.threads = ThreadBudget(available_cpus(), defaults.intra_op_threads)
@@ -80,6 +82,8 @@ class ModelManager:
         #: strict readiness waits for these only (Triton's meaning: a failed startup load).
         self._startup_failed: set[str] = set()
         self._changed = asyncio.Event()
+        #: why the repository cannot be read at startup (None: it can)
+        self.repository_problem: str | None = None
         #: For the metrics: how long each loaded version took, and failed loads per model.
         self.load_seconds: dict[ModelKey, float] = {}
         self.load_failures: dict[str, int] = {}
@@ -88,7 +92,7 @@ class ModelManager:
     async def start(self, names: list[str] | None) -> None:
         """Load `names` (every model on disk when None or ['*']) and mark startup done."""
         if names is None or "*" in names:
-            sources = await self.in_loader(self.view.scan)
+            sources = await self._first_scan()
             await asyncio.gather(*(self.sync(n, source=s) for n, s in sources.items()))
         else:
             await asyncio.gather(*(self._start_one(name) for name in names))
@@ -101,17 +105,39 @@ class ModelManager:
         self._startup_done = True
         self._notify()
 
+    async def _first_scan(self) -> dict[str, ModelSource]:
+        """The repository at startup; while it cannot be read (a bucket that is missing,
+        denies access or cannot be reached) retry with backoff: the server stays up,
+        not ready, and says why."""
+        delay = 1.0
+        while True:
+            try:
+                sources = await self.in_loader(self.view.scan)
+            except OSError as err:
+                self.repository_problem = str(err)
+                log.error("cannot read the model repository %s (%s); not ready, retrying "
+                          "in %.0f s", self.view.describe(), err, delay)
+                await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
+                delay = min(delay * 2, 30.0)
+                continue
+            self.repository_problem = None
+            return sources
+
     async def _start_one(self, name: str) -> None:
         try:
             await self.load(name)
-        except (ModelNotFound, InvalidInput) as err:
+        except (ModelNotFound, InvalidInput, ModelNotReady) as err:
             record = self._records.setdefault(name, ModelRecord(name))
             record.reason = err.message
             log.error("model '%s' is UNAVAILABLE: %s", name, err.message)
 
     async def load(self, name: str, override: ModelConfig | None = None) -> None:
         """(Re)load a model from its folder now, even if its files did not change."""
-        if not self.view.has(name):
+        try:
+            present = await self.in_loader(self.view.has, name)
+        except OSError as err:  # e.g. the bucket cannot be read: the model cannot load now
+            raise ModelNotReady(f"cannot load '{name}': {err}") from err
+        if not present:
             raise ModelNotFound(f"no model '{name}' in the repository")
         failures = await self.sync(name, override=override, force=True)
         if failures:
@@ -167,7 +193,13 @@ class ModelManager:
         record = self._records.setdefault(name, ModelRecord(name))
         async with record.lock:
             if source is None:
-                source = await self.in_loader(self.view.scan_model, name)
+                try:
+                    source = await self.in_loader(self.view.scan_model, name)
+                except OSError as err:  # the repository is away: what serves keeps serving
+                    record.reason = f"cannot read the repository: {err}"
+                    log.error("model '%s': %s", name, record.reason)
+                    self._notify()
+                    return [record.reason]
             try:
                 config = override or load_config(source.config_path)
             except ConfigError as err:
@@ -185,11 +217,7 @@ class ModelManager:
                     status.state, status.reason = ModelState.LOADING, ""
             self._notify()
             results = await asyncio.gather(*(
-                self._load_version(ModelKey(name, str(v)),
-                                   self.view.version_files(source, v,
-                                                           config.default_model_filename,
-                                                           self._defaults.cache_dir),
-                                   config, stamp[v])
+                self._load_version(ModelKey(name, str(v)), source, config, stamp[v])
                 for v in todo
             ))
             notes: dict[int, list[str]] = {}  # why a serving version is not what was asked
@@ -284,11 +312,14 @@ class ModelManager:
         self._notify()
         return [reason]
 
-    async def _load_version(self, key: ModelKey, files: VersionFiles, config: ModelConfig,
+    async def _load_version(self, key: ModelKey, source: ModelSource, config: ModelConfig,
                             stamp: object) -> LoadedModel | str:
         started = time.monotonic()
         token = f"{key}@{time.monotonic_ns()}"  # this load's share of the thread budget
-        try:
+        try:  # fetching (an object store's download) fails the version like a bad file
+            files: VersionFiles = await self.in_loader(
+                self.view.version_files, source, int(key.version),
+                config.default_model_filename, self._defaults.cache_dir)
             built = await self.in_loader(build_version, files, config, self._defaults,
                                          self.threads, token, self._default_max_batch_size)
         except Exception as err:  # any bad file becomes a reason, never a crash
@@ -330,7 +361,12 @@ class ModelManager:
         self.threads.release(model.budget_token)
         task = asyncio.create_task(model.retire(), name=f"retire-{model.key}")
         self._retiring[task] = model
-        task.add_done_callback(self._retiring.pop)
+        task.add_done_callback(self._retired)
+        self._notify()
+
+    def _retired(self, task: asyncio.Task[None]) -> None:
+        self._retiring.pop(task)
+        self._notify()  # its UNLOADING row is gone: wake index and readiness watchers
 
     # ---- lookups ---------------------------------------------------------------------
     def acquire(self, name: str, version: str | None) -> LoadedModel:
@@ -367,11 +403,24 @@ class ModelManager:
         return sorted(self._startup_failed)
 
     def statuses(self, name: str | None = None) -> list[VersionStatus]:
-        """Every known version (of one model, or of all), ordered by name then version."""
-        if name is not None and name not in self._records:
+        """Every known version (of one model, or of all), ordered by name then version; a
+        version being retired shows as UNLOADING until its last request is done, unless
+        its replacement (same version, new files) already serves."""
+        unloading: dict[ModelKey, VersionStatus] = {}
+        for model in self._retiring.values():
+            record = self._records.get(model.key.name)
+            current = record.versions.get(int(model.key.version)) if record else None
+            if current is None or current.model is None:
+                unloading[model.key] = VersionStatus(
+                    model.key, ModelState.UNLOADING,
+                    f"retired: finishing {model.leases} in-flight request(s), then closing")
+        if name is not None and name not in self._records \
+                and all(key.name != name for key in unloading):
             raise ModelNotFound(f"unknown model '{name}'")
-        names = [name] if name is not None else sorted(self._records)
-        return [s for n in names for _, s in sorted(self._records[n].versions.items())]
+        found = {s.key: s for n in ([name] if name else self._records)
+                 if n in self._records for s in self._records[n].versions.values()}
+        found |= {k: s for k, s in unloading.items() if name is None or k.name == name}
+        return [found[k] for k in sorted(found, key=lambda k: (k.name, int(k.version)))]
 
     def known(self) -> dict[str, str]:
         """Model name -> model-level reason ('' when none), for the repository index: it

@@ -23,6 +23,7 @@ class ModelState(enum.Enum):
     LOADING = "LOADING"
     READY = "READY"
     UNAVAILABLE = "UNAVAILABLE"
+    UNLOADING = "UNLOADING"  # retired: finishing its in-flight requests, then closing
 
 
 @dataclass(eq=False, slots=True)

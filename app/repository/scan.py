@@ -20,7 +20,8 @@ DEFAULT_MODEL_FILENAME = "model.onnx"
 #: What a folder's files look like: (relative path, size, mtime_ns) of each, sorted.
 #: Equal fingerprints mean "unchanged" for the watcher; stat follows symlinks so a
 #: Kubernetes ConfigMap update (an atomic swap of its `..data` link) shows as a change.
-Fingerprint = tuple[tuple[str, int, int], ...]
+#: An object store's files carry their ETag in place of mtime_ns (object_store.py).
+Fingerprint = tuple[tuple[str, int, int | str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ def fingerprint(folder: Path, root: Path | None = None) -> Fingerprint:
     root = folder.parent.parent if root is None else root
     if leads_outside(folder, root):
         return _lstat(folder, ".")
-    found: list[tuple[str, int, int]] = []
+    found: list[tuple[str, int, int | str]] = []
     walked: set[str] = set()
     for current, dirs, files in os.walk(folder, followlinks=True):
         walked.add(os.path.realpath(current))

@@ -8,9 +8,12 @@ but the file, and the external data onnxruntime reads beside it, is looked at.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+import watchfiles
 
 from app.repository.paths import VersionFiles, check_model_name, model_folder
 from app.repository.scan import ModelSource, fingerprint_file, scan_model, scan_repository
@@ -48,7 +51,9 @@ def problem(path: Path, layout: Layout) -> str | None:
 @dataclass(frozen=True, slots=True)
 class RepositoryView:
     """The models under `path` as `layout` says; every lookup of the manager, the watcher
-    and the index goes through here, so a model folder or a file exposes nothing else."""
+    and the index goes through here, so a model folder or a file exposes nothing else.
+    This is the local-folder RepositorySource (repository/source.py): files are loaded
+    from where they are, and file events come from watchfiles."""
 
     path: Path
     layout: Layout = "repository"
@@ -66,6 +71,12 @@ class RepositoryView:
         if self.layout == "model":
             return self.path.name
         return self.path.stem if self.layout == "file" else None
+
+    def describe(self) -> str:
+        return str(self.path.resolve())
+
+    def changes(self) -> AsyncIterator[None] | None:
+        return _events(self.path)
 
     def scan(self) -> dict[str, ModelSource]:
         name = self.only
@@ -98,6 +109,11 @@ class RepositoryView:
         if self.layout != "file":
             return VersionFiles(path, cache_dir)
         return VersionFiles(path, cache_dir, single=(source.name, str(version)))
+
+
+async def _events(path: Path) -> AsyncIterator[None]:
+    async for _ in watchfiles.awatch(path, debounce=100, recursive=True):
+        yield None
 
 
 def _entries(path: Path) -> list[Path]:

@@ -6,12 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
-import watchfiles
-
-from app.models.manager import ModelManager
 from app.repository.scan import ModelSource
+from app.repository.source import Reconciler, RepositorySource
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +20,9 @@ class RepositoryWatcher:
     into place changes the listing at once and is complete, so it settles after one pause.
     """
 
-    def __init__(self, root: Path, manager: ModelManager, interval_s: float,
+    def __init__(self, source: RepositorySource, manager: Reconciler, interval_s: float,
                  settle_s: float) -> None:
-        self._root = root
+        self._source = source
         self._manager = manager
         self._interval_s = interval_s
         self._settle_s = settle_s
@@ -57,7 +54,7 @@ class RepositoryWatcher:
         """The repository now, or None when it cannot be listed (e.g. a network volume that
         dropped out): that is not "every model was removed", so what serves keeps serving."""
         try:
-            current = await self._manager.in_loader(self._manager.view.scan)
+            current = await self._manager.in_loader(self._source.scan)
         except OSError as err:
             if not self._away:
                 log.warning("cannot scan the repository (%s); models keep serving, "
@@ -84,8 +81,11 @@ class RepositoryWatcher:
         await asyncio.sleep(self._settle_s)
 
     async def _watch_events(self) -> None:
+        changes = self._source.changes()
+        if changes is None:  # e.g. an object store: the periodic rescan is all there is
+            return
         try:
-            async for _ in watchfiles.awatch(self._root, debounce=100, recursive=True):
+            async for _ in changes:
                 self._event.set()
         except Exception as err:  # e.g. inotify limits: the periodic rescan still works
             log.warning("file events unavailable (%s); rescanning every %.1f s",

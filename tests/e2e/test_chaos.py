@@ -254,7 +254,7 @@ def test_chaos_loses_nothing_and_keeps_the_replica_ready(tmp_path: Path) -> None
             + len(outcomes.bad))
     print(f"\nchaos: sent {sent}, answered correctly {counts['http correct']} http + "
           f"{counts['grpc correct']} grpc, refused cleanly {counts['http refused']} http + "
-          f"{counts['grpc refused']} grpc, sent after the signal and cut off "
+          f"{counts['grpc refused']} grpc, cut off after the signal "
           f"{counts['http cut off after the signal']} http + "
           f"{counts['grpc cut off after the signal']} grpc, lost {lost}, "
           f"readiness flips {len(flips)}, "

@@ -46,6 +46,8 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
     ("app.codecs.grpc", ("fastapi", "starlette", "app.models", "app.service")),
     ("app.service", ("fastapi", "starlette", "grpc", "uvicorn")),
     ("app.models.manager", ("fastapi", "grpc", "app.service")),
+    *[(m, ("fastapi", "starlette", "grpc", "onnxruntime", "app.models", "app.service",
+           "app.api", "app.server")) for m in sorted(imports()) if m.startswith("app.repository")],
     ("app.batching.policy", ("asyncio", "numpy", "onnxruntime", "app")),
     ("app.batching.batcher", ("onnxruntime", "fastapi", "grpc", "app.models", "app.service")),
     ("app.batching.layout", ("asyncio", "onnxruntime", "app.models", "app.service")),
@@ -54,3 +56,30 @@ def test_inner_layers_do_not_reach_outwards(module: str, forbidden: tuple[str, .
     names = imports()[module]
     bad = sorted(n for n in names for f in forbidden if n == f or n.startswith(f + "."))
     assert not bad, f"{module} imports {bad}"
+
+
+def test_no_package_cycles() -> None:
+    """No two app packages import each other (directly or through others): e.g. the
+    repository package must not reach back into app.models, which imports it."""
+    def package(module: str) -> str:
+        parts = module.split(".")
+        return ".".join(parts[:2]) if len(parts) > 1 else module
+
+    edges: dict[str, set[str]] = {}
+    for module, names in imports().items():
+        edges.setdefault(package(module), set()).update(
+            package(n) for n in names if n.startswith("app.") and package(n) != package(module))
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            current = todo.pop()
+            if current == goal:
+                return True
+            if current not in seen:
+                seen.add(current)
+                todo.extend(edges.get(current, ()))
+        return False
+
+    cycles = sorted((a, b) for a, targets in edges.items() for b in targets if reaches(b, a))
+    assert not cycles, f"package cycles: {cycles}"
