@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -89,3 +90,33 @@ class Scheduler(Protocol):
     def describe(self) -> dict[str, Any]:
         """This scheduler's part of the effective config, in Triton's field names (e.g.
         {"dynamic_batching": {...}}); empty when it has none."""
+
+
+class Pending(Protocol):
+    """A request a scheduler holds: its outputs' future, and when it was launched (0 if
+    it never was)."""
+
+    future: asyncio.Future[list[Array]]
+    launched_at_ns: int
+
+
+async def counted_answer(stats: ModelStats, request: Pending,
+                         withdraw: Callable[[], None]) -> list[Array]:
+    """Wait for `request`'s outputs and count its outcome in `stats` (latency, and queue
+    wait until launch); a cancelled caller `withdraw`s it first. Ends its in-flight count
+    whatever happens (the scheduler began it when it took the request)."""
+    started = time.perf_counter_ns()
+    try:
+        outputs = await request.future
+    except asyncio.CancelledError:
+        withdraw()
+        stats.request_failed(time.perf_counter_ns() - started)
+        raise
+    except BaseException:
+        stats.request_failed(time.perf_counter_ns() - started)
+        raise
+    finally:
+        stats.inflight -= 1
+    waited = request.launched_at_ns - started if request.launched_at_ns else 0
+    stats.request_succeeded(time.perf_counter_ns() - started, max(waited, 0))
+    return outputs

@@ -22,7 +22,7 @@ from app.errors import (
     Overloaded,
     ServingError,
 )
-from app.scheduler import FreeSlot, Launched, RunFn, Runner
+from app.scheduler import FreeSlot, Launched, RunFn, Runner, counted_answer
 from app.types import Array
 
 log = logging.getLogger(__name__)
@@ -131,21 +131,7 @@ class DynamicBatcher:
         if self._closed:
             raise ModelNotReady(f"{self._label} has been unloaded")
         item = self._enqueue(feed, names, priority, timeout_us)
-        started = time.perf_counter_ns()
-        try:
-            outputs = await item.future
-        except asyncio.CancelledError:
-            self._abandon(item)
-            self.stats.request_failed(time.perf_counter_ns() - started)
-            raise
-        except BaseException:
-            self.stats.request_failed(time.perf_counter_ns() - started)
-            raise
-        finally:
-            self.stats.inflight -= 1
-        waited = item.launched_at_ns - started if item.launched_at_ns else 0
-        self.stats.request_succeeded(time.perf_counter_ns() - started, max(waited, 0))
-        return outputs
+        return await counted_answer(self.stats, item, lambda: self._abandon(item))
 
     def _enqueue(self, feed: Mapping[str, Array], names: Sequence[str], priority: int,
                  timeout_us: int | None) -> _Queued:

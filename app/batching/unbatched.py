@@ -13,7 +13,7 @@ from typing import Any
 
 from app.batching.stats import ModelStats
 from app.errors import InferenceFailed, InvalidInput, ModelNotReady, Overloaded, ServingError
-from app.scheduler import FreeSlot, Launched, RunFn, Runner
+from app.scheduler import FreeSlot, Launched, RunFn, Runner, counted_answer
 from app.types import Array
 
 log = logging.getLogger(__name__)
@@ -87,21 +87,7 @@ class UnbatchedScheduler:
         if self._task is None:
             self._task = loop.create_task(self._schedule(), name=f"unbatched-{self._label}")
         self._wakeup.set()
-        started = time.perf_counter_ns()
-        try:
-            outputs = await request.future
-        except asyncio.CancelledError:
-            self._withdraw(request)
-            self.stats.request_failed(time.perf_counter_ns() - started)
-            raise
-        except BaseException:
-            self.stats.request_failed(time.perf_counter_ns() - started)
-            raise
-        finally:
-            self.stats.inflight -= 1
-        waited = request.launched_at_ns - started if request.launched_at_ns else 0
-        self.stats.request_succeeded(time.perf_counter_ns() - started, max(waited, 0))
-        return outputs
+        return await counted_answer(self.stats, request, lambda: self._withdraw(request))
 
     def _withdraw(self, request: _Request) -> None:
         if request in self._waiting:
