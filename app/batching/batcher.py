@@ -13,6 +13,7 @@ from typing import Any
 
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy, QueuePolicy, TimeoutAction, Waiting, decide
+from app.batching.scheduler import FreeSlot, Launched, RunFn, Runner, counted_answer
 from app.batching.stats import ModelStats
 from app.errors import (
     DeadlineExceeded,
@@ -22,7 +23,6 @@ from app.errors import (
     Overloaded,
     ServingError,
 )
-from app.scheduler import FreeSlot, Launched, RunFn, Runner, counted_answer
 from app.types import Array
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.batching.scheduler import FreeSlot, Launched, RunFn, Runner, counted_answer
 from app.batching.stats import ModelStats
 from app.errors import InferenceFailed, InvalidInput, ModelNotReady, Overloaded, ServingError
-from app.scheduler import FreeSlot, Launched, RunFn, Runner, counted_answer
 from app.types import Array
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class UnbatchedScheduler:
     One scheduler task (started by the first `submit`) waits for a free instance, then
     hands it to the oldest waiting request. Waiting requests are bounded (`max_waiting`,
     then Overloaded) and so are requests in flight (`max_inflight`, 0 = no cap). Event-loop
-    only; the run happens in the instance's thread. Implements app.scheduler.Scheduler.
+    only; the run happens in the instance's thread. Implements app.batching.scheduler.Scheduler.
     """
 
     def __init__(self, runner: Runner, stats: ModelStats, label: str, *, max_waiting: int,

@@ -7,6 +7,7 @@ import dataclasses
 from app.batching.batcher import DynamicBatcher
 from app.batching.layout import BatchLayout, Padding
 from app.batching.policy import BatchPolicy, QueuePolicy, TimeoutAction
+from app.batching.scheduler import Runner, Scheduler
 from app.batching.stats import ModelStats
 from app.batching.unbatched import UnbatchedScheduler
 from app.codecs import dtypes
@@ -14,7 +15,6 @@ from app.models.errors import UnsupportedModel
 from app.models.signature import Signature
 from app.repository.batching_config import PaddedInput, QueuePolicyConfig
 from app.repository.config import ModelConfig
-from app.scheduler import Runner, Scheduler
 
 _LENGTH_TYPES = {"INT32": "int32", "INT64": "int64"}
 

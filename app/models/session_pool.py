@@ -11,10 +11,10 @@ from typing import Any
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from app.batching.scheduler import Launched, RunFn
 from app.errors import InferenceFailed, InvalidInput, ModelNotReady
 from app.models.devices import Placement
 from app.repository.paths import without_absolute_paths
-from app.scheduler import Launched, RunFn
 from app.types import Array
 
 log = logging.getLogger(__name__)

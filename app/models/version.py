@@ -7,11 +7,11 @@ import enum
 import itertools
 from dataclasses import dataclass, field
 
+from app.batching.scheduler import Scheduler
 from app.batching.stats import ModelStats
 from app.models.session_pool import SessionPool
 from app.models.signature import Signature
 from app.repository.config import ModelConfig
-from app.scheduler import Scheduler
 from app.types import ModelKey, ParamValue
 
 _LOADS = itertools.count(1)
@@ -30,7 +30,7 @@ class ModelState(enum.Enum):
 class LoadedModel:
     """A version that can run: signature, sessions, its scheduler, and the config it was
     loaded with. It owns its statistics (the scheduler counts into them); everything else
-    reaches the scheduler through app.scheduler.Scheduler only.
+    reaches the scheduler through app.batching.scheduler.Scheduler only.
 
     Leases: every request holds one while it uses the model (`acquire`/`release`, on the
     event loop). `retire` waits for the last lease to go, then closes the sessions, so a

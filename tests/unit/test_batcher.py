@@ -13,9 +13,9 @@ import pytest
 from app.batching.batcher import DynamicBatcher
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy, QueuePolicy, TimeoutAction
+from app.batching.scheduler import Launched, RunFn
 from app.batching.stats import ModelStats
 from app.errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded
-from app.scheduler import Launched, RunFn
 from app.types import Array
 
 Model = Callable[[Mapping[str, Array], Sequence[str]], list[Array]]

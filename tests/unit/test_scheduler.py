@@ -1,4 +1,4 @@
-"""The Scheduler contract (app/scheduler.py) against a fake runner whose runs finish when the
+"""The Scheduler contract (app/batching/scheduler.py) against a fake runner whose runs finish when the
 test says so: the trivial scheduler of an unbatched model, and abort/close of both schedulers."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import pytest
 from app.batching.batcher import DynamicBatcher
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy, QueuePolicy
+from app.batching.scheduler import Scheduler
 from app.batching.stats import ModelStats
 from app.batching.unbatched import UnbatchedScheduler
 from app.errors import InvalidInput, ModelNotReady, Overloaded, ShuttingDown
 from app.models.scheduling import build_scheduler
 from app.repository.config import ModelConfig
-from app.scheduler import Scheduler
 from app.types import Array
 from tests.unit.test_batcher import FakeRunner, make, until, x
 
