@@ -1,5 +1,6 @@
-"""The Scheduler contract (app/batching/scheduler.py) against a fake runner whose runs finish when the
-test says so: the trivial scheduler of an unbatched model, and abort/close of both schedulers."""
+"""The Scheduler contract (app/batching/scheduler.py) against a fake runner whose runs finish
+when the test says so: the trivial scheduler of an unbatched model, and abort/close of both
+schedulers."""
 
 from __future__ import annotations
 
