@@ -4,7 +4,6 @@ processes; the user's folder is left exactly as it was."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,27 +17,23 @@ import pytest
 from onnx import helper, numpy_helper
 
 from tests.support import onnx_models
-from tests.support.server import REPO_ROOT, free_port, wait_ready
+from tests.support.server import REPO_ROOT, start_server
 
 
 @contextmanager
 def serving(*args: str) -> Iterator[str]:
-    port, grpc_port = free_port(), free_port()
-    command = [sys.executable, "-m", "app", "serve", *args, "--host", "127.0.0.1",
-               "--http-port", str(port), "--grpc-port", str(grpc_port), "--log-level",
-               "warning"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT)
-    url = f"http://127.0.0.1:{port}"
+    """`onnx-serve serve ARGS` on free ports (retried on fresh ones if one was taken)."""
+
+    def command(http_port: int, grpc_port: int) -> list[str]:
+        return [sys.executable, "-m", "app", "serve", *args, "--host", "127.0.0.1",
+                "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+                "--log-level", "warning"]
+
+    started = start_server(command)
     try:
-        wait_ready(url, timeout_s=60)
-        yield url
+        yield started.url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        started.stop()
 
 
 def listing(folder: Path) -> list[tuple[str, int, int]]:
