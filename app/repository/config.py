@@ -216,7 +216,7 @@ NAMED_CONFIGS = "configs"
 
 def _from_triton(message: pb.ModelConfig, folder_name: str | None, source: str) -> ModelConfig:
     try:
-        document = to_document(message, folder_name, ModelConfig.model_fields)
+        document = to_document(message, folder_name)
         return ModelConfig.model_validate(document)
     except TritonConfigError as err:
         raise ConfigError(f"{source}: {err}") from err

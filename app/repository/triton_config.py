@@ -10,7 +10,6 @@ as `response_cache { enable: false }`, changes nothing and is accepted).
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
 from typing import Any
 
 from google.protobuf import json_format, text_format
@@ -38,7 +37,7 @@ SUPPORTED: Tree = {
     "parameters": True,
     "model_warmup": True,
     "model_transaction_policy": {},
-    "response_cache": {},
+    "response_cache": True,
 }
 
 #: Why a field is refused, where there is more to say than "not supported".
@@ -51,7 +50,6 @@ WHY: dict[str, str] = {
     "cc_model_filenames": "per-GPU model files are not supported",
     "model_operations": "custom operation libraries are not loaded",
     "instance_group.host_policy": "host policies are not supported",
-    "response_cache.enable": "the response cache is not implemented",
 }
 
 PLATFORM = "onnxruntime_onnx"
@@ -80,22 +78,19 @@ def parse_json(text: str) -> pb.ModelConfig:
     return json_format.ParseDict(document, pb.ModelConfig())
 
 
-#: Sections the schema may implement as they are (the response cache lands in another
-#: change): taken whole when `schema_fields` has them, else only at their defaults.
-WHOLE_WHEN_IMPLEMENTED = ("response_cache",)
-
-
-def to_document(message: pb.ModelConfig, folder_name: str | None,
-                schema_fields: Collection[str] = ()) -> dict[str, Any]:
+def to_document(message: pb.ModelConfig, folder_name: str | None) -> dict[str, Any]:
     """The message as a document of our ModelConfig schema; refuses what we do not do.
 
-    `folder_name`: the model's folder; a `name` that differs is refused, as Triton does.
-    `schema_fields`: the fields of our schema (see WHOLE_WHEN_IMPLEMENTED)."""
-    implemented = [name for name in WHOLE_WHEN_IMPLEMENTED if name in schema_fields]
-    _check_supported(message, {**SUPPORTED, **dict.fromkeys(implemented, True)}, "")
+    `folder_name`: the model's folder; a `name` that differs is refused, as Triton does."""
+    _check_supported(message, SUPPORTED, "")
     if message.name and folder_name is not None and message.name != folder_name:
         raise TritonConfigError(f"name: '{message.name}' does not match the model's folder "
                                 f"'{folder_name}'")
+    policy = message.version_policy
+    if policy.HasField("latest") and policy.latest.num_versions == 0:
+        # Triton selects no version then, and refuses the model for it.
+        raise TritonConfigError("version_policy.latest.num_versions: 0 selects no version "
+                                "(at least 1)")
     if message.platform not in ("", PLATFORM):
         raise TritonConfigError(f"platform: '{message.platform}' is not supported (only "
                                 f"'{PLATFORM}': onnx-serve runs ONNX models on onnxruntime)")
@@ -103,10 +98,8 @@ def to_document(message: pb.ModelConfig, folder_name: str | None,
         raise TritonConfigError(f"backend: '{message.backend}' is not supported (only "
                                 f"'{BACKEND}')")
     document: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    for metadata in ("name", "platform", "backend", "model_transaction_policy",
-                     *WHOLE_WHEN_IMPLEMENTED):
-        if metadata not in implemented:
-            document.pop(metadata, None)
+    for metadata in ("name", "platform", "backend", "model_transaction_policy"):
+        document.pop(metadata, None)
     optimization = document.get("optimization", {})
     optimization.pop("cuda", None)  # only its defaults got here
     for pinned in ("input_pinned_memory", "output_pinned_memory"):

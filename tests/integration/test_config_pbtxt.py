@@ -97,6 +97,7 @@ CASES: dict[str, Case] = {
     "refuse_batch_input": Case(refused="batch_input"),
     "refuse_host_policy": Case(refused="instance_group.host_policy"),
     "refuse_cc_model_filenames": Case(refused="cc_model_filenames"),
+    "refuse_latest_zero": Case(refused="version_policy.latest.num_versions: 0 selects no"),
     "refuse_unknown_field": Case(refused='no field named "max_batchsize"'),
     "refuse_bad_value": Case(refused="max_batch_size"),
     "refuse_dims": Case(refused="config input 'x' shape [-1, 5] does not fit", names_file=False),
