@@ -67,6 +67,8 @@ class ServerDefaults:
     max_queue_size: int = 1024  # per priority level, when the model's policy does not say
     intra_op_spinning: bool = False
     cache_dir: Path | None = None  # where files the server writes go; None: nowhere
+    #: Triton's latency summaries' (quantile, error) pairs; None: no summaries
+    latency_quantiles: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
