@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from app.codecs import dtypes
 from app.models import compat, cuda_libs, gpus, tensorrt
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.errors import UnsupportedModel
+from app.models.io_binding import SessionRunner, check_graph_shapes, runner_for, uses_graphs
 from app.models.model_info import model_parameters
 from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
 from app.models.scheduling import batch_layout, batch_policy
@@ -82,6 +83,8 @@ class BuiltVersion:
     layout: BatchLayout
     #: the model's own description (model_info.py), for the metadata and config endpoints
     parameters: dict[str, ParamValue]
+    #: how each session runs (io_binding.py): warmup captured any CUDA graphs through them
+    runners: list[SessionRunner] = field(default_factory=list)
 
 
 def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: ServerDefaults,
@@ -161,11 +164,14 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
         run_config["memory.enable_memory_arena_shrinkage"] = str(shrink)
     policy = batch_policy(config, signature, defaults.max_queue_size)
     layout, visible = batch_layout(config, signature)
+    if any(uses_graphs(p) for p in placements):
+        check_graph_shapes(signature.inputs, signature.max_batch_size)
+    runners = [runner_for(s, p) for s, p in zip(sessions, placements, strict=True)]
     for warmup in config.model_warmup:
-        _warm(sessions, warmup, signature, files)
+        _warm(runners, warmup, signature, files)
     parameters = model_parameters(first.get_modelmeta(), header)
     return BuiltVersion(sessions, placements, visible, threads, run_config, policy, layout,
-                        parameters)
+                        parameters, runners)
 
 
 def _header(path: Path) -> OnnxHeader | None:
@@ -252,18 +258,20 @@ def _probe(path: Path, config: ModelConfig,
     return model, signature
 
 
-def _warm(sessions: Sequence[ort.InferenceSession], warmup: Warmup, signature: Signature,
+def _warm(runners: Sequence[SessionRunner], warmup: Warmup, signature: Signature,
           files: VersionFiles) -> None:
-    """Triton's model_warmup: `count` runs on every instance (TensorRT engines build here)."""
+    """Triton's model_warmup: `count` runs on every instance, as requests run (TensorRT
+    engines build and CUDA graphs are captured here)."""
     folder = files.folder
     feed = warmup_inputs(warmup, signature, files)
     started = time.monotonic()
     log.info("%s: warming up '%s' (%d run(s) on %d instance(s); TensorRT engines, if any, "
-             "are built now)", folder, warmup.name, warmup.count, len(sessions))
+             "are built now)", folder, warmup.name, warmup.count, len(runners))
     try:
-        for session in sessions:
+        for runner in runners:
+            names = [output.name for output in runner.session.get_outputs()]
             for _ in range(warmup.count):
-                session.run(None, dict(signature.to_model(feed)))
+                runner.run(names, dict(signature.to_model(feed)), None)
     except Exception as err:
         raise UnsupportedModel(f"warmup '{warmup.name}' failed: {err}") from err
     log.info("%s: warmup '%s' took %.2f s", folder, warmup.name, time.monotonic() - started)

@@ -331,7 +331,8 @@ class ModelManager:
         self.load_seconds[key] = time.monotonic() - started
         log.info("model %s is READY (%.2f s)", key, self.load_seconds[key])
         label = f"{key.name}-{key.version}"
-        pool = SessionPool(built.sessions, label, built.placements, built.run_config)
+        pool = SessionPool(built.sessions, label, built.placements, built.run_config,
+                           built.runners)
         stats = ModelStats(summaries=latency_summaries(self._defaults.latency_quantiles,
                                                        config.response_cache.enable))
         scheduler = build_scheduler(pool, config, built.policy, built.layout, stats,
