@@ -14,12 +14,13 @@ time (session_pool.py), so a runner is never used by two threads at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
 
+from app.models import cuda_streams
 from app.models.devices import CUDA, TENSORRT, Placement
 from app.models.errors import UnsupportedModel
 from app.types import Array, TensorSpec
@@ -36,28 +37,48 @@ class SessionRunner(Protocol):
     def run(self, names: Sequence[str], feed: Mapping[str, Array],
             options: ort.RunOptions | None) -> list[Array]: ...
 
+    def close(self) -> None:
+        """Drop the session, then free the CUDA stream it ran on (cuda_streams.py)."""
 
-class PlainRunner:
+
+class _OwnsStream:
+    """A runner owns its instance's CUDA stream: freed once the session is gone."""
+
+    session: Any
+    stream: int | None = None
+    #: frees a stream (the CUDA runtime's cudaStreamDestroy; a fake one in tests)
+    release: Callable[[int], None] = staticmethod(cuda_streams.destroy)
+
+    def close(self) -> None:
+        self.session = None  # the pool holds no other reference: the session goes now
+        if self.stream is not None:
+            self.release(self.stream)
+            self.stream = None
+
+
+class PlainRunner(_OwnsStream):
     """CPU instances: onnxruntime reads the numpy inputs where they are."""
 
     io_binding = False
 
-    def __init__(self, session: ort.InferenceSession) -> None:
+    def __init__(self, session: ort.InferenceSession, stream: int | None = None) -> None:
         self.session = session
+        self.stream = stream  # a GPU instance that onnxruntime put on the CPU
 
     def run(self, names: Sequence[str], feed: Mapping[str, Array],
             options: ort.RunOptions | None) -> list[Array]:
         return list(self.session.run(list(names), dict(feed), options))
 
 
-class BoundRunner:
+class BoundRunner(_OwnsStream):
     """GPU instances: inputs into reused device buffers, outputs bound on the device."""
 
     io_binding = True
 
     def __init__(self, session: ort.InferenceSession, device: str, device_id: int,
-                 graphs: bool = False) -> None:
+                 graphs: bool = False, stream: int | None = None) -> None:
         self.session = session
+        self.stream = stream
         self._device, self._device_id = device, device_id
         self.graphs = graphs
         self._binding = session.io_binding()
@@ -117,12 +138,15 @@ def uses_graphs(placement: Placement) -> bool:
                for provider, key in GRAPH_OPTIONS.items())
 
 
-def runner_for(session: ort.InferenceSession, placement: Placement | None) -> SessionRunner:
-    """The runner of one instance: IO binding where the session really runs on a GPU."""
+def runner_for(session: ort.InferenceSession, placement: Placement | None,
+               stream: int | None = None) -> SessionRunner:
+    """The runner of one instance: IO binding where the session really runs on a GPU. It
+    owns `stream`, the instance's CUDA stream, if any."""
     if (placement is None or placement.instance.kind != "gpu"
             or not any(name in placement.names for name in (CUDA, TENSORRT))):
-        return PlainRunner(session)
-    return BoundRunner(session, "cuda", placement.instance.device_id, uses_graphs(placement))
+        return PlainRunner(session, stream)
+    return BoundRunner(session, "cuda", placement.instance.device_id, uses_graphs(placement),
+                       stream)
 
 
 def check_graph_shapes(inputs: Sequence[TensorSpec], max_batch_size: int) -> None:

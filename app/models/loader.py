@@ -17,7 +17,7 @@ import onnxruntime as ort
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
-from app.models import compat, cuda_libs, gpus, tensorrt
+from app.models import compat, cuda_libs, cuda_streams, gpus, tensorrt
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.errors import UnsupportedModel
 from app.models.io_binding import SessionRunner, check_graph_shapes, runner_for, uses_graphs
@@ -146,15 +146,47 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     threads, why = _intra_threads(config.parameters, budget, budget_key, cpu_count)
     log.info("%s: %d instance(s) %s; intra-op threads %d per session (%s)", files.folder,
              len(placements), [list(p.names) for p in placements], threads, why)
-    sessions = [ort.InferenceSession(str(path),
-                                     sess_options=_options(config, defaults, threads, files),
-                                     providers=[n for n, _ in p.providers],
-                                     provider_options=[o for _, o in p.providers])
-                for p in placements]
-    # What each session really got: onnxruntime quietly drops a provider it cannot start.
-    placements = [confirm(p, s.get_providers(), defaults.strict_providers)
-                  for p, s in zip(placements, sessions, strict=True)]
-    first = sessions[0]
+    placements, runners = _start_sessions(
+        str(path), [cuda_streams.with_stream(p) for p in placements],  # a stream per GPU one
+        _options(config, defaults, threads, files), defaults.strict_providers)
+    try:
+        return _finish(runners, placements, config, defaults, files, header, threads,
+                       default_max_batch_size)
+    except BaseException:
+        for runner in runners:
+            runner.close()
+        raise
+
+
+def _start_sessions(path: str, streamed: Sequence[tuple[Placement, int | None]],
+                    options: ort.SessionOptions, strict: bool
+                    ) -> tuple[list[Placement], list[SessionRunner]]:
+    """A session per placement and its runner (which owns the instance's stream); the
+    placements as the sessions really got them."""
+    sessions: list[ort.InferenceSession] = []
+    try:
+        for placement, _ in streamed:
+            sessions.append(ort.InferenceSession(
+                path, sess_options=options, providers=[n for n, _ in placement.providers],
+                provider_options=[o for _, o in placement.providers]))
+        # What each session really got: onnxruntime quietly drops a provider it cannot start.
+        placements = [confirm(p, s.get_providers(), strict)
+                      for (p, _), s in zip(streamed, sessions, strict=True)]
+    except BaseException:
+        sessions.clear()  # before their streams
+        for _, stream in streamed:
+            if stream is not None:
+                cuda_streams.destroy(stream)
+        raise
+    return placements, [runner_for(s, p, stream) for s, p, (_, stream)
+                        in zip(sessions, placements, streamed, strict=True)]
+
+
+def _finish(runners: list[SessionRunner], placements: list[Placement], config: ModelConfig,
+            defaults: ServerDefaults, files: VersionFiles, header: OnnxHeader | None,
+            threads: int, default_max_batch_size: int) -> BuiltVersion:
+    """The signature, batching and warmup of a version whose sessions exist."""
+    first = runners[0].session
     signature = Signature.from_session(first.get_inputs(), first.get_outputs(),
                                        config.max_batch_size, default_max_batch_size,
                                        config.input, config.output)
@@ -166,12 +198,11 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     layout, visible = batch_layout(config, signature)
     if any(uses_graphs(p) for p in placements):
         check_graph_shapes(signature.inputs, signature.max_batch_size)
-    runners = [runner_for(s, p) for s, p in zip(sessions, placements, strict=True)]
     for warmup in config.model_warmup:
         _warm(runners, warmup, signature, files)
     parameters = model_parameters(first.get_modelmeta(), header)
-    return BuiltVersion(sessions, placements, visible, threads, run_config, policy, layout,
-                        parameters, runners)
+    return BuiltVersion([r.session for r in runners], placements, visible, threads,
+                        run_config, policy, layout, parameters, runners)
 
 
 def _header(path: Path) -> OnnxHeader | None:

@@ -76,6 +76,8 @@ class SessionPool:
         self._closed = True
         self._executor.shutdown(wait=True)
         self._sessions.clear()
+        for runner in self.runners:
+            runner.close()  # each session goes, then its CUDA stream
         self.runners.clear()
         while not self._free.empty():
             self._free.get_nowait()
