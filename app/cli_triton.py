@@ -30,11 +30,15 @@ SETTING_FLAGS: tuple[tuple[str, str, str], ...] = (
 LOG_FLAGS = {"--log-verbose": "triton_log_verbose", "--log-info": "triton_log_info",
              "--log-warning": "triton_log_warning", "--log-error": "triton_log_error"}
 BACKEND_CONFIG = "--backend-config"
+METRICS_CONFIG = "--metrics-config"
+#: --metrics-config keys (Triton's) and the setting each sets.
+METRICS_KEYS = {key: f"metrics.{key}" for key in (
+    "counter_latencies", "summary_latencies", "summary_quantiles", "histogram_latencies")}
 
 #: Flags only Triton has: one of them on the command line makes it a Triton command line,
 #: and the metrics port then defaults to Triton's 8002.
 TRITON_ONLY = frozenset({flag for flag, _, _ in SETTING_FLAGS} | set(LOG_FLAGS)
-                        | {BACKEND_CONFIG})
+                        | {BACKEND_CONFIG, METRICS_CONFIG})
 TRITON_METRICS_PORT = 8002
 
 _TLS = ("gRPC TLS is configured by files", "grpc.tls_cert_path")
@@ -83,8 +87,6 @@ UNSUPPORTED: dict[str, tuple[str, str | None]] = {
     "--vertex-ai-thread-count": _SAGEMAKER, "--vertex-ai-default-model": _SAGEMAKER,
     "--allow-gpu-metrics": ("GPU metrics are on whenever NVML sees a GPU", None),
     "--allow-cpu-metrics": ("CPU metrics are always on with metrics", None),
-    "--metrics-config": ("the summary and histogram variants of the nv_* latencies are not "
-                         "implemented; onnxserve_*_seconds are histograms", None),
     "--trace-config": _TRACE, "--trace-file": _TRACE, "--trace-level": _TRACE,
     "--trace-rate": _TRACE, "--trace-count": _TRACE, "--trace-log-frequency": _TRACE,
     "--buffer-manager-thread-count": ("there is no buffer manager", None),
@@ -149,6 +151,10 @@ def add_triton_flags(parser: argparse.ArgumentParser) -> None:
                        help="Triton's backend settings: default-max-batch-size, "
                        "intra_op_thread_count, inter_op_thread_count; "
                        "enable-global-threadpool=0. Repeatable.")
+    group.add_argument(METRICS_CONFIG, dest="triton_metrics_config", action="append",
+                       metavar="KEY=VALUE",
+                       help=f"Triton's metrics settings: {', '.join(METRICS_KEYS)}. "
+                       "Repeatable.")
 
 
 def _value(adapter: TypeAdapter[Any], flag: str, text: str) -> Any:
@@ -178,6 +184,9 @@ def apply(args: argparse.Namespace, data: dict[str, Any]) -> None:
         if setting is not None:
             group, _, name = setting[0].rpartition(".")
             (data[group] if group else data)[name] = setting[1]
+    for entry in getattr(args, "triton_metrics_config", None) or []:
+        path, value = _metrics_setting(entry)
+        data["metrics"][path.rpartition(".")[2]] = value
     if getattr(args, "triton_command_line", False) and data["metrics"]["port"] is None:
         data["metrics"]["port"] = TRITON_METRICS_PORT
 
@@ -221,3 +230,15 @@ def _backend_setting(entry: str) -> tuple[str, str] | None:
                               f"{', '.join(BACKEND_KEYS)}, enable-global-threadpool=0)")
     return path, value
 
+
+
+def _metrics_setting(entry: str) -> tuple[str, str]:
+    """(settings path, value) for one --metrics-config KEY=VALUE."""
+    key, equals, value = entry.partition("=")
+    if not equals or not key:
+        raise TritonFlagError(f"--metrics-config={entry}: expected <setting>=<value>")
+    path = METRICS_KEYS.get(key)
+    if path is None:
+        raise TritonFlagError(f"--metrics-config={entry}: onnx-serve does not support the "
+                              f"metrics setting '{key}' (it has {', '.join(METRICS_KEYS)})")
+    return path, value

@@ -25,17 +25,19 @@ def _instance_groups(model: LoadedModel) -> list[dict[str, Any]]:
     """What each instance really runs with: device, provider chain, and why it differs from
     the request (e.g. a GPU asked for on a CPU-only build)."""
     groups: list[dict[str, Any]] = []
-    for placement in model.pool.placements:
+    for index, placement in enumerate(model.pool.placements):
         kind = "KIND_GPU" if placement.instance.kind == "gpu" else "KIND_CPU"
         entry: dict[str, Any] = {"name": f"{model.key.name}_{len(groups)}", "kind": kind,
                                  "count": 1, "providers": list(placement.names)}
         if kind == "KIND_GPU":
             entry["gpus"] = [placement.instance.device_id]
+        if model.pool.runners[index].io_binding:
+            entry["io_binding"] = True  # inputs and outputs bound on the device (io_binding.py)
         if placement.note:
             entry["note"] = placement.note
         last = groups[-1] if groups else None
         if last and all(last.get(k) == entry.get(k) for k in ("kind", "gpus", "providers",
-                                                                "note")):
+                                                                "note", "io_binding")):
             last["count"] += 1
         else:
             groups.append(entry)

@@ -277,13 +277,15 @@ def gpu_collector(nvml: Any | None) -> GpuCollector | None:
 
 def build_registry(manager: ModelManager, service: InferenceService,
                    authenticator: Authenticator | None = None,
-                   cpu_interval_ms: int = 2000) -> CollectorRegistry:
+                   cpu_interval_ms: int = 2000,
+                   counter_latencies: bool = True) -> CollectorRegistry:
     """A registry of our own (never the global one): serving metrics plus process CPU/RSS,
     refused authentications when API keys are on, and Triton's GPU metrics where NVML
     (nvidia-ml-py, the `gpu` extra) sees a GPU."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ServingCollector(manager, service))
-    registry.register(TritonCollector(manager, cpu_interval_ms))  # nv_inference_*, nv_cpu_*
+    registry.register(TritonCollector(manager, cpu_interval_ms,  # nv_inference_*, nv_cpu_*
+                                      counter_latencies))
     gpu = gpu_collector(gpus.import_nvml())
     if gpu is not None:
         registry.register(gpu)

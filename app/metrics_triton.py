@@ -99,17 +99,22 @@ class CpuReader:
 
 
 class TritonCollector(Collector):
-    """nv_inference_* per loaded version, nv_cpu_* for the machine."""
+    """nv_inference_* per loaded version (the duration counters unless `counter_latencies`
+    is off, the summaries of the versions that keep them, the cache families of the models
+    that enable the response cache), nv_cpu_* for the machine."""
 
-    def __init__(self, manager: ModelManager, interval_ms: int = 2000) -> None:
+    def __init__(self, manager: ModelManager, interval_ms: int = 2000,
+                 counter_latencies: bool = True) -> None:
         self._manager = manager
         self._cpu = CpuReader(interval_ms / 1000)
+        self._counter_latencies = counter_latencies
 
-    def _loaded(self) -> Iterator[tuple[dict[str, str], ModelStats]]:
+    def _loaded(self) -> Iterator[tuple[dict[str, str], ModelStats, bool]]:
+        """(labels, statistics, whether the model enables the response cache)."""
         for status in self._manager.statuses():
             if status.model is not None:
                 yield ({"model": status.key.name, "version": status.key.version},
-                       status.model.stats)
+                       status.model.stats, status.model.config.response_cache.enable)
 
     def collect(self) -> Iterator[Metric]:
         success = _counter("nv_inference_request_success", "Number of successful inference "
@@ -124,7 +129,8 @@ class TritonCollector(Collector):
         pending = GaugeMetricFamily("nv_inference_pending_request_count", "Instantaneous "
                                     "number of pending requests awaiting execution per-model.",
                                     labels=["model", "version"])
-        for labels, stats in self._loaded():
+        loaded = list(self._loaded())
+        for labels, stats, _ in loaded:
             succeeded = 0
             failed = dict.fromkeys(TRITON_REASONS, 0)
             for (_, outcome), n in stats.outcomes.items():
@@ -141,8 +147,12 @@ class TritonCollector(Collector):
                 family.add_sample(family.name, labels, getattr(stats, attribute).ns // 1000)
             pending.add_metric([labels["model"], labels["version"]], stats.pending)
         yield from (success, failure, count, executions)
-        yield from (family for family, _ in durations)
+        if self._counter_latencies:
+            yield from (family for family, _ in durations)
         yield pending
+        yield from summaries([(labels, stats) for labels, stats, _ in loaded])
+        yield from cache_families([(labels, stats) for labels, stats, cached in loaded
+                                   if cached])
         yield from self._machine()
 
     def _machine(self) -> Iterator[Metric]:
@@ -156,3 +166,57 @@ class TritonCollector(Collector):
                                     "bytes", value=memory[0])
             yield GaugeMetricFamily("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in "
                                     "bytes", value=memory[1])
+
+
+#: (name, help, LatencySummaries family): Triton's summaries, in microseconds.
+SUMMARIES = (
+    ("nv_inference_request_summary_us", "Summary of inference request duration in "
+     "microseconds (successful requests)", "request"),
+    ("nv_inference_queue_summary_us", "Summary of inference queuing duration in "
+     "microseconds", "queue"),
+    ("nv_inference_compute_input_summary_us", "Summary of compute input duration in "
+     "microseconds", "compute_input"),
+    ("nv_inference_compute_infer_summary_us", "Summary of compute inference duration in "
+     "microseconds", "compute_infer"),
+    ("nv_inference_compute_output_summary_us", "Summary of compute output duration in "
+     "microseconds", "compute_output"),
+)
+
+
+def summaries(loaded: list[tuple[dict[str, str], ModelStats]]) -> Iterator[Metric]:
+    """Triton's nv_inference_*_summary_us of the versions that keep summaries: a quantile
+    sample per configured quantile, then _count and _sum."""
+    kept = [(labels, stats.summaries) for labels, stats in loaded
+            if stats.summaries is not None]
+    if not kept:
+        return
+    for name, documentation, attribute in SUMMARIES:
+        family = Metric(name, documentation, "summary")
+        for labels, kept_summaries in kept:
+            summary = kept_summaries.family(attribute)
+            if summary is None:  # the request summary of a model with the cache on
+                continue
+            qs = tuple(q for q, _ in kept_summaries.quantiles)
+            for q, value in zip(qs, summary.quantiles(qs), strict=True):
+                family.add_sample(name, {**labels, "quantile": f"{q:g}"}, value)
+            family.add_sample(f"{name}_count", labels, summary.count)
+            family.add_sample(f"{name}_sum", labels, summary.total)
+        yield family
+
+
+def cache_families(cached: list[tuple[dict[str, str], ModelStats]]) -> Iterator[Metric]:
+    """Triton's response cache families, for the models that enable the cache."""
+    if not cached:
+        return
+    hits = _counter("nv_cache_num_hits_per_model", "Number of cache hits per model")
+    misses = _counter("nv_cache_num_misses_per_model", "Number of cache misses per model")
+    hit_us = _counter("nv_cache_hit_duration_per_model", "Total cache hit duration per "
+                      "model, in microseconds")
+    miss_us = _counter("nv_cache_miss_duration_per_model", "Total cache miss (insert+lookup) "
+                       "duration per model, in microseconds")
+    for labels, stats in cached:
+        hits.add_sample(hits.name, labels, stats.cache_hit.count)
+        misses.add_sample(misses.name, labels, stats.cache_miss.count)
+        hit_us.add_sample(hit_us.name, labels, stats.cache_hit.ns // 1000)
+        miss_us.add_sample(miss_us.name, labels, stats.cache_miss.ns // 1000)
+    yield from (hits, misses, hit_us, miss_us)

@@ -21,6 +21,7 @@ from app.api.http_drain import HttpDrain
 from app.api.http_limits import HttpLimits, fit_connection_limits, open_file_limit, protocol_class
 from app.api.metrics_port import MetricsListener
 from app.auth import Authenticator
+from app.batching.summaries import check_available
 from app.cache import ResponseCache
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
@@ -42,7 +43,8 @@ def build_manager(settings: Settings) -> ModelManager:
                               devices.inter_op_threads, devices.strict_providers,
                               settings.batching.default_max_queue_size,
                               devices.intra_op_spinning,
-                              cache_dir=settings.repository.cache_dir)
+                              cache_dir=settings.repository.cache_dir,
+                              latency_quantiles=settings.metrics.latency_quantiles)
     repository = settings.repository
     source: RepositorySource = (
         S3Source(repository.url, repository.path) if repository.url
@@ -60,7 +62,8 @@ class BindError(Exception):
 
 
 class StartupError(Exception):
-    """The server stopped itself while starting (exit_on_error and a model failed)."""
+    """The server cannot start or stopped itself while starting (a missing extra, or
+    exit_on_error and a model failed)."""
 
 
 def listen(what: str, host: str, port: int, backlog: int | None) -> list[socket.socket]:
@@ -134,7 +137,8 @@ class Server:
                                         ResponseCache(settings.cache.size_bytes))
         self.authenticator = Authenticator(settings.auth) if settings.auth.enabled else None
         self.registry = (build_registry(self.manager, self.service, self.authenticator,
-                                        settings.metrics.interval_ms)
+                                        settings.metrics.interval_ms,
+                                        settings.metrics.counter_latencies)
                          if settings.metrics.enabled else None)
         http = settings.http
         config = uvicorn.Config(
@@ -360,6 +364,11 @@ class Server:
 
 def run(settings: Settings) -> None:
     """Run a Server on uvloop when it is installed (uvicorn[standard] brings it), else asyncio."""
+    if settings.metrics.summary_latencies:
+        try:
+            check_available()  # the `summaries` extra, before anything binds
+        except RuntimeError as err:
+            raise StartupError(str(err)) from None
     server = Server(settings)
     try:
         import uvloop

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.metrics_config import DEFAULT_QUANTILES, parse_quantiles
+
 #: A container must listen on every interface to be reachable (the deployment's choice);
 #: outside one, pass --host 127.0.0.1.
 ALL_INTERFACES = "0.0.0.0"  # nosec B104 # the default for containers, see above
@@ -374,6 +376,32 @@ class MetricsSettings(_Group):
         description="nv_cpu_utilization is measured over at least this long (Triton's "
         "--metrics-interval-ms): a scrape sooner than that after the last measurement reads "
         "the last value again.")
+    # Triton's --metrics-config KEY=VALUE (README.md, Coming from Triton).
+    counter_latencies: bool = Field(
+        True, description="Export Triton's cumulative nv_inference_*_duration_us counters "
+        "(Triton's --metrics-config counter_latencies).")
+    summary_latencies: bool = Field(
+        False, description="Also export Triton's nv_inference_*_summary_us summaries: "
+        "quantiles over the last 60 s (Triton's --metrics-config summary_latencies; needs "
+        "the `summaries` extra).")
+    summary_quantiles: str = Field(
+        DEFAULT_QUANTILES, description="The summaries' <quantile>:<error> pairs, comma "
+        "separated (Triton's --metrics-config summary_quantiles).")
+    histogram_latencies: bool = Field(
+        False, description="Triton's nv_inference_first_response_histogram_ms: Triton "
+        "exports it for decoupled models only, and onnx-serve has none, so no series appears "
+        "(Triton's --metrics-config histogram_latencies; kept and shown in the settings).")
+
+    @field_validator("summary_quantiles")
+    @classmethod
+    def _quantiles(cls, text: str) -> str:
+        parse_quantiles(text)
+        return text
+
+    @property
+    def latency_quantiles(self) -> tuple[tuple[float, float], ...] | None:
+        """The summaries' pairs when summaries are on, else None."""
+        return parse_quantiles(self.summary_quantiles) if self.summary_latencies else None
 
 
 class ShutdownSettings(_Group):

@@ -6,6 +6,8 @@ import bisect
 import time
 from dataclasses import dataclass, field
 
+from app.batching.summaries import LatencySummaries
+
 #: Seconds; request, queue and compute durations share them so they compare.
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                      0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -88,6 +90,8 @@ class ModelStats:
     compute_infer_seconds: Histogram = field(default_factory=_latency)
     compute_output_seconds: Histogram = field(default_factory=_latency)
     batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
+    #: Triton's latency summaries, when --metrics-config summary_latencies=true
+    summaries: LatencySummaries | None = None
 
     def request_done(self, protocol: str, outcome: str, seconds: float) -> None:
         """One request as its transport saw it end (after encoding, any outcome)."""
@@ -109,6 +113,8 @@ class ModelStats:
         self.queue.add(queue_ns)
         self.queue_seconds.observe(queue_ns / 1e9)
         self.last_inference_ms = time.time_ns() // 1_000_000
+        if self.summaries is not None:
+            self.summaries.request_succeeded(total_ns, queue_ns)
 
     def request_failed(self, total_ns: int) -> None:
         self.fail.add(total_ns)
@@ -132,3 +138,5 @@ class ModelStats:
         self.compute_input_seconds.observe(input_ns / 1e9)
         self.compute_infer_seconds.observe(infer_ns / 1e9)
         self.compute_output_seconds.observe(output_ns / 1e9)
+        if self.summaries is not None:
+            self.summaries.batch_ran(requests, input_ns, infer_ns, output_ns)

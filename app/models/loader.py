@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,10 @@ import onnxruntime as ort
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
-from app.models import compat, cuda_libs, gpus, tensorrt
+from app.models import compat, cuda_libs, cuda_streams, gpus, tensorrt
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.errors import UnsupportedModel
+from app.models.io_binding import SessionRunner, check_graph_shapes, runner_for, uses_graphs
 from app.models.model_info import model_parameters
 from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
 from app.models.scheduling import batch_layout, batch_policy
@@ -67,6 +68,8 @@ class ServerDefaults:
     max_queue_size: int = 1024  # per priority level, when the model's policy does not say
     intra_op_spinning: bool = False
     cache_dir: Path | None = None  # where files the server writes go; None: nowhere
+    #: Triton's latency summaries' (quantile, error) pairs; None: no summaries
+    latency_quantiles: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,8 @@ class BuiltVersion:
     layout: BatchLayout
     #: the model's own description (model_info.py), for the metadata and config endpoints
     parameters: dict[str, ParamValue]
+    #: how each session runs (io_binding.py): warmup captured any CUDA graphs through them
+    runners: list[SessionRunner] = field(default_factory=list)
 
 
 def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: ServerDefaults,
@@ -141,15 +146,47 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     threads, why = _intra_threads(config.parameters, budget, budget_key, cpu_count)
     log.info("%s: %d instance(s) %s; intra-op threads %d per session (%s)", files.folder,
              len(placements), [list(p.names) for p in placements], threads, why)
-    sessions = [ort.InferenceSession(str(path),
-                                     sess_options=_options(config, defaults, threads, files),
-                                     providers=[n for n, _ in p.providers],
-                                     provider_options=[o for _, o in p.providers])
-                for p in placements]
-    # What each session really got: onnxruntime quietly drops a provider it cannot start.
-    placements = [confirm(p, s.get_providers(), defaults.strict_providers)
-                  for p, s in zip(placements, sessions, strict=True)]
-    first = sessions[0]
+    placements, runners = _start_sessions(
+        str(path), [cuda_streams.with_stream(p) for p in placements],  # a stream per GPU one
+        _options(config, defaults, threads, files), defaults.strict_providers)
+    try:
+        return _finish(runners, placements, config, defaults, files, header, threads,
+                       default_max_batch_size)
+    except BaseException:
+        for runner in runners:
+            runner.close()
+        raise
+
+
+def _start_sessions(path: str, streamed: Sequence[tuple[Placement, int | None]],
+                    options: ort.SessionOptions, strict: bool
+                    ) -> tuple[list[Placement], list[SessionRunner]]:
+    """A session per placement and its runner (which owns the instance's stream); the
+    placements as the sessions really got them."""
+    sessions: list[ort.InferenceSession] = []
+    try:
+        for placement, _ in streamed:
+            sessions.append(ort.InferenceSession(
+                path, sess_options=options, providers=[n for n, _ in placement.providers],
+                provider_options=[o for _, o in placement.providers]))
+        # What each session really got: onnxruntime quietly drops a provider it cannot start.
+        placements = [confirm(p, s.get_providers(), strict)
+                      for (p, _), s in zip(streamed, sessions, strict=True)]
+    except BaseException:
+        sessions.clear()  # before their streams
+        for _, stream in streamed:
+            if stream is not None:
+                cuda_streams.destroy(stream)
+        raise
+    return placements, [runner_for(s, p, stream) for s, p, (_, stream)
+                        in zip(sessions, placements, streamed, strict=True)]
+
+
+def _finish(runners: list[SessionRunner], placements: list[Placement], config: ModelConfig,
+            defaults: ServerDefaults, files: VersionFiles, header: OnnxHeader | None,
+            threads: int, default_max_batch_size: int) -> BuiltVersion:
+    """The signature, batching and warmup of a version whose sessions exist."""
+    first = runners[0].session
     signature = Signature.from_session(first.get_inputs(), first.get_outputs(),
                                        config.max_batch_size, default_max_batch_size,
                                        config.input, config.output)
@@ -159,11 +196,13 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
         run_config["memory.enable_memory_arena_shrinkage"] = str(shrink)
     policy = batch_policy(config, signature, defaults.max_queue_size)
     layout, visible = batch_layout(config, signature)
+    if any(uses_graphs(p) for p in placements):
+        check_graph_shapes(signature.inputs, signature.max_batch_size)
     for warmup in config.model_warmup:
-        _warm(sessions, warmup, signature, files)
+        _warm(runners, warmup, signature, files)
     parameters = model_parameters(first.get_modelmeta(), header)
-    return BuiltVersion(sessions, placements, visible, threads, run_config, policy, layout,
-                        parameters)
+    return BuiltVersion([r.session for r in runners], placements, visible, threads,
+                        run_config, policy, layout, parameters, runners)
 
 
 def _header(path: Path) -> OnnxHeader | None:
@@ -250,18 +289,20 @@ def _probe(path: Path, config: ModelConfig,
     return model, signature
 
 
-def _warm(sessions: Sequence[ort.InferenceSession], warmup: Warmup, signature: Signature,
+def _warm(runners: Sequence[SessionRunner], warmup: Warmup, signature: Signature,
           files: VersionFiles) -> None:
-    """Triton's model_warmup: `count` runs on every instance (TensorRT engines build here)."""
+    """Triton's model_warmup: `count` runs on every instance, as requests run (TensorRT
+    engines build and CUDA graphs are captured here)."""
     folder = files.folder
     feed = warmup_inputs(warmup, signature, files)
     started = time.monotonic()
     log.info("%s: warming up '%s' (%d run(s) on %d instance(s); TensorRT engines, if any, "
-             "are built now)", folder, warmup.name, warmup.count, len(sessions))
+             "are built now)", folder, warmup.name, warmup.count, len(runners))
     try:
-        for session in sessions:
+        for runner in runners:
+            names = [output.name for output in runner.session.get_outputs()]
             for _ in range(warmup.count):
-                session.run(None, dict(signature.to_model(feed)))
+                runner.run(names, dict(signature.to_model(feed)), None)
     except Exception as err:
         raise UnsupportedModel(f"warmup '{warmup.name}' failed: {err}") from err
     log.info("%s: warmup '%s' took %.2f s", folder, warmup.name, time.monotonic() - started)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from app.batching.stats import ModelStats
+from app.batching.summaries import latency_summaries
 from app.codecs.checks import version_number
 from app.errors import InvalidInput, ModelNotFound, ModelNotReady
 from app.models.loader import LoadFailed, ServerDefaults, build_version
@@ -330,8 +331,10 @@ class ModelManager:
         self.load_seconds[key] = time.monotonic() - started
         log.info("model %s is READY (%.2f s)", key, self.load_seconds[key])
         label = f"{key.name}-{key.version}"
-        pool = SessionPool(built.sessions, label, built.placements, built.run_config)
-        stats = ModelStats()
+        pool = SessionPool(built.sessions, label, built.placements, built.run_config,
+                           built.runners)
+        stats = ModelStats(summaries=latency_summaries(self._defaults.latency_quantiles,
+                                                       config.response_cache.enable))
         scheduler = build_scheduler(pool, config, built.policy, built.layout, stats,
                                     f"model '{key.name}' version {key.version}")
         return LoadedModel(key, built.signature, pool, scheduler, config, stamp,

@@ -14,6 +14,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from app.batching.scheduler import Launched, RunFn
 from app.errors import InferenceFailed, InvalidInput, ModelNotReady
 from app.models.devices import Placement
+from app.models.io_binding import SessionRunner, runner_for
 from app.repository.paths import without_absolute_paths
 from app.types import Array
 
@@ -32,13 +33,18 @@ class SessionPool:
 
     def __init__(self, sessions: Sequence[ort.InferenceSession], label: str,
                  placements: Sequence[Placement] = (),
-                 run_config: Mapping[str, str] | None = None) -> None:
+                 run_config: Mapping[str, str] | None = None,
+                 runners: Sequence[SessionRunner] | None = None) -> None:
         self._sessions = list(sessions)
         self.placements = list(placements)
         self._run_config = dict(run_config or {})
-        self._free: asyncio.Queue[ort.InferenceSession] = asyncio.Queue()
-        for session in self._sessions:
-            self._free.put_nowait(session)
+        #: how each session runs (io_binding.py); the loader's, when warmup captured graphs
+        self.runners = list(runners) if runners is not None else [
+            runner_for(session, self.placements[i] if i < len(self.placements) else None)
+            for i, session in enumerate(self._sessions)]
+        self._free: asyncio.Queue[SessionRunner] = asyncio.Queue()
+        for runner in self.runners:
+            self._free.put_nowait(runner)
         self._executor = ThreadPoolExecutor(len(self._sessions), thread_name_prefix=label)
         self._label = label
         self._closed = False
@@ -49,16 +55,16 @@ class SessionPool:
             raise ModelNotReady(f"{self._label} has been unloaded")
         return PoolInstance(self, await self._free.get())
 
-    def _start(self, session: ort.InferenceSession, work: Callable[[RunFn], Any]) -> Launched:
+    def _start(self, runner: SessionRunner, work: Callable[[RunFn], Any]) -> Launched:
         options = ort.RunOptions()
         for key, value in self._run_config.items():
             options.add_run_config_entry(key, value)
 
         def run(feed: Mapping[str, Array], names: Sequence[str]) -> list[Array]:
-            return _run(session, list(names), dict(feed), options)
+            return _run(runner, list(names), dict(feed), options)
 
         future = asyncio.get_running_loop().run_in_executor(self._executor, work, run)
-        future.add_done_callback(lambda _: self._free.put_nowait(session))
+        future.add_done_callback(lambda _: self._free.put_nowait(runner))
 
         def terminate() -> None:
             options.terminate = True
@@ -70,6 +76,9 @@ class SessionPool:
         self._closed = True
         self._executor.shutdown(wait=True)
         self._sessions.clear()
+        for runner in self.runners:
+            runner.close()  # each session goes, then its CUDA stream
+        self.runners.clear()
         while not self._free.empty():
             self._free.get_nowait()
 
@@ -77,25 +86,25 @@ class SessionPool:
 class PoolInstance:
     """One free session of a pool, held until work is launched on it or it is released."""
 
-    __slots__ = ("_pool", "_session")
+    __slots__ = ("_pool", "_runner")
 
-    def __init__(self, pool: SessionPool, session: ort.InferenceSession) -> None:
+    def __init__(self, pool: SessionPool, runner: SessionRunner) -> None:
         self._pool = pool
-        self._session = session
+        self._runner = runner
 
     def launch(self, work: Callable[[RunFn], Any]) -> Launched:
         """Run `work(run)` in the pool's executor; the session is freed when it ends."""
-        return self._pool._start(self._session, work)
+        return self._pool._start(self._runner, work)
 
     def release(self) -> None:
-        self._pool._free.put_nowait(self._session)
+        self._pool._free.put_nowait(self._runner)
 
 
-def _run(session: ort.InferenceSession, names: list[str], feed: dict[str, Array],
+def _run(runner: SessionRunner, names: list[str], feed: dict[str, Array],
          options: ort.RunOptions) -> list[Array]:
     """Translate onnxruntime's failures into the server's errors at the pool boundary."""
     try:
-        return list(session.run(names, feed, options))
+        return runner.run(names, feed, options)
     except ort_state.InvalidArgument as err:
         raise InvalidInput(f"the model rejected the inputs: {_for_clients(err)}") from err
     except (ort_state.Fail, ort_state.RuntimeException, ort_state.EPFail) as err:

@@ -72,10 +72,26 @@ def test_backend_config(entry: str, path: tuple[str, str], value: int) -> None:
     assert getattr(getattr(got, path[0]), path[1]) == value
 
 
+def test_metrics_config_sets_tritons_latency_families() -> None:
+    got = settings(["--metrics-config", "summary_latencies=true",
+                    "--metrics-config=counter_latencies=false",
+                    "--metrics-config", "summary_quantiles=0.5:0.05,0.99:0.001",
+                    "--metrics-config", "histogram_latencies=true"]).metrics
+    assert (got.summary_latencies, got.counter_latencies, got.histogram_latencies) == (
+        True, False, True)
+    assert got.latency_quantiles == ((0.5, 0.05), (0.99, 0.001))
+    assert settings([]).metrics.latency_quantiles is None  # summaries are off by default
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--grpc-use-ssl=true"], "--grpc-use-ssl is a Triton flag onnx-serve does not support: "
      "gRPC TLS is configured by files; set ONNX_SERVE_GRPC__TLS_CERT_PATH"),
-    (["--metrics-config", "summary_latencies=true"], "--metrics-config is a Triton flag"),
+    (["--metrics-config", "summary_latency=true"], "--metrics-config=summary_latency=true: "
+     "onnx-serve does not support the metrics setting 'summary_latency' (it has "
+     "counter_latencies, summary_latencies, summary_quantiles, histogram_latencies)"),
+    (["--metrics-config", "summary_latencies"], "expected <setting>=<value>"),
+    (["--metrics-config", "summary_latencies=often"], "metrics.summary_latencies"),
+    (["--metrics-config=summary_quantiles=0.5:0.05,1.5:0.01"], "summary_quantiles: '1.5:0.01'"),
     (["--disable-auto-complete-config"], "--disable-auto-complete-config is a Triton flag"),
     (["--http-thread-count=8"], "--http-thread-count is a Triton flag onnx-serve does not"),
     (["--backend-config=onnxruntime,enable-global-threadpool=1"], "global thread pool"),
