@@ -200,7 +200,13 @@ def test_the_ensemble_equals_the_composition_under_16_clients_and_its_stats_add_
 
 
 def test_config_metadata_and_the_yaml_spelling(repo: Path) -> None:
-    with running_server(repo) as (url, _):
+    with running_server(repo) as (url, target):
+        with grpcclient.InferenceServerClient(target) as client:
+            over_grpc = client.get_model_config("pipeline", as_json=True)["config"]
+            assert over_grpc["platform"] == "ensemble"
+            assert [s["model_name"] for s in over_grpc["ensemble_scheduling"]["step"]] == [
+                "normalize", "classifier", "topk"]
+            assert client.get_model_metadata("pipeline", as_json=True)["platform"] == "ensemble"
         config = httpx.get(f"{url}/v2/models/pipeline/config").json()
         assert (config["platform"], config["backend"], config["max_batch_size"]) == (
             "ensemble", "", 8)
