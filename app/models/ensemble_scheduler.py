@@ -14,13 +14,15 @@ import numpy as np
 from app.batching.scheduler import Scheduler, counted_answer
 from app.batching.stats import ModelStats
 from app.codecs import dtypes
-from app.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, ServingError
+from app.errors import DeadlineExceeded, ErrorCode, InferenceFailed, ModelNotReady, ServingError
 from app.models.ensemble_graph import Graph, GraphError, Step, check_signatures
 from app.models.signature import Signature
 from app.types import Array, InferRequest
 
 log = logging.getLogger(__name__)
 
+#: The protocol label a step's request counts under in its model's metrics.
+STEP_PROTOCOL = "ensemble"
 _V2_NAMES: dict[np.dtype[Any], str] = {dt.numpy: dt.name for dt in dtypes.BY_NAME.values()}
 
 
@@ -29,6 +31,7 @@ class StepModel(Protocol):
 
     signature: Signature
     scheduler: Scheduler
+    stats: ModelStats
 
     def release(self) -> None:
         """End the lease `acquire` took."""
@@ -210,37 +213,38 @@ class EnsembleScheduler:
     async def _call(self, step: Step, tensors: Mapping[str, Array], priority: int,
                     deadline: float | None) -> tuple[dict[str, Array], int]:
         """One step through its model's scheduler: its outputs as ensemble tensors, and
-        how long it took. Errors come back naming the step."""
+        how long it took. Errors come back naming the step; the step model counts the
+        request's outcome as it counts its direct ones (protocol "ensemble")."""
+        where = f"{self._label} {step.label}"
         timeout_us = None
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DeadlineExceeded(f"{self._label} {step.label}: the request's timeout "
-                                       "passed before this step could start")
+                raise DeadlineExceeded(f"{where}: the request's timeout passed before this "
+                                       "step could start")
             timeout_us = max(1, int(left * 1e6))
         try:
             model = self._acquire(step.model_name, step.version)
         except ServingError as err:
-            raise _named(err, f"{self._label} {step.label}") from err
+            raise _named(err, where) from err
+        started, outcome = time.perf_counter_ns(), ErrorCode.INTERNAL.value
         try:
-            feed = {name: tensors[tensor] for name, tensor in step.inputs.items()}
-            _validate(model.signature, step, feed)
-            started = time.perf_counter_ns()
-            arrays = await model.scheduler.submit(
-                model.signature.to_model(feed), list(step.outputs), priority=priority,
-                timeout_us=timeout_us)
-            elapsed = time.perf_counter_ns() - started
-            return {step.outputs[n]: model.signature.from_model(n, a)
-                    for n, a in zip(step.outputs, arrays, strict=True)}, elapsed
+            outputs = await _run_step(model, step, tensors, priority, timeout_us)
+            outcome = "success"
+            return outputs, time.perf_counter_ns() - started
         except ServingError as err:
-            raise _named(err, f"{self._label} {step.label}") from err
-        except (asyncio.CancelledError, GeneratorExit):
+            outcome = err.code.value
+            raise _named(err, where) from err
+        except asyncio.CancelledError:
+            outcome = "cancelled"
             raise
         except Exception as err:
-            log.error("%s %s: failed", self._label, step.label, exc_info=err)
-            raise InferenceFailed(f"{self._label} {step.label} failed: {err}") from err
+            log.error("%s: failed", where, exc_info=err)
+            raise InferenceFailed(f"{where} failed: {err}") from err
         finally:
             model.release()
+            model.stats.request_done(STEP_PROTOCOL, outcome,
+                                     (time.perf_counter_ns() - started) / 1e9)
 
     def abort(self, error: ServingError) -> int:
         """Answer every request in flight with `error` now and stop its steps."""
@@ -256,6 +260,16 @@ class EnsembleScheduler:
         tasks = [run.task for run in self._runs if run.task is not None]
         self.abort(ModelNotReady(f"{self._label} was unloaded"))
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _run_step(model: StepModel, step: Step, tensors: Mapping[str, Array], priority: int,
+                    timeout_us: int | None) -> dict[str, Array]:
+    feed = {name: tensors[tensor] for name, tensor in step.inputs.items()}
+    _validate(model.signature, step, feed)
+    arrays = await model.scheduler.submit(model.signature.to_model(feed), list(step.outputs),
+                                          priority=priority, timeout_us=timeout_us)
+    return {step.outputs[n]: model.signature.from_model(n, a)
+            for n, a in zip(step.outputs, arrays, strict=True)}
 
 
 def _validate(signature: Signature, step: Step, feed: Mapping[str, Array]) -> None:

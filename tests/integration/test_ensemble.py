@@ -5,6 +5,8 @@ ensemble UNAVAILABLE (and its load READY again), and every spelling of the confi
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +22,9 @@ import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper, numpy_helper
 
 from app.protos_gen import inference_pb2, inference_pb2_grpc
+from tests.e2e.test_readme_examples import block
+from tests.e2e.test_triton_command_line import nv
+from tests.integration.test_metrics import scrape, value
 from tests.support import onnx_models
 from tests.support.server import running_server, wait_for
 
@@ -197,6 +202,12 @@ def test_the_ensemble_equals_the_composition_under_16_clients_and_its_stats_add_
         assert successes(url, "classifier") == total + direct
         # the steps batched (with each other's and direct traffic): fewer runs than requests
         assert int(stats(url, "classifier")["execution_count"]) <= total + direct
+        text = httpx.get(f"{url}/metrics").text  # Triton's metrics count the steps too
+        for model, expected in (("pipeline", total), ("classifier", total + direct)):
+            assert nv(text, "nv_inference_request_success", model=model,
+                      version="1") == expected
+        assert value(scrape(url), "onnxserve_requests_total", model="classifier", version="1",
+                     protocol="ensemble", outcome="success") == total
 
 
 def test_config_metadata_and_the_yaml_spelling(repo: Path) -> None:
@@ -313,3 +324,16 @@ def test_the_load_api_takes_an_ensemble_in_tritons_json(repo: Path) -> None:
         assert refused.status_code == 400
         assert "step 1 (model 'topk'): output_map 'top_classes' writes tensor 'CLASSES', " \
                "which step 0 (model 'classifier') already makes" in refused.json()["error"]
+
+
+def test_the_readme_example_runs_as_written(repo: Path) -> None:
+    (repo / "pipeline" / "config.pbtxt").write_text(block("ensemble", "protobuf"))
+    with running_server(repo) as (url, _):
+        command = block("ensemble", "bash").replace("localhost:8000", url.removeprefix("http://"))
+        if shutil.which("curl") is None:
+            pytest.skip("curl is not installed")
+        printed = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                                 check=True, timeout=30).stdout
+        (classes,) = json.loads(printed)["outputs"]
+        expected = composed(np.array([[1, 2, 3, 4]], np.float32))[2]
+        assert (classes["name"], classes["data"]) == ("CLASSES", expected.ravel().tolist())

@@ -80,6 +80,7 @@ def spec(name: str, datatype: str = "FP32") -> TensorSpec:
 class FakeModel:
     signature: Signature
     scheduler: Scheduler
+    stats: ModelStats = field(default_factory=ModelStats)
     leases: int = 0
 
     def release(self) -> None:
@@ -227,6 +228,11 @@ async def test_a_failing_step_fails_the_request_naming_it_and_stops_the_others()
         await scheduler.submit(row(), ["OUT"])
     assert (c.cancelled, len(d.calls)) == (1, 0)
     assert (stats.fail.count, stats.success.count, scheduler.inflight) == (1, 0, 0)
+    # each step model counts its own outcome, as for its direct requests
+    outcomes = {name: m.stats.outcomes for name, m in models.found.items()}
+    assert outcomes == {"a": {("ensemble", "success"): 1},
+                        "b": {("ensemble", "invalid_input"): 1},
+                        "c": {("ensemble", "cancelled"): 1}, "d": {}}
     assert all(m.leases == 0 for m in models.found.values())
 
 
