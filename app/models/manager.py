@@ -316,7 +316,10 @@ class ModelManager:
     async def _load_version(self, key: ModelKey, source: ModelSource, config: ModelConfig,
                             stamp: object) -> LoadedModel | str:
         if is_ensemble(config):  # no files: its steps are other models
-            return load_ensemble(key, config, stamp, self.resolve, self.acquire)
+            ensemble = load_ensemble(key, config, stamp, self.resolve, self.acquire)
+            if isinstance(ensemble, str):
+                self.load_failures[key.name] = self.load_failures.get(key.name, 0) + 1
+            return ensemble
         started = time.monotonic()
         token = f"{key}@{time.monotonic_ns()}"  # this load's share of the thread budget
         try:  # fetching (an object store's download) fails the version like a bad file

@@ -20,6 +20,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper, numpy_helper
+from tritonclient.utils import InferenceServerException
 
 from app.protos_gen import inference_pb2, inference_pb2_grpc
 from tests.e2e.test_readme_examples import block
@@ -337,3 +338,34 @@ def test_the_readme_example_runs_as_written(repo: Path) -> None:
         (classes,) = json.loads(printed)["outputs"]
         expected = composed(np.array([[1, 2, 3, 4]], np.float32))[2]
         assert (classes["name"], classes["data"]) == ("CLASSES", expected.ravel().tolist())
+
+
+LOOSE = """
+platform: "ensemble"
+max_batch_size: 8
+input [{ name: "IMAGE" data_type: TYPE_FP32 dims: [-1] }]
+output [{ name: "NORM" data_type: TYPE_FP32 dims: [-1] }]
+ensemble_scheduling { step [{ model_name: "normalize" input_map { key: "raw" value: "IMAGE" }
+                              output_map { key: "normalized" value: "NORM" } }] }
+"""
+
+
+def test_a_step_that_refuses_its_tensors_fails_the_request_naming_it_on_both_transports(
+        repo: Path) -> None:
+    ensemble_folder(repo, "loose", LOOSE)  # takes any width; its step only 4
+    expected = ("ensemble 'loose' version 1 step 0 (model 'normalize'): input 'raw': "
+                "expected FP32 [-1,4], got FP32 [1,5]")
+    with running_server(repo) as (url, target):
+        body = {"inputs": [{"name": "IMAGE", "shape": [1, 5], "datatype": "FP32",
+                            "data": [1, 2, 3, 4, 5]}]}
+        answer = httpx.post(f"{url}/v2/models/loose/infer", json=body)
+        assert (answer.status_code, answer.json()) == (400, {"error": expected})
+        with grpcclient.InferenceServerClient(target) as client:
+            tensor = grpcclient.InferInput("IMAGE", [1, 5], "FP32")
+            tensor.set_data_from_numpy(np.arange(5, dtype=np.float32).reshape(1, 5))
+            with pytest.raises(InferenceServerException) as caught:
+                client.infer("loose", [tensor])
+            assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+            assert caught.value.message() == expected
+        failed = stats(url, "loose")["inference_stats"]["fail"]["count"]
+        assert int(failed) == 2
