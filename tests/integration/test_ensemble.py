@@ -27,6 +27,7 @@ from tests.e2e.test_readme_examples import block
 from tests.e2e.test_triton_command_line import nv
 from tests.integration.test_metrics import scrape, value
 from tests.support import onnx_models
+from tests.support.runs import queued
 from tests.support.server import running_server, wait_for
 
 F = TensorProto.FLOAT
@@ -369,3 +370,35 @@ def test_a_step_that_refuses_its_tensors_fails_the_request_naming_it_on_both_tra
             assert caught.value.message() == expected
         failed = stats(url, "loose")["inference_stats"]["fail"]["count"]
         assert int(failed) == 2
+
+
+#: a step that holds a lone request for a minute, waiting for a batch of 8 to form
+SLOW_STEP = ("max_batch_size: 8\ndynamic_batching { preferred_batch_size: [8] "
+             "max_queue_delay_microseconds: 60000000 }\n")
+HELD = """
+platform: "ensemble"
+max_batch_size: 8
+input [{ name: "IMAGE" data_type: TYPE_FP32 dims: [4] }]
+output [{ name: "NORM" data_type: TYPE_FP32 dims: [4] }]
+ensemble_scheduling { step [{ model_name: "held_step" input_map { key: "raw" value: "IMAGE" }
+                              output_map { key: "normalized" value: "NORM" } }] }
+"""
+
+
+def test_a_grpc_deadline_withdraws_the_steps_from_their_models_queues(repo: Path) -> None:
+    onnx_models.write(repo, "held_step", normalize())
+    (repo / "held_step" / "config.pbtxt").write_text(SLOW_STEP)
+    ensemble_folder(repo, "held", HELD)
+    with running_server(repo) as (url, target):
+        with grpcclient.InferenceServerClient(target) as client:
+            tensor = grpcclient.InferInput("IMAGE", [1, 4], "FP32")
+            tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
+            with pytest.raises(InferenceServerException) as caught:
+                client.infer("held", [tensor], client_timeout=1.0)
+            assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+        # long before the step's queue delay is up, the request has left its queue
+        wait_for(lambda: queued(url, "held_step") == 0 and value(
+            scrape(url), "onnxserve_requests_total", model="held_step", version="1",
+            protocol="ensemble", outcome="cancelled") == 1, timeout_s=20,
+            what="the step withdrawn from its queue")
+        assert stats(url, "held_step")["execution_count"] in (0, "0")
