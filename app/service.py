@@ -20,6 +20,7 @@ from app.errors import (
     ShuttingDown,
     Unsupported,
 )
+from app.models.ensemble import ensemble_view, is_ensemble, platform
 from app.models.manager import ModelManager
 from app.models.version import LoadedModel, ModelState
 from app.repository.config import ConfigError, parse_config_json
@@ -139,7 +140,7 @@ class InferenceService:
         return ModelMetadata(
             name=name,
             versions=ready if version is None else (model.key.version,),
-            platform=PLATFORM,
+            platform=platform(model.config, PLATFORM),
             inputs=model.signature.inputs,
             outputs=model.signature.outputs,
             parameters=model.parameters,
@@ -149,6 +150,8 @@ class InferenceService:
         """The effective configuration, in Triton's ModelConfig JSON field names."""
         model = self._manager.resolve(check_model_name(name), version)
         config = effective_config(model, PLATFORM)
+        if is_ensemble(model.config):
+            config = ensemble_view(config)
         config["response_cache"] = {"enable": self.caches(model)}
         if model.config.response_cache.enable and not self.cache.enabled:
             config["response_cache"]["note"] = "the server's response cache is off " \

@@ -15,6 +15,7 @@ from app.batching.stats import ModelStats
 from app.batching.summaries import latency_summaries
 from app.codecs.checks import version_number
 from app.errors import InvalidInput, ModelNotFound, ModelNotReady
+from app.models.ensemble import is_ensemble, load_ensemble
 from app.models.loader import LoadFailed, ServerDefaults, build_version
 from app.models.scheduling import build_scheduler
 from app.models.session_pool import SessionPool
@@ -315,6 +316,11 @@ class ModelManager:
 
     async def _load_version(self, key: ModelKey, source: ModelSource, config: ModelConfig,
                             stamp: object) -> LoadedModel | str:
+        if is_ensemble(config):  # no files: its steps are other models
+            ensemble = load_ensemble(key, config, stamp, self.resolve, self.acquire)
+            if isinstance(ensemble, str):
+                self.load_failures[key.name] = self.load_failures.get(key.name, 0) + 1
+            return ensemble
         started = time.monotonic()
         token = f"{key}@{time.monotonic_ns()}"  # this load's share of the thread budget
         try:  # fetching (an object store's download) fails the version like a bad file
@@ -386,14 +392,14 @@ class ModelManager:
             if not ready or not record.wanted:
                 raise ModelNotReady(f"model '{name}' has no ready version "
                                     f"({self._describe(record)})")
-            return ready[-1].model  # type: ignore[return-value]
+            return ready[-1].model.check_available()  # type: ignore[union-attr]
         status = record.versions.get(version_number(version, record.labels, name))
         if status is None:
             raise ModelNotFound(f"unknown version '{version}' of model '{name}'")
         if status.model is None:
             raise ModelNotReady(f"model '{name}' version {status.key.version} is "
                                 f"{status.state.value}: {status.reason}")
-        return status.model
+        return status.model.check_available()
 
     def loaded(self) -> list[LoadedModel]:
         """Every version that holds sessions now (serving or still draining its leases)."""
@@ -423,7 +429,7 @@ class ModelManager:
         found = {s.key: s for n in ([name] if name else self._records)
                  if n in self._records for s in self._records[n].versions.values()}
         found |= {k: s for k, s in unloading.items() if name is None or k.name == name}
-        return [found[k] for k in sorted(found, key=lambda k: (k.name, int(k.version)))]
+        return [_shown(found[k]) for k in sorted(found, key=lambda k: (k.name, int(k.version)))]
 
     def known(self) -> dict[str, str]:
         """Model name -> model-level reason ('' when none), for the repository index: it
@@ -471,6 +477,14 @@ def _explain(record: ModelRecord, notes: dict[int, list[str]]) -> None:
     for v, status in record.versions.items():
         if status.model is not None:
             status.reason = "; ".join(notes.get(v, []) + status.model.notes())
+
+
+def _shown(status: VersionStatus) -> VersionStatus:
+    """A loaded version that cannot serve now (an ensemble's step is away) as UNAVAILABLE."""
+    problem = status.model.unavailable() if status.model is not None else ""
+    if not problem or status.state is not ModelState.READY:
+        return status
+    return VersionStatus(status.key, ModelState.UNAVAILABLE, problem, status.model)
 
 
 def _nothing_selected(source: ModelSource) -> str:

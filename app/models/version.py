@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from app.batching.scheduler import Scheduler
 from app.batching.stats import ModelStats
-from app.models.session_pool import SessionPool
+from app.errors import ModelNotReady
+from app.models.devices import Placement
 from app.models.signature import Signature
 from app.repository.config import ModelConfig
 from app.types import ModelKey, ParamValue
@@ -26,6 +29,21 @@ class ModelState(enum.Enum):
     UNLOADING = "UNLOADING"  # retired: finishing its in-flight requests, then closing
 
 
+class Instances(Protocol):
+    """Where a version's sessions live (a SessionPool; an ensemble has none)."""
+
+    @property
+    def placements(self) -> Sequence[Placement]:
+        """Each instance's device and providers."""
+
+    def close(self) -> None:
+        """Free the sessions (blocking: called off the event loop)."""
+
+
+def _available() -> str:
+    return ""
+
+
 @dataclass(eq=False, slots=True)
 class LoadedModel:
     """A version that can run: signature, sessions, its scheduler, and the config it was
@@ -39,7 +57,7 @@ class LoadedModel:
 
     key: ModelKey
     signature: Signature
-    pool: SessionPool
+    pool: Instances
     scheduler: Scheduler
     config: ModelConfig
     fingerprint: object  # what the files looked like when loaded (see repository/scan.py)
@@ -51,6 +69,9 @@ class LoadedModel:
     #: this load, among every load of the process: a reloaded version is a new one
     load_id: int = field(default_factory=lambda: next(_LOADS))
     leases: int = 0
+    #: why it cannot serve though loaded ('' when it can): an ensemble whose step is not
+    #: READY (models/ensemble.py); the manager then reports it UNAVAILABLE with this reason
+    unavailable: Callable[[], str] = _available
     _retiring: bool = False
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -62,6 +83,14 @@ class LoadedModel:
         self.leases -= 1
         if self._retiring and self.leases == 0:
             self._drained.set()
+
+    def check_available(self) -> LoadedModel:
+        """This version, or ModelNotReady saying why it cannot serve now."""
+        problem = self.unavailable()
+        if problem:
+            raise ModelNotReady(f"model '{self.key.name}' version {self.key.version} is "
+                                f"UNAVAILABLE: {problem}")
+        return self
 
     def notes(self) -> list[str]:
         """What differs from what was asked, e.g. a device fallback (see devices.py)."""

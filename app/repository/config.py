@@ -20,6 +20,7 @@ from pydantic import (
 
 from app.protos_gen import model_config_pb2 as pb
 from app.repository.batching_config import DynamicBatching
+from app.repository.ensemble_config import EnsembleScheduling, ensemble_problems
 from app.repository.execution_config import (
     InstanceGroup,
     Optimization,
@@ -167,6 +168,9 @@ class ModelConfig(_Strict):
         description="Names for versions, usable wherever a version number is "
         "(e.g. {stable: 3, canary: 4} -> /v2/models/m/versions/stable/infer).",
     )
+    ensemble_scheduling: EnsembleScheduling | None = Field(
+        None, description="Triton's ensemble: steps run through other loaded models "
+        "(app/models/ensemble.py); the version folders then hold no model file.")
 
     @field_validator("parameters", mode="before")
     @classmethod
@@ -187,6 +191,14 @@ class ModelConfig(_Strict):
             raise ValueError("must be a file name inside each version folder "
                              "(no '/', '\\' or '..')")
         return value
+
+    @model_validator(mode="after")
+    def _an_ensemble_has_no_sessions(self) -> ModelConfig:
+        if self.ensemble_scheduling is not None:
+            problem = ensemble_problems(self.model_fields_set, self.input, self.output)
+            if problem:
+                raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _labels_are_names(self) -> ModelConfig:

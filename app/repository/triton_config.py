@@ -16,6 +16,7 @@ from google.protobuf import json_format, text_format
 from google.protobuf.message import Message
 
 from app.protos_gen import model_config_pb2 as pb
+from app.repository.ensemble_config import ENSEMBLE_PLATFORM
 
 #: What we implement, as a tree of field names: True accepts the field and everything below
 #: it (the pydantic schema checks the values); a dict accepts the message and, below it,
@@ -38,6 +39,8 @@ SUPPORTED: Tree = {
     "model_warmup": True,
     "model_transaction_policy": {},
     "response_cache": True,
+    "ensemble_scheduling": {"step": {"model_name": True, "model_version": True,
+                                     "input_map": True, "output_map": True}},
 }
 
 #: Why a field is refused, where there is more to say than "not supported".
@@ -45,7 +48,9 @@ WHY: dict[str, str] = {
     "output.label_filename": "labels and the classification extension are not implemented",
     "model_transaction_policy.decoupled": "decoupled (streaming) models are not supported",
     "sequence_batching": "stateful (sequence) models are not supported",
-    "ensemble_scheduling": "ensembles are not supported",
+    "ensemble_scheduling.step.model_namespace": "model namespaces are not supported",
+    "ensemble_scheduling.max_inflight_requests": "an ensemble's in-flight cap is not "
+    "supported (each step's model has its own max_inflight_requests)",
     "model_repository_agents": "repository agents are not supported",
     "cc_model_filenames": "per-GPU model files are not supported",
     "model_operations": "custom operation libraries are not loaded",
@@ -91,7 +96,8 @@ def to_document(message: pb.ModelConfig, folder_name: str | None) -> dict[str, A
         # Triton selects no version then, and refuses the model for it.
         raise TritonConfigError("version_policy.latest.num_versions: 0 selects no version "
                                 "(at least 1)")
-    if message.platform not in ("", PLATFORM):
+    _check_ensemble(message)
+    if message.platform not in ("", PLATFORM, ENSEMBLE_PLATFORM):
         raise TritonConfigError(f"platform: '{message.platform}' is not supported (only "
                                 f"'{PLATFORM}': onnx-serve runs ONNX models on onnxruntime)")
     if message.backend not in ("", BACKEND):
@@ -109,6 +115,16 @@ def to_document(message: pb.ModelConfig, folder_name: str | None) -> dict[str, A
     for tensor in document.get("input", []) + document.get("output", []):
         tensor.setdefault("dims", [])  # a scalar, or left for the model check to refuse
     return document
+
+
+def _check_ensemble(message: pb.ModelConfig) -> None:
+    """Triton's pairing: platform "ensemble" if and only if ensemble_scheduling is set."""
+    scheduled = message.HasField("ensemble_scheduling")
+    if scheduled and message.platform != ENSEMBLE_PLATFORM:
+        raise TritonConfigError(f"ensemble_scheduling needs platform: '{ENSEMBLE_PLATFORM}'")
+    if message.platform == ENSEMBLE_PLATFORM and not scheduled:
+        raise TritonConfigError(f"platform: '{ENSEMBLE_PLATFORM}' needs ensemble_scheduling "
+                                "(its steps)")
 
 
 def _check_supported(message: Message, tree: Tree, prefix: str) -> None:
