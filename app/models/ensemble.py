@@ -25,6 +25,7 @@ class NoSessions:
     """An ensemble's instances: none (its steps' models hold the sessions)."""
 
     placements: list[Any] = []
+    runners: list[Any] = []
 
     def close(self) -> None:
         """Nothing to free."""

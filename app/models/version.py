@@ -13,6 +13,7 @@ from app.batching.scheduler import Scheduler
 from app.batching.stats import ModelStats
 from app.errors import ModelNotReady
 from app.models.devices import Placement
+from app.models.io_binding import SessionRunner
 from app.models.signature import Signature
 from app.repository.config import ModelConfig
 from app.types import ModelKey, ParamValue
@@ -35,6 +36,10 @@ class Instances(Protocol):
     @property
     def placements(self) -> Sequence[Placement]:
         """Each instance's device and providers."""
+
+    @property
+    def runners(self) -> Sequence[SessionRunner]:
+        """How each instance runs (app/models/io_binding.py), in placement order."""
 
     def close(self) -> None:
         """Free the sessions (blocking: called off the event loop)."""
