@@ -56,6 +56,18 @@ class BatchSizeStats:
 
 
 @dataclass(slots=True)
+class SequenceCounts:
+    """A sequence model's sequences: slots (a gauge of capacity), active ones (a gauge), and
+    how many started, ended, and expired idle (counters)."""
+
+    slots: int
+    active: int = 0
+    started: int = 0
+    ended: int = 0
+    expired: int = 0
+
+
+@dataclass(slots=True)
 class ModelStats:
     """Counters of one model version, updated on the event loop only.
 
@@ -88,6 +100,7 @@ class ModelStats:
     compute_infer_seconds: Histogram = field(default_factory=_latency)
     compute_output_seconds: Histogram = field(default_factory=_latency)
     batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
+    sequences: SequenceCounts | None = None  # a sequence model's (its scheduler sets it)
 
     def request_done(self, protocol: str, outcome: str, seconds: float) -> None:
         """One request as its transport saw it end (after encoding, any outcome)."""

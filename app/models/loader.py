@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
+from app.batching.sequence_state import SequencePlan
 from app.codecs import dtypes
 from app.models import compat, cuda_libs, gpus, tensorrt
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
@@ -23,6 +24,7 @@ from app.models.errors import UnsupportedModel
 from app.models.model_info import model_parameters
 from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
 from app.models.scheduling import batch_layout, batch_policy
+from app.models.sequence_plan import sequence_plan
 from app.models.signature import Signature
 from app.models.threads import ThreadBudget
 from app.repository.config import ModelConfig
@@ -80,6 +82,7 @@ class BuiltVersion:
     layout: BatchLayout
     #: the model's own description (model_info.py), for the metadata and config endpoints
     parameters: dict[str, ParamValue]
+    sequence: SequencePlan | None = None  # a stateful model's (sequence_plan.py)
 
 
 def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: ServerDefaults,
@@ -159,11 +162,12 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
         run_config["memory.enable_memory_arena_shrinkage"] = str(shrink)
     policy = batch_policy(config, signature, defaults.max_queue_size)
     layout, visible = batch_layout(config, signature)
+    sequence, visible = sequence_plan(config, visible, len(placements), files)
     for warmup in config.model_warmup:
         _warm(sessions, warmup, signature, files)
     parameters = model_parameters(first.get_modelmeta(), header)
     return BuiltVersion(sessions, placements, visible, threads, run_config, policy, layout,
-                        parameters)
+                        parameters, sequence)
 
 
 def _header(path: Path) -> OnnxHeader | None:

@@ -333,7 +333,8 @@ class ModelManager:
         pool = SessionPool(built.sessions, label, built.placements, built.run_config)
         stats = ModelStats()
         scheduler = build_scheduler(pool, config, built.policy, built.layout, stats,
-                                    f"model '{key.name}' version {key.version}")
+                                    f"model '{key.name}' version {key.version}",
+                                    sequence=built.sequence)
         return LoadedModel(key, built.signature, pool, scheduler, config, stamp,
                            built.intra_op_threads, token, built.parameters, stats=stats)
 
