@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ class _Step:
     names: Sequence[str]
     future: asyncio.Future[list[Array]]
     arrived: float
+    order: int
     active: Active
     launched_at_ns: int = 0
 
@@ -79,6 +81,7 @@ class SequenceBatcher:
         self._task: asyncio.Task[None] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._arrivals = itertools.count()
 
     @property
     def stateless(self) -> bool:
@@ -115,7 +118,8 @@ class SequenceBatcher:
             self.counts.active = len(self._slots.active)
         active.ending = active.ending or step.end
         loop = asyncio.get_running_loop()
-        request = _Step(step, feed, names, loop.create_future(), now, active)
+        request = _Step(step, feed, names, loop.create_future(), now, next(self._arrivals),
+                        active)
         active.queue.append(request)
         self.stats.inflight += 1
         self.stats.pending += 1
@@ -200,7 +204,8 @@ class SequenceBatcher:
                     timer.cancel()
 
     def _pick(self, heads: list[Active]) -> Pick:
-        ready = [Ready(a.slot, a.queue[0].arrived, _shapes(a.queue[0].feed)) for a in heads]
+        ready = [Ready(a.slot, a.queue[0].arrived, _shapes(a.queue[0].feed), a.queue[0].order)
+                 for a in heads]
         plan = self.plan
         if plan.strategy == "direct":
             return pick_direct(ready, plan.rows_per_run)

@@ -95,12 +95,14 @@ class SlotTable:
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """A sequence whose next request may run now: its slot, when that request arrived,
-    and the shapes it must share with its batch neighbours."""
+    """A sequence whose next request may run now: its slot, when that request arrived
+    (and `order`, its place among all requests, for arrivals on the same clock tick), and
+    the shapes it must share with its batch neighbours."""
 
     slot: int
     arrived: float
     shapes: tuple[Any, ...]
+    order: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +119,7 @@ def pick_direct(ready: Sequence[Ready], rows_per_run: int) -> Pick:
     empty slots below the highest one padded (Triton's direct strategy)."""
     if not ready:
         return Pick()
-    oldest = min(range(len(ready)), key=lambda i: ready[i].arrived)
+    oldest = min(range(len(ready)), key=lambda i: (ready[i].arrived, ready[i].order))
     group = ready[oldest].slot // rows_per_run
     shapes = ready[oldest].shapes
     at = {r.slot % rows_per_run: i for i, r in enumerate(ready)
@@ -132,7 +134,7 @@ def pick_oldest(ready: Sequence[Ready], waiting_for: int, rows_per_run: int,
     sequences not ready), or once the oldest waited `delay_s`."""
     if not ready:
         return Pick()
-    order = sorted(range(len(ready)), key=lambda i: ready[i].arrived)
+    order = sorted(range(len(ready)), key=lambda i: (ready[i].arrived, ready[i].order))
     shapes = ready[order[0]].shapes
     chosen = tuple(i for i in order if ready[i].shapes == shapes)[:rows_per_run]
     deadline = ready[order[0]].arrived + delay_s
