@@ -87,7 +87,8 @@ def test_interleaved_http_sequences_equal_each_sequence_alone(
     assert stats["sequence_stats"]["active"] == 0  # every sequence ended
 
 
-def test_grpc_stream_interleaves_eight_sequences(server: tuple[str, str]) -> None:
+@pytest.mark.parametrize("model", ["direct", "oldest"])
+def test_grpc_stream_interleaves_eight_sequences(server: tuple[str, str], model: str) -> None:
     _, target = server
     data = {7000 + i: inputs(100 + i) for i in range(SEQUENCES)}
     answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
@@ -98,7 +99,7 @@ def test_grpc_stream_interleaves_eight_sequences(server: tuple[str, str]) -> Non
             for sid, xs in data.items():
                 tensor = grpcclient.InferInput("x", [1, sequence_models.WIDTH], "FP32")
                 tensor.set_data_from_numpy(xs[step])
-                client.async_stream_infer("oldest", [tensor], request_id=f"{sid}:{step}",
+                client.async_stream_infer(model, [tensor], request_id=f"{sid}:{step}",
                                           sequence_id=sid, sequence_start=step == 0,
                                           sequence_end=step == STEPS - 1)
         got: dict[str, np.ndarray] = {}

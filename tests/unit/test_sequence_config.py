@@ -3,6 +3,7 @@ checked against a model's signature, and a request's sequence parameters."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from app.errors import InvalidInput
 from app.models.errors import UnsupportedModel
 from app.models.sequence_plan import sequence_plan
 from app.models.signature import Signature
-from app.repository.config import ConfigError, ModelConfig, load_config
+from app.repository.config import ConfigError, ModelConfig, load_config, parse_config_json
 from app.repository.paths import VersionFiles
 from app.types import TensorSpec
 
@@ -192,3 +193,11 @@ def test_sequence_parameters_read(parameters: dict[str, Any], step: SequenceStep
 def test_bad_sequence_parameters_are_refused(parameters: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         sequence_step(parameters)
+
+
+def test_what_config_shows_loads_back_as_the_same_configuration(tmp_path: Path) -> None:
+    original = config(tmp_path, PBTXT)
+    plan, _ = sequence_plan(original, signature(), 1, files(tmp_path))
+    assert plan is not None
+    shown = json.dumps({"max_batch_size": 4, "sequence_batching": dict(plan.described)})
+    assert parse_config_json(shown, "m") == original
