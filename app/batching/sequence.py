@@ -11,11 +11,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from app.batching.scheduler import FreeSlot, RunFn, Runner, counted_answer
+from app.batching.scheduler import FreeSlot, Runner, counted_answer
 from app.batching.sequence_slots import Active, Pick, Ready, SlotTable, pick_direct, pick_oldest
-from app.batching.sequence_state import Row, SequenceId, SequencePlan, assemble, split
+from app.batching.sequence_state import (
+    Row,
+    SequenceId,
+    SequencePlan,
+    check_request,
+    row_shapes,
+    run_rows,
+)
 from app.batching.stats import ModelStats, SequenceCounts
 from app.errors import InferenceFailed, InvalidInput, ModelNotReady, Overloaded, ServingError
 from app.types import Array
@@ -105,7 +110,7 @@ class SequenceBatcher:
         ones; its outputs (in `names` order) once it ran with the sequence's state."""
         if self._closed:
             raise ModelNotReady(f"{self._label} has been unloaded")
-        self._check(step, feed)
+        check_request(self.plan, step.sequence_id, feed, self._label)
         now = self._clock()
         self.expire_idle()
         if self.stats.pending >= self._max_waiting:
@@ -127,23 +132,6 @@ class SequenceBatcher:
             self._task = loop.create_task(self._schedule(), name=f"sequence-{self._label}")
         self._wakeup.set()
         return await counted_answer(self.stats, request, lambda: self._withdraw(request))
-
-    def _check(self, step: SequenceStep, feed: Mapping[str, Array]) -> None:
-        if self.plan.max_batch_size and any(a.shape[0] != 1 for a in feed.values()):
-            raise InvalidInput(f"{self._label}: a sequence request carries one row (batch "
-                               f"size 1), got {next(iter(feed.values())).shape[0]}")
-        corrid = next((c for c in self.plan.controls if c.kind == "CONTROL_SEQUENCE_CORRID"),
-                      None)
-        if corrid is not None and corrid.dtype.kind in "iu" \
-                and not isinstance(step.sequence_id, int):
-            raise InvalidInput(f"{self._label}: its CONTROL_SEQUENCE_CORRID input is an "
-                               "integer: sequence_id must be an unsigned integer, got "
-                               f"{step.sequence_id!r}")
-        if corrid is not None and corrid.dtype.kind in "iu" \
-                and isinstance(step.sequence_id, int) \
-                and step.sequence_id > int(np.iinfo(corrid.dtype.str).max):
-            raise InvalidInput(f"{self._label}: sequence_id {step.sequence_id} does not fit "
-                               f"its CONTROL_SEQUENCE_CORRID input ({corrid.dtype})")
 
     def _withdraw(self, request: _Step) -> None:
         active = request.active
@@ -204,7 +192,7 @@ class SequenceBatcher:
                     timer.cancel()
 
     def _pick(self, heads: list[Active]) -> Pick:
-        ready = [Ready(a.slot, a.queue[0].arrived, _shapes(a.queue[0].feed), a.queue[0].order)
+        ready = [Ready(a.slot, a.queue[0].arrived, row_shapes(a.queue[0].feed), a.queue[0].order)
                  for a in heads]
         plan = self.plan
         if plan.strategy == "direct":
@@ -227,7 +215,7 @@ class SequenceBatcher:
         for s in steps:
             s.launched_at_ns = launched_at
         try:
-            launched = instance.launch(functools.partial(_work, self.plan, rows, visible))
+            launched = instance.launch(functools.partial(run_rows, self.plan, rows, visible))
         except Exception as err:  # e.g. the pool is shutting down: answer, keep scheduling
             log.error("%s: cannot start a run: %s", self._label, err)
             instance.release()
@@ -305,25 +293,6 @@ class SequenceBatcher:
         for active in list(self._slots.active.values()):
             self._slots.release(active, "was released (the model was unloaded)")
         self.counts.active = 0
-
-
-def _shapes(feed: Mapping[str, Array]) -> tuple[Any, ...]:
-    """What requests must share to run in one batch: each input's dtype and row shape."""
-    return tuple((name, array.dtype.str, array.shape[1:]) for name, array in feed.items())
-
-
-def _work(plan: SequencePlan, rows: list[Row], visible: list[str],
-          run: RunFn) -> tuple[list[tuple[list[Array], dict[str, Array]]], int, int, int]:
-    """On the instance's thread: assemble, run (visible outputs and the state outputs),
-    split per row; with how long each part took."""
-    t0 = time.perf_counter_ns()
-    feed = assemble(plan, rows)
-    names = visible + plan.state_outputs()
-    t1 = time.perf_counter_ns()
-    outputs = run(feed, names)
-    t2 = time.perf_counter_ns()
-    results = split(plan, outputs, names, len(rows))
-    return results, t1 - t0, t2 - t1, time.perf_counter_ns() - t2
 
 
 def _fail(request: _Step, error: ServingError) -> int:

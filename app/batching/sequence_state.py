@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from app.batching.scheduler import RunFn
+from app.errors import InvalidInput
 from app.types import Array
 
 #: A sequence's correlation id: Triton's uint64 or string.
@@ -69,12 +73,32 @@ class Row:
     state: Mapping[str, Array] | None = None  # None: the initial state
 
 
+def check_request(plan: SequencePlan, sequence_id: SequenceId, feed: Mapping[str, Array],
+                  label: str) -> None:
+    """Refuse a request the plan cannot run: more than one row of a batching model, or an id
+    its CORRID control cannot hold."""
+    if plan.max_batch_size and any(a.shape[0] != 1 for a in feed.values()):
+        raise InvalidInput(f"{label}: a sequence request carries one row (batch size 1), "
+                           f"got {next(iter(feed.values())).shape[0]}")
+    corrid = next((c for c in plan.controls if c.kind == "CONTROL_SEQUENCE_CORRID"), None)
+    if corrid is None or corrid.dtype.kind not in "iu":
+        return
+    if not isinstance(sequence_id, int):
+        raise InvalidInput(f"{label}: its CONTROL_SEQUENCE_CORRID input is an integer: "
+                           f"sequence_id must be an unsigned integer, got {sequence_id!r}")
+    if sequence_id > int(np.iinfo(corrid.dtype.str).max):
+        raise InvalidInput(f"{label}: sequence_id {sequence_id} does not fit its "
+                           f"CONTROL_SEQUENCE_CORRID input ({corrid.dtype})")
+
+
 def control_value(control: ControlSpec, row: Row) -> object:
     """The value one row's control input takes (Triton: flags are (false, true) pairs; CORRID
     is the id; an empty slot is all false and id 0)."""
     ready = row.feed is not None
     if control.kind == "CONTROL_SEQUENCE_CORRID":
-        return row.sequence_id if ready else (0 if control.dtype.kind != "O" else "")
+        if control.dtype.kind == "O":  # a STRING CORRID holds integer ids as their digits
+            return str(row.sequence_id) if ready else ""
+        return row.sequence_id if ready else 0
     flag = {"CONTROL_SEQUENCE_START": row.start, "CONTROL_SEQUENCE_END": row.end,
             "CONTROL_SEQUENCE_READY": True}[control.kind]
     return control.false_true[1 if ready and flag else 0]
@@ -119,3 +143,22 @@ def split(plan: SequencePlan, outputs: Sequence[Array], names: Sequence[str],
     return [([by_name[n][i:i + 1] for n in visible],
              {s.input_name: np.array(by_name[s.output_name][i:i + 1]) for s in plan.states})
             for i in range(rows)]
+
+
+def row_shapes(feed: Mapping[str, Array]) -> tuple[Any, ...]:
+    """What requests must share to run in one batch: each input's dtype and row shape."""
+    return tuple((name, array.dtype.str, array.shape[1:]) for name, array in feed.items())
+
+
+def run_rows(plan: SequencePlan, rows: list[Row], visible: list[str],
+             run: RunFn) -> tuple[list[tuple[list[Array], dict[str, Array]]], int, int, int]:
+    """On the instance's thread: assemble, run (the visible outputs and the state outputs),
+    split per row; with how long each of the three took."""
+    t0 = time.perf_counter_ns()
+    feed = assemble(plan, rows)
+    names = visible + plan.state_outputs()
+    t1 = time.perf_counter_ns()
+    outputs = run(feed, names)
+    t2 = time.perf_counter_ns()
+    results = split(plan, outputs, names, len(rows))
+    return results, t1 - t0, t2 - t1, time.perf_counter_ns() - t2

@@ -15,12 +15,14 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from app.codecs.grpc import parameters_to_proto
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc
 from tests.support import onnx_models, sequence_models
-from tests.support.server import running_server
+from tests.support.server import running_server, wait_for
 
 SEQUENCES, STEPS = 8, 20
 OLDEST = "oldest { max_candidate_sequences: 8 preferred_batch_size: [4, 8] " \
@@ -33,6 +35,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     for name, strategy in (("direct", "direct {}"), ("oldest", OLDEST)):
         onnx_models.write(root, name, sequence_models.accumulator())
         (root / name / "config.pbtxt").write_text(sequence_models.config(strategy))
+    onnx_models.write(root, "brief", sequence_models.accumulator())
+    (root / "brief" / "config.pbtxt").write_text(sequence_models.config(idle_us=200_000))
     onnx_models.write(root, "plain", onnx_models.plus_one())
     with running_server(root) as endpoints:
         yield endpoints
@@ -220,3 +224,46 @@ def test_config_shows_sequence_batching_and_metrics_count_sequences(
     assert 'onnxserve_sequence_slots{model="oldest",version="1"} 8.0' in text
     assert 'onnxserve_sequences_active{model="direct",version="1"}' in text
 
+
+
+def test_tritonclient_http_binary_sequences(server: tuple[str, str]) -> None:
+    url, _ = server
+    xs = inputs(55)
+    client = httpclient.InferenceServerClient(url.removeprefix("http://"))
+    got = []
+    for step, x in enumerate(xs):
+        tensor = httpclient.InferInput("x", [1, sequence_models.WIDTH], "FP32")
+        tensor.set_data_from_numpy(x, binary_data=True)
+        wanted = [httpclient.InferRequestedOutput("y", binary_data=True)]
+        result = client.infer("direct", [tensor], outputs=wanted, sequence_id="binary-1",
+                              sequence_start=step == 0, sequence_end=step == STEPS - 1)
+        got.append(result.as_numpy("y"))
+    client.close()
+    for a, b in zip(got, sequence_models.alone(sequence_models.accumulator(), xs), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_an_idle_sequence_expires_and_its_next_request_is_refused(
+        server: tuple[str, str]) -> None:
+    url, target = server
+    x = np.zeros((1, sequence_models.WIDTH), np.float32)
+    started = httpx.post(f"{url}/v2/models/brief/infer",
+                         json=body(x, sequence_id=77, sequence_start=True))
+    assert started.status_code == 200, started.text
+
+    def expired() -> bool:
+        stats = httpx.get(f"{url}/v2/models/brief/stats").json()["model_stats"][0]
+        return bool(stats["sequence_stats"]["expired"] == 1)
+
+    wait_for(expired, timeout_s=30, what="the idle sequence expired")
+    answer = httpx.post(f"{url}/v2/models/brief/infer", json=body(x, sequence_id=77))
+    assert answer.status_code == 400
+    assert "unknown sequence 77 (it expired after 200000 µs without a request" \
+        in answer.json()["error"]
+    client = grpcclient.InferenceServerClient(target)
+    tensor = grpcclient.InferInput("x", [1, sequence_models.WIDTH], "FP32")
+    tensor.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("brief", [tensor], sequence_id=77)
+    assert refused.value.message() == answer.json()["error"]
+    client.close()
