@@ -91,13 +91,13 @@ def test_interleaved_http_sequences_equal_each_sequence_alone(
     assert stats["sequence_stats"]["active"] == 0  # every sequence ended
 
 
-@pytest.mark.parametrize("model", ["direct", "oldest"])
-def test_grpc_stream_interleaves_eight_sequences(server: tuple[str, str], model: str) -> None:
-    _, target = server
-    data = {7000 + i: inputs(100 + i) for i in range(SEQUENCES)}
+def stream(target: str, model: str, data: dict[int, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Send every sequence's steps on one gRPC stream, step n of each before step n + 1 of
+    any; each answer by its request id ("sid:step")."""
     answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
     client = grpcclient.InferenceServerClient(target)
     client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    got: dict[str, np.ndarray] = {}
     try:
         for step in range(STEPS):
             for sid, xs in data.items():
@@ -106,14 +106,28 @@ def test_grpc_stream_interleaves_eight_sequences(server: tuple[str, str], model:
                 client.async_stream_infer(model, [tensor], request_id=f"{sid}:{step}",
                                           sequence_id=sid, sequence_start=step == 0,
                                           sequence_end=step == STEPS - 1)
-        got: dict[str, np.ndarray] = {}
-        for _ in range(SEQUENCES * STEPS):
+        for _ in range(len(data) * STEPS):
             result, error = answers.get(timeout=60)
             assert error is None, error
             got[result.get_response().id] = result.as_numpy("y")
     finally:
         client.stop_stream()
         client.close()
+    return got
+
+
+@pytest.mark.parametrize("streams", [1, SEQUENCES])
+@pytest.mark.parametrize("model", ["direct", "oldest"])
+def test_grpc_streams_of_eight_interleaved_sequences_equal_each_alone(
+        server: tuple[str, str], model: str, streams: int) -> None:
+    """One stream interleaving all eight, or eight concurrent streams of one each."""
+    _, target = server
+    data = {7000 + 100 * streams + i: inputs(100 + i) for i in range(SEQUENCES)}
+    shares = [dict(list(data.items())[i::streams]) for i in range(streams)]
+    with ThreadPoolExecutor(streams) as pool:
+        got: dict[str, np.ndarray] = {}
+        for answers in pool.map(lambda share: stream(target, model, share), shares):
+            got.update(answers)
     reference = sequence_models.accumulator()
     for sid, xs in data.items():
         for step, want in enumerate(sequence_models.alone(reference, xs)):
