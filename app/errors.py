@@ -18,6 +18,7 @@ class ErrorCode(enum.Enum):
     UNSUPPORTED_MEDIA = "unsupported_media"
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION_DENIED = "permission_denied"
+    CONFLICT = "conflict"
     INTERNAL = "internal"
 
 
@@ -101,3 +102,9 @@ class InferenceFailed(ServingError):
     """The model raised while running a valid request."""
 
     code = ErrorCode.INTERNAL
+
+
+class SequenceConflict(ServingError):
+    """A sequence_start for a sequence that is already active."""
+
+    code = ErrorCode.CONFLICT

@@ -120,6 +120,9 @@ def _version(path: Path, files: VersionFiles, config: ModelConfig, defaults: Ser
             "max_queue_delay_microseconds": round(policy.max_queue_delay_s * 1e6),
             "instances": [list(p.names) for p in built.placements],
         }
+        if built.sequence is not None:  # a stateful model: its scheduler is the sequence one
+            report["config"]["dynamic_batching"] = False
+            report["config"]["sequence_batching"] = dict(built.sequence.described)
         report["parameters"] = built.parameters
     report["servable"] = not report["reasons"]
     return report

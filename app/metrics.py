@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from app import __version__
 from app.auth import Authenticator
 from app.batching.stats import Histogram, ModelStats
+from app.metrics_sequences import sequence_families
 from app.metrics_triton import TritonCollector
 from app.models import gpus
 from app.models.manager import ModelManager
@@ -67,6 +68,7 @@ class ServingCollector(Collector):
         yield from self._requests()
         yield from self._models()
         yield from self._cache()
+        yield from sequence_families(self._loaded())
 
     def _loaded(self) -> Iterator[tuple[list[str], ModelStats]]:
         for status in self._manager.statuses():

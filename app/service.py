@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import __version__
+from app.batching import sequence_request as sequences
 from app.cache import HASH_OFF_LOOP_BYTES, ResponseCache, cache_key, input_bytes
 from app.effective_config import effective_config
 from app.errors import (
@@ -223,8 +224,9 @@ class InferenceService:
         """The outputs: from the response cache when the model enables it and the answer is
         there (its scheduler is then never asked), else from its scheduler, then cached."""
         priority, timeout_us = _schedule_parameters(request)
+        step = sequences.route(model.scheduler, request.parameters, f"model '{model.key.name}'")
         key, lookup_ns = None, 0
-        if self.caches(model):
+        if step is None and self.caches(model):
             started = time.perf_counter_ns()
             arguments = (model.key.name, model.key.version, model.load_id, request.inputs,
                          request.input_datatypes, names)
@@ -240,8 +242,9 @@ class InferenceService:
                 model.stats.request_succeeded(lookup_ns, 0)
                 return {n: hit[n] for n in names}
             model.stats.cache_miss.add(lookup_ns)
-        arrays = await model.scheduler.submit(model.signature.to_model(request.inputs), names,
-                                              priority=priority, timeout_us=timeout_us)
+        arrays = await sequences.submit(model.scheduler, step,
+                                        model.signature.to_model(request.inputs), names,
+                                        priority=priority, timeout_us=timeout_us)
         outputs = {n: model.signature.from_model(n, a)
                    for n, a in zip(names, arrays, strict=True)}
         if key is not None:

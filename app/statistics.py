@@ -3,6 +3,7 @@ REST, and for gRPC through the same field names)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from app.batching.stats import Duration, ModelStats
@@ -14,7 +15,15 @@ def _duration(value: Duration) -> dict[str, int]:
 
 
 def model_statistics(key: ModelKey, stats: ModelStats) -> dict[str, Any]:
-    """One entry of `model_stats`."""
+    """One entry of `model_stats`; a sequence model's adds `sequence_stats` (ours: Triton
+    has none; gRPC clients do not see it, the protobuf message has no such field)."""
+    entry = _entry(key, stats)
+    if stats.sequences is not None:
+        entry["sequence_stats"] = dataclasses.asdict(stats.sequences)
+    return entry
+
+
+def _entry(key: ModelKey, stats: ModelStats) -> dict[str, Any]:
     return {
         "name": key.name,
         "version": key.version,

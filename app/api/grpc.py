@@ -246,7 +246,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> Any:
         stats = self._service.model_statistics(request.name, request.version or None)
-        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse(),
+                                     ignore_unknown_fields=True)  # sequence_stats: REST's
 
     async def ModelInfer(self, request: bytes, context: Any) -> bytes:
         """Takes and returns serialized messages (RAW_METHODS)."""

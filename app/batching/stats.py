@@ -58,6 +58,18 @@ class BatchSizeStats:
 
 
 @dataclass(slots=True)
+class SequenceCounts:
+    """A sequence model's sequences: slots (a gauge of capacity), active ones (a gauge), and
+    how many started, ended, and expired idle (counters)."""
+
+    slots: int
+    active: int = 0
+    started: int = 0
+    ended: int = 0
+    expired: int = 0
+
+
+@dataclass(slots=True)
 class ModelStats:
     """Counters of one model version, updated on the event loop only.
 
@@ -92,6 +104,7 @@ class ModelStats:
     batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
     #: Triton's latency summaries, when --metrics-config summary_latencies=true
     summaries: LatencySummaries | None = None
+    sequences: SequenceCounts | None = None  # a sequence model's (its scheduler sets it)
 
     def request_done(self, protocol: str, outcome: str, seconds: float) -> None:
         """One request as its transport saw it end (after encoding, any outcome)."""

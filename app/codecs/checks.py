@@ -33,11 +33,6 @@ SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_offset",
                             "shared_memory_byte_size")
 #: The binary tensor extension's parameters: HTTP's way of sending raw bytes.
 BINARY_PARAMETERS = ("binary_data_output", "binary_data", "binary_data_size")
-#: The parameters a request may set to say "no sequence" (tritonclient sends none of them
-#: then, but other clients send the defaults).
-_NO_SEQUENCE: dict[str, tuple[ParamValue, ...]] = {
-    "sequence_id": (0, ""), "sequence_start": (False,), "sequence_end": (False,)}
-
 #: Declared by the protocol, not implemented yet: one message per feature, the same over
 #: HTTP (501) and gRPC (UNIMPLEMENTED).
 UNIMPLEMENTED: dict[str, str] = {
@@ -85,16 +80,10 @@ def check_request_parameters(parameters: Mapping[str, ParamValue], transport: st
     Keys are looked at in a fixed order (a protobuf map has none), so both transports
     name the same one first.
     """
-    for key in SEQUENCE_PARAMETERS:
-        value = parameters.get(key)
-        if key in parameters and (value not in _NO_SEQUENCE[key] or isinstance(value, float)):
-            raise InvalidInput(
-                f"request parameter '{key}': sequence batching is not supported by "
-                "onnx-serve yet (no model has a sequence batcher); send each request on its own")
     for key in sorted(parameters):
         value = parameters[key]
         if key in SEQUENCE_PARAMETERS:
-            continue  # the defaults, "not part of a sequence"
+            continue  # read (and refused for models without sequences) by the service
         if key not in REQUEST_PARAMETERS[transport]:
             raise InvalidInput(_unknown("request parameter", key, REQUEST_PARAMETERS, transport))
         if key in ("binary_data_output", "triton_enable_empty_final_response") \

@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
+from app.batching.sequence_state import SequencePlan
 from app.codecs import dtypes
 from app.models import compat, cuda_libs, cuda_streams, gpus, tensorrt
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
@@ -24,6 +25,7 @@ from app.models.io_binding import SessionRunner, check_graph_shapes, runner_for,
 from app.models.model_info import model_parameters
 from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
 from app.models.scheduling import batch_layout, batch_policy
+from app.models.sequence_plan import sequence_plan
 from app.models.signature import Signature
 from app.models.threads import ThreadBudget
 from app.repository.config import ModelConfig
@@ -85,6 +87,7 @@ class BuiltVersion:
     parameters: dict[str, ParamValue]
     #: how each session runs (io_binding.py): warmup captured any CUDA graphs through them
     runners: list[SessionRunner] = field(default_factory=list)
+    sequence: SequencePlan | None = None  # a stateful model's (sequence_plan.py)
 
 
 def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: ServerDefaults,
@@ -196,13 +199,14 @@ def _finish(runners: list[SessionRunner], placements: list[Placement], config: M
         run_config["memory.enable_memory_arena_shrinkage"] = str(shrink)
     policy = batch_policy(config, signature, defaults.max_queue_size)
     layout, visible = batch_layout(config, signature)
+    sequence, visible = sequence_plan(config, visible, len(placements), files)
     if any(uses_graphs(p) for p in placements):
         check_graph_shapes(signature.inputs, signature.max_batch_size)
     for warmup in config.model_warmup:
         _warm(runners, warmup, signature, files)
     parameters = model_parameters(first.get_modelmeta(), header)
     return BuiltVersion([r.session for r in runners], placements, visible, threads,
-                        run_config, policy, layout, parameters, runners)
+                        run_config, policy, layout, parameters, runners, sequence)
 
 
 def _header(path: Path) -> OnnxHeader | None:

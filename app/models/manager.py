@@ -342,7 +342,8 @@ class ModelManager:
         stats = ModelStats(summaries=latency_summaries(self._defaults.latency_quantiles,
                                                        config.response_cache.enable))
         scheduler = build_scheduler(pool, config, built.policy, built.layout, stats,
-                                    f"model '{key.name}' version {key.version}")
+                                    f"model '{key.name}' version {key.version}",
+                                    sequence=built.sequence)
         return LoadedModel(key, built.signature, pool, scheduler, config, stamp,
                            built.intra_op_threads, token, built.parameters, stats=stats)
 

@@ -8,6 +8,8 @@ from app.batching.batcher import DynamicBatcher
 from app.batching.layout import BatchLayout, Padding
 from app.batching.policy import BatchPolicy, QueuePolicy, TimeoutAction
 from app.batching.scheduler import Runner, Scheduler
+from app.batching.sequence import SequenceBatcher
+from app.batching.sequence_state import SequencePlan
 from app.batching.stats import ModelStats
 from app.batching.unbatched import UnbatchedScheduler
 from app.codecs import dtypes
@@ -20,10 +22,14 @@ _LENGTH_TYPES = {"INT32": "int32", "INT64": "int64"}
 
 
 def build_scheduler(runner: Runner, config: ModelConfig, policy: BatchPolicy,
-                    layout: BatchLayout, stats: ModelStats, label: str) -> Scheduler:
-    """The dynamic batcher, or the trivial scheduler for a model that does not batch and
-    whose config has no dynamic_batching (whose queue policies and priorities need the
-    batcher's queues even at batch size 1)."""
+                    layout: BatchLayout, stats: ModelStats, label: str, *,
+                    sequence: SequencePlan | None = None) -> Scheduler:
+    """The sequence batcher of a stateful model, the dynamic batcher, or the trivial
+    scheduler for a model that does not batch and whose config has no dynamic_batching
+    (whose queue policies and priorities need the batcher's queues even at batch size 1)."""
+    if sequence is not None:
+        return SequenceBatcher(runner, sequence, stats, label,
+                               max_waiting=policy.queues[0].max_queue_size)
     if policy.max_batch_size or "dynamic_batching" in config.model_fields_set:
         return DynamicBatcher(runner, policy, layout, stats, label)
     return UnbatchedScheduler(runner, stats, label, max_waiting=policy.queues[0].max_queue_size,

@@ -31,6 +31,7 @@ from app.repository.execution_config import (
 from app.repository.file_options import check_session_options
 from app.repository.paths import is_file_name, leads_outside
 from app.repository.scan import DEFAULT_MODEL_FILENAME
+from app.repository.sequence_config import SequenceBatching
 from app.repository.triton_config import TritonConfigError, parse_json, parse_text, to_document
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,8 @@ class ModelConfig(_Strict):
     )
     model_warmup: list[Warmup] = Field(default_factory=list)
     response_cache: ResponseCacheConfig = Field(default_factory=ResponseCacheConfig)
+    sequence_batching: SequenceBatching | None = Field(
+        None, description="A stateful model (app/repository/sequence_config.py).")
     version_labels: dict[str, int] = Field(
         default_factory=dict,
         description="Names for versions, usable wherever a version number is "

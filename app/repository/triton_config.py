@@ -41,16 +41,32 @@ SUPPORTED: Tree = {
     "response_cache": True,
     "ensemble_scheduling": {"step": {"model_name": True, "model_version": True,
                                      "input_map": True, "output_map": True}},
+    "sequence_batching": {
+        "direct": {}, "max_sequence_idle_microseconds": True, "control_input": True,
+        "oldest": {"max_candidate_sequences": True, "preferred_batch_size": True,
+                   "max_queue_delay_microseconds": True},
+        "state": {"input_name": True, "output_name": True, "data_type": True, "dims": True,
+                  "initial_state": True},
+    },
 }
 
 #: Why a field is refused, where there is more to say than "not supported".
 WHY: dict[str, str] = {
     "output.label_filename": "labels and the classification extension are not implemented",
     "model_transaction_policy.decoupled": "decoupled (streaming) models are not supported",
-    "sequence_batching": "stateful (sequence) models are not supported",
     "ensemble_scheduling.step.model_namespace": "model namespaces are not supported",
     "ensemble_scheduling.max_inflight_requests": "an ensemble's in-flight cap is not "
     "supported (each step's model has its own max_inflight_requests)",
+    "sequence_batching.iterative_sequence": "iterative sequences are not supported",
+    "sequence_batching.direct.max_queue_delay_microseconds":
+        "the direct strategy runs a slot's request at once (no queue delay)",
+    "sequence_batching.direct.minimum_slot_utilization":
+        "the direct strategy runs a slot's request at once (no slot utilisation wait)",
+    "sequence_batching.oldest.preserve_ordering": "answers leave as their batches finish",
+    "sequence_batching.state.use_same_buffer_for_input_output":
+        "state is held in host memory (numpy), one buffer per sequence",
+    "sequence_batching.state.use_growable_memory":
+        "state is held in host memory (numpy), one buffer per sequence",
     "model_repository_agents": "repository agents are not supported",
     "cc_model_filenames": "per-GPU model files are not supported",
     "model_operations": "custom operation libraries are not loaded",

@@ -87,7 +87,7 @@ CASES: dict[str, Case] = {
     "response_cache": Case(config={"response_cache": {"enable": True}}),
     # refused: the reason names the field (or the tensor)
     "refuse_label_filename": Case(refused="output.label_filename"),
-    "refuse_sequence_batching": Case(refused="sequence_batching"),
+    "refuse_sequence_batching": Case(refused="sequence_batching.iterative_sequence"),
     "refuse_ensemble": Case(refused="ensemble_scheduling"),
     "refuse_name": Case(refused="name: 'another_model' does not match the model's folder"),
     "refuse_platform": Case(refused="platform: 'tensorrt_plan' is not supported"),
@@ -279,8 +279,8 @@ def test_load_override_takes_tritons_json(tmp_path: Path) -> None:
                            "dynamic_batching": {"max_queue_delay_microseconds": 300}})
         assert sum(g["count"] for g in config["instance_group"]) == 2
         for bad, named in (({"name": "other"}, "name: 'other'"),
-                           ({"sequence_batching": {"max_sequence_idle_microseconds": 1}},
-                            "sequence_batching"),
+                           ({"sequence_batching": {"iterative_sequence": True}},
+                            "sequence_batching.iterative_sequence"),
                            ({"output": [{"name": "y", "label_filename": "l.txt"}]},
                             "output.label_filename")):
             response = load(bad)

@@ -141,7 +141,7 @@ def test_tritonclient_sequences_are_refused(
     for client, tensor in ((http_client, http_input(X)), (grpc_client, grpc_input(X))):
         message = refusal(lambda c=client, t=tensor: c.infer(  # type: ignore[misc]
             "id_fp32", [t], sequence_id=42, sequence_start=True))
-        assert "'sequence_id': sequence batching is not supported" in message
+        assert "'sequence_id': model 'id_fp32' is not a sequence model" in message
 
 
 def test_tritonclient_classification_is_refused(

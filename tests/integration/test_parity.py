@@ -106,12 +106,12 @@ TABLE: dict[str, Case] = {
                                                  "are []"),
     # Item 16: what the server does not do is refused by name, not ignored.
     "sequence id": Case("id_fp32", [X], ErrorCode.INVALID_INPUT, parameters={"sequence_id": 7},
-                        message="request parameter 'sequence_id': sequence batching is not "
-                                "supported by onnx-serve yet (no model has a sequence batcher); "
-                                "send each request on its own"),
+                        message="request parameter 'sequence_id': model 'id_fp32' is not a "
+                                "sequence model (its config has no sequence_batching); send "
+                                "the request without sequence parameters"),
     "sequence start": Case("id_fp32", [X], ErrorCode.INVALID_INPUT,
                            parameters={"sequence_start": True},
-                           message="request parameter 'sequence_start': sequence batching"),
+                           message="request parameter 'sequence_start' needs a 'sequence_id'"),
     "not a sequence": Case("id_fp32", [X], None, parameters={"sequence_id": 0}),
     "shared memory input": Case(
         "id_fp32", [X], ErrorCode.INVALID_INPUT,

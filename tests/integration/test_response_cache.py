@@ -154,13 +154,13 @@ def test_sequence_parameters_stay_refused_even_when_the_answer_is_cached(repo: P
         answer = httpx.post(f"{url}/v2/models/cached/infer",
                             json=infer_body("x", x, sequence_id=5, sequence_start=True))
         assert answer.status_code == 400
-        assert "'sequence_id': sequence batching is not supported" in answer.json()["error"]
+        assert "'sequence_id': model 'cached' is not a sequence model" in answer.json()["error"]
         client = grpcclient.InferenceServerClient(target)
         tensor = grpcclient.InferInput("x", [1, 4], "FP32")
         tensor.set_data_from_numpy(x)
         with pytest.raises(InferenceServerException) as refused:
             client.infer("cached", [tensor], sequence_id=5, sequence_start=True)
         assert refused.value.status() == str(grpc.StatusCode.INVALID_ARGUMENT)
-        assert "sequence batching is not supported" in refused.value.message()
+        assert "is not a sequence model" in refused.value.message()
         assert stats(url, "cached")["inference_stats"]["cache_hit"]["count"] == 0
         client.close()

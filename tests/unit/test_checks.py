@@ -46,16 +46,14 @@ def test_a_model_without_labels_says_so() -> None:
     {}, {"priority": 1, "timeout": 100},
     # "not part of a sequence", as some clients spell it
     {"sequence_id": 0, "sequence_start": False, "sequence_end": False}, {"sequence_id": ""},
+    # sequences: read by the service, which refuses them for models without sequences
+    {"sequence_id": 7, "sequence_start": True}, {"sequence_id": "s1", "sequence_end": True},
 ])
 def test_accepted_request_parameters(transport: str, parameters: dict[str, ParamValue]) -> None:
     check_request_parameters(parameters, transport)
 
 
 @pytest.mark.parametrize("parameters, message", [
-    ({"sequence_id": 7}, "request parameter 'sequence_id': sequence batching is not supported"),
-    ({"sequence_id": "s1"}, "sequence batching"),
-    ({"sequence_start": True}, "request parameter 'sequence_start': sequence batching"),
-    ({"sequence_end": True}, "request parameter 'sequence_end': sequence batching"),
     ({"headers": "x"}, "request parameter 'headers' is not supported"),
     ({"content_type": "np"}, "request parameter 'content_type' is not supported"),
 ])

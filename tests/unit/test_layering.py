@@ -51,6 +51,10 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
     ("app.batching.policy", ("asyncio", "numpy", "onnxruntime", "app")),
     ("app.batching.batcher", ("onnxruntime", "fastapi", "grpc", "app.models", "app.service")),
     ("app.batching.layout", ("asyncio", "onnxruntime", "app.models", "app.service")),
+    *[(m, ("onnxruntime", "fastapi", "grpc", "app.models", "app.service", "app.repository"))
+      for m in ("app.batching.sequence", "app.batching.sequence_state",
+                "app.batching.sequence_request")],
+    ("app.batching.sequence_slots", ("asyncio", "onnxruntime", "app.models", "app.service")),
 ])
 def test_inner_layers_do_not_reach_outwards(module: str, forbidden: tuple[str, ...]) -> None:
     names = imports()[module]

@@ -21,7 +21,7 @@ def _pbtxt(tmp_path: Path, text: str, name: str = "m") -> Path:
     ("1", "a configuration is a JSON object"),
     ("[" * 5000 + "]" * 5000, "not JSON"),
     ('{"max_batch_size": "x"}', "max_batch_size"),
-    ('{"sequence_batching": {"max_sequence_idle_microseconds": 1}}', "sequence_batching"),
+    ('{"sequence_batching": {"iterative_sequence": true}}', "sequence_batching.iterative_sequence"),
     ('{"name": "other"}', "name: 'other' does not match"),
     ('{"optimization": {"eager_batching": true}}', "optimization.eager_batching"),
 ])
