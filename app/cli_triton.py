@@ -24,17 +24,19 @@ SETTING_FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--exit-timeout-secs", "shutdown.grace_period_s", "SECONDS"),
     ("--model-load-thread-count", "repository.load_threads", "COUNT"),
     ("--exit-on-error", "repository.exit_on_error", "BOOL"),
+    ("--strict-model-config", "repository.strict_model_config", "BOOL"),
 )
 
 #: Triton's flags that are not one setting: argparse dest for each.
 LOG_FLAGS = {"--log-verbose": "triton_log_verbose", "--log-info": "triton_log_info",
              "--log-warning": "triton_log_warning", "--log-error": "triton_log_error"}
 BACKEND_CONFIG = "--backend-config"
+NO_AUTO_COMPLETE = "--disable-auto-complete-config"
 
 #: Flags only Triton has: one of them on the command line makes it a Triton command line,
 #: and the metrics port then defaults to Triton's 8002.
 TRITON_ONLY = frozenset({flag for flag, _, _ in SETTING_FLAGS} | set(LOG_FLAGS)
-                        | {BACKEND_CONFIG})
+                        | {BACKEND_CONFIG, NO_AUTO_COMPLETE})
 TRITON_METRICS_PORT = 8002
 
 _TLS = ("gRPC TLS is configured by files", "grpc.tls_cert_path")
@@ -43,7 +45,6 @@ _RESTRICTED = ("API keys with API groups restrict endpoints instead (README.md, 
 _SAGEMAKER = ("onnx-serve speaks KServe v2 over HTTP and gRPC only", None)
 _TRACE = ("onnx-serve has no tracing; its logs and onnxserve_* metrics time each phase", None)
 _GPU_MEMORY = ("onnxruntime's CUDA provider manages GPU memory", None)
-_CONFIG = ("configuration auto-complete options are not implemented yet", None)
 _CACHE = ("the response cache is in memory, sized by --cache-config local,size=BYTES",
           "cache.size_bytes")
 #: Triton's flags onnx-serve does not support: why, and the setting that does it instead.
@@ -102,8 +103,6 @@ UNSUPPORTED: dict[str, tuple[str, str | None]] = {
     "--repoagent-directory": ("repository agents are not supported", None),
     "--cache-directory": _CACHE, "--response-cache-byte-size": _CACHE,
     "--host-policy": ("host policies are not supported", None),
-    "--disable-auto-complete-config": _CONFIG,
-    "--strict-model-config": _CONFIG,
 }
 
 #: --backend-config keys (onnxruntime's, or global ones) and the setting each sets.
@@ -149,6 +148,10 @@ def add_triton_flags(parser: argparse.ArgumentParser) -> None:
                        help="Triton's backend settings: default-max-batch-size, "
                        "intra_op_thread_count, inter_op_thread_count; "
                        "enable-global-threadpool=0. Repeatable.")
+    group.add_argument(NO_AUTO_COMPLETE, dest="triton_no_auto_complete", action="store_true",
+                       default=None, help="Triton's: take each model's configuration as "
+                       "written, without filling in what it leaves out from the model "
+                       f"(sets {env_var('repository.auto_complete_config')}=false).")
 
 
 def _value(adapter: TypeAdapter[Any], flag: str, text: str) -> Any:
@@ -178,6 +181,8 @@ def apply(args: argparse.Namespace, data: dict[str, Any]) -> None:
         if setting is not None:
             group, _, name = setting[0].rpartition(".")
             (data[group] if group else data)[name] = setting[1]
+    if getattr(args, "triton_no_auto_complete", None):
+        data["repository"]["auto_complete_config"] = False
     if getattr(args, "triton_command_line", False) and data["metrics"]["port"] is None:
         data["metrics"]["port"] = TRITON_METRICS_PORT
 

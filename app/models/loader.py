@@ -18,6 +18,7 @@ from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
 from app.models import compat, cuda_libs, gpus, tensorrt
+from app.models.autocomplete import Rules
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.errors import UnsupportedModel
 from app.models.model_info import model_parameters
@@ -67,6 +68,10 @@ class ServerDefaults:
     max_queue_size: int = 1024  # per priority level, when the model's policy does not say
     intra_op_spinning: bool = False
     cache_dir: Path | None = None  # where files the server writes go; None: nowhere
+    #: Triton's auto-complete (off: --disable-auto-complete-config, --strict-model-config)
+    auto_complete: bool = True
+    #: Triton's --strict-model-config: a model without a configuration file is refused
+    config_required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +132,8 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     if any(i.kind == "gpu" for i in instances) and TENSORRT in available:
         # TensorRT profiles need the model's shapes and the effective max_batch_size (the
         # configured one or the server's default) before the sessions are built.
-        model_inputs, probed = _probe(path, config, default_max_batch_size)
+        model_inputs, probed = _probe(path, config, default_max_batch_size,
+                                      _rules(files.model, config, defaults))
         inputs, max_batch_size = tensorrt.profile_inputs(model_inputs, probed), \
             probed.max_batch_size
         trt_version = cuda_libs.tensorrt_version()
@@ -152,7 +158,8 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     first = sessions[0]
     signature = Signature.from_session(first.get_inputs(), first.get_outputs(),
                                        config.max_batch_size, default_max_batch_size,
-                                       config.input, config.output)
+                                       config.input, config.output,
+                                       _rules(files.model, config, defaults))
     run_config = {}
     shrink = config.parameters.get("memory.enable_memory_arena_shrinkage")
     if shrink is not None:
@@ -235,8 +242,13 @@ def _options(config: ModelConfig, defaults: ServerDefaults, threads: int,
     return options
 
 
-def _probe(path: Path, config: ModelConfig,
-           default_max_batch_size: int) -> tuple[list[TensorSpec], Signature]:
+def _rules(model: str, config: ModelConfig, defaults: ServerDefaults) -> Rules:
+    """Triton's auto-complete and listing rules for this model (models/autocomplete.py)."""
+    return Rules(model, defaults.auto_complete, config.triton_message() is not None)
+
+
+def _probe(path: Path, config: ModelConfig, default_max_batch_size: int,
+           rules: Rules) -> tuple[list[TensorSpec], Signature]:
     """The model's own input shapes, and its signature as the server will serve it."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -246,7 +258,7 @@ def _probe(path: Path, config: ModelConfig,
                                                                strict=True)]
     signature = Signature.from_session(probe.get_inputs(), probe.get_outputs(),
                                        config.max_batch_size, default_max_batch_size,
-                                       config.input, config.output)
+                                       config.input, config.output, rules)
     return model, signature
 
 

@@ -201,7 +201,8 @@ class ModelManager:
                     self._notify()
                     return [record.reason]
             try:
-                config = override or load_config(source.config_path)
+                config = override or load_config(source.config_path,
+                                                 self._defaults.config_required)
             except ConfigError as err:
                 return self._refuse(record, source, f"configuration refused: {err}")
             wanted = config.version_policy.select(list(source.versions))

@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -168,6 +169,13 @@ class ModelConfig(_Strict):
         "(e.g. {stable: 3, canary: 4} -> /v2/models/m/versions/stable/infer).",
     )
 
+    #: the Triton message it was read from (config.pbtxt, Triton's JSON), if it was: /config
+    #: serves back what it sets beyond this schema (metadata, explicit defaults)
+    _triton: pb.ModelConfig | None = PrivateAttr(None)
+
+    def triton_message(self) -> pb.ModelConfig | None:
+        return self._triton
+
     @field_validator("parameters", mode="before")
     @classmethod
     def _unwrap_parameters(cls, value: object) -> object:
@@ -217,7 +225,9 @@ NAMED_CONFIGS = "configs"
 def _from_triton(message: pb.ModelConfig, folder_name: str | None, source: str) -> ModelConfig:
     try:
         document = to_document(message, folder_name)
-        return ModelConfig.model_validate(document)
+        config = ModelConfig.model_validate(document)
+        config._triton = message  # its own private attribute, set once
+        return config
     except TritonConfigError as err:
         raise ConfigError(f"{source}: {err}") from err
     except ValidationError as err:
@@ -246,12 +256,17 @@ def _model_folder(path: Path) -> Path:
         path.suffix == ".pbtxt" and path.name != TRITON_CONFIG else path.parent
 
 
-def load_config(path: Path | None) -> ModelConfig:
+def load_config(path: Path | None, required: bool = False) -> ModelConfig:
     """Parse `path` (`<model>/config.pbtxt`, `<model>/configs/<name>.pbtxt` or
-    `<model>/config.yaml`), or return the defaults when there is no file. A model with both
-    a Triton config and a config.yaml is refused: which one holds is not ours to guess.
+    `<model>/config.yaml`), or return the defaults when there is no file (refused when
+    `required`: Triton's --strict-model-config). A model with both a Triton config and a
+    config.yaml is refused: which one holds is not ours to guess.
     Messages name the file, never its absolute path."""
     if path is None:
+        if required:
+            raise ConfigError(f"no {TRITON_CONFIG}: with --strict-model-config "
+                              "(repository.strict_model_config) every model needs its "
+                              "configuration file")
         return ModelConfig()
     folder = _model_folder(path)
     source = str(path.relative_to(folder))

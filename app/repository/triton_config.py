@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from google.protobuf import json_format, text_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from app.protos_gen import model_config_pb2 as pb
@@ -75,7 +76,7 @@ def parse_json(text: str) -> pb.ModelConfig:
     if not isinstance(document, dict):
         # protobuf's parser takes an empty list for an empty message
         raise json_format.ParseError("a configuration is a JSON object")
-    return json_format.ParseDict(document, pb.ModelConfig())
+    return json_format.ParseDict(without_reported(document), pb.ModelConfig())
 
 
 def to_document(message: pb.ModelConfig, folder_name: str | None) -> dict[str, Any]:
@@ -123,3 +124,60 @@ def _check_supported(message: Message, tree: Tree, prefix: str) -> None:
         items = value if field.is_repeated else [value]
         for item in items:
             _check_supported(item, rule, f"{path}.")
+
+
+_INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
+          FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
+
+
+def to_json(message: pb.ModelConfig) -> dict[str, Any]:
+    """The message as /config answers it: Triton's JSON form with every field spelled out,
+    except that 64-bit integers stay numbers (protobuf writes them as strings; both parse)."""
+    document: dict[str, Any] = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    _numbers(message.DESCRIPTOR, document)
+    return document
+
+
+def _numbers(descriptor: Any, document: dict[str, Any]) -> None:  # a message Descriptor
+    for field in descriptor.fields:
+        if field.name not in document:
+            continue
+        value = document[field.name]
+        kind = field.message_type
+        if kind is not None and kind.GetOptions().map_entry:
+            item = kind.fields_by_name["value"]
+            if item.message_type is not None:
+                for entry in value.values():
+                    _numbers(item.message_type, entry)
+            elif item.type in _INT64:
+                document[field.name] = {k: int(v) for k, v in value.items()}
+        elif kind is not None:
+            for entry in value if field.is_repeated else [value]:
+                _numbers(kind, entry)
+        elif field.type in _INT64:
+            document[field.name] = [int(v) for v in value] if field.is_repeated else int(value)
+
+
+#: What /config's JSON adds beside Triton's fields: facts the server reports (each instance
+#: group's providers and note, the response cache's note, the model file's own `onnx.*`
+#: parameters). A `load` override may carry them back (round trip); they are recomputed.
+REPORTED_PARAMETER_PREFIX = "onnx."
+
+
+def without_reported(document: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a /config-shaped document without what the server reports itself."""
+    document = dict(document)
+    groups = document.get("instance_group")
+    if isinstance(groups, list):
+        document["instance_group"] = [
+            {k: v for k, v in g.items() if k not in ("providers", "note")}
+            if isinstance(g, dict) else g for g in groups]
+    cache = document.get("response_cache")
+    if isinstance(cache, dict):
+        document["response_cache"] = {k: v for k, v in cache.items() if k != "note"}
+    parameters = document.get("parameters")
+    if isinstance(parameters, dict):
+        document["parameters"] = {k: v for k, v in parameters.items()
+                                  if not str(k).startswith(REPORTED_PARAMETER_PREFIX)}
+    return document

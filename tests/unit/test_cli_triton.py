@@ -76,7 +76,7 @@ def test_backend_config(entry: str, path: tuple[str, str], value: int) -> None:
     (["--grpc-use-ssl=true"], "--grpc-use-ssl is a Triton flag onnx-serve does not support: "
      "gRPC TLS is configured by files; set ONNX_SERVE_GRPC__TLS_CERT_PATH"),
     (["--metrics-config", "summary_latencies=true"], "--metrics-config is a Triton flag"),
-    (["--disable-auto-complete-config"], "--disable-auto-complete-config is a Triton flag"),
+    (["--host-policy=numa0"], "--host-policy is a Triton flag onnx-serve does not support"),
     (["--http-thread-count=8"], "--http-thread-count is a Triton flag onnx-serve does not"),
     (["--backend-config=onnxruntime,enable-global-threadpool=1"], "global thread pool"),
     (["--backend-config=tensorrt,coalesce-request-input=true"], "backend 'tensorrt' is a "
@@ -116,3 +116,16 @@ def test_serve_subcommand_refuses_them_too(capsys: pytest.CaptureFixture[str]) -
         main(["serve", str(REPO / "model_repository"), "--trace-level=TIMESTAMPS"])
     assert stopped.value.code == 2
     assert "--trace-level is a Triton flag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, auto_complete, strict", [
+    ([], True, False),
+    (["--disable-auto-complete-config"], False, False),
+    (["--strict-model-config=true"], True, True),
+    (["--strict-model-config", "false", "--disable-auto-complete-config"], False, False),
+])
+def test_auto_complete_flags(argv: list[str], auto_complete: bool, strict: bool) -> None:
+    """Triton's --disable-auto-complete-config and --strict-model-config (it implies no
+    auto-complete where the models load: repository.strict_model_config)."""
+    got = settings(argv).repository
+    assert (got.auto_complete_config, got.strict_model_config) == (auto_complete, strict)
