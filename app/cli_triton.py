@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +39,7 @@ NO_AUTO_COMPLETE = "--disable-auto-complete-config"
 TRITON_ONLY = frozenset({flag for flag, _, _ in SETTING_FLAGS} | set(LOG_FLAGS)
                         | {BACKEND_CONFIG, NO_AUTO_COMPLETE})
 TRITON_METRICS_PORT = 8002
+TRITON_DEFAULT_MAX_BATCH_SIZE = 4  # Triton's onnxruntime backend, when nothing sets it
 
 _TLS = ("gRPC TLS is configured by files", "grpc.tls_cert_path")
 _KEEPALIVE = ("gRPC keepalive is configured in seconds", "grpc.keepalive_time_s")
@@ -176,15 +178,26 @@ def apply(args: argparse.Namespace, data: dict[str, Any]) -> None:
     elif log_format == "ISO8601":
         raise TritonFlagError("--log-format=ISO8601: Triton's ISO 8601 line format is not "
                               "supported; onnx-serve writes text (Triton's default) or json")
-    for entry in getattr(args, "triton_backend_config", None) or []:
-        setting = _backend_setting(entry)
+    settings = [_backend_setting(entry) for entry in
+                getattr(args, "triton_backend_config", None) or []]
+    for setting in settings:
         if setting is not None:
             group, _, name = setting[0].rpartition(".")
             (data[group] if group else data)[name] = setting[1]
     if getattr(args, "triton_no_auto_complete", None):
         data["repository"]["auto_complete_config"] = False
-    if getattr(args, "triton_command_line", False) and data["metrics"]["port"] is None:
+    if getattr(args, "triton_command_line", False):
+        _triton_defaults(data, {s[0] for s in settings if s is not None})
+
+
+def _triton_defaults(data: dict[str, Any], given: set[str]) -> None:
+    """On a Triton command line, Triton's defaults where nothing else set the value: the
+    metrics port 8002, and the onnxruntime backend's default-max-batch-size 4."""
+    if data["metrics"]["port"] is None:
         data["metrics"]["port"] = TRITON_METRICS_PORT
+    batch = "batching.default_max_batch_size"
+    if batch not in given and env_var(batch) not in os.environ:
+        data["batching"]["default_max_batch_size"] = TRITON_DEFAULT_MAX_BATCH_SIZE
 
 
 def _log_level(levels: dict[str, str | None]) -> str:

@@ -27,6 +27,8 @@ class EffectiveConfig:
     message: pb.ModelConfig
     groups: list[dict[str, Any]] = field(default_factory=list)
     cache_note: str = ""
+    #: onnx-serve's own settings beside Triton's (triton_config.OURS), where not defaults
+    ours: dict[str, Any] = field(default_factory=dict)
 
     def json(self) -> dict[str, Any]:
         document = triton_config.to_json(self.message)
@@ -34,7 +36,20 @@ class EffectiveConfig:
             entry.update(extra)
         if self.cache_note:
             document.setdefault("response_cache", {})["note"] = self.cache_note
+        padding = self.ours.get("padding")
+        if padding and "dynamic_batching" in document:
+            document["dynamic_batching"]["padding"] = padding
+        document.update({k: v for k, v in self.ours.items() if k != "padding"})
         return document
+
+
+def _ours(model: LoadedModel) -> dict[str, Any]:
+    config = model.config
+    ours: dict[str, Any] = config.model_dump(mode="json", include=set(triton_config.OURS),
+                                             exclude_defaults=True)
+    if config.dynamic_batching.padding:
+        ours["padding"] = [p.model_dump(mode="json") for p in config.dynamic_batching.padding]
+    return ours
 
 
 def _tensor(spec: TensorSpec, batched: bool, reshape: tuple[int, ...] | None) -> dict[str, Any]:
@@ -105,7 +120,7 @@ def effective_config(model: LoadedModel, platform: str, caches: bool = False,
     configured = model.config.triton_message()
     if configured is not None:
         keep_configured(message, configured)
-    return EffectiveConfig(message, notes, cache_note)
+    return EffectiveConfig(message, notes, cache_note, _ours(model))
 
 
 def _document(model: LoadedModel, platform: str) -> dict[str, Any]:

@@ -22,6 +22,8 @@ class Rules:
     model: str = ""
     auto_complete: bool = True
     triton: bool = False
+    #: inputs the server fills itself (dynamic_batching.padding's length_input): not listed
+    filled: frozenset[str] = frozenset()
 
 
 #: config.yaml's rules with auto-complete on (what a caller that says nothing gets)
@@ -55,10 +57,22 @@ def max_batch_size(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
     return configured
 
 
+def dynamic_batching(max_batch_size: int, configured: bool, listed: tuple[bool, bool],
+                     rules: Rules) -> bool:
+    """Whether the dynamic batcher runs. Configured, it does; config.yaml's models batch
+    whenever max_batch_size > 0; with Triton's rules only when auto-complete ran and added it
+    (max_batch_size > 1, as Triton's backend does): a Triton config listing every tensor
+    and no dynamic_batching runs each request on its own, as Triton runs it."""
+    if configured or not rules.triton:
+        return configured or max_batch_size > 0
+    return rules.auto_complete and not all(listed) and max_batch_size > 1
+
+
 def check_listed(role: str, model: Sequence[TensorSpec], listed: Sequence[str],
                  rules: Rules) -> None:
     """Without auto-complete every input and output is listed; with Triton's rules listed
     inputs are all of the model's (Triton's backend counts them)."""
+    model = [s for s in model if s.name not in rules.filled]
     names = ", ".join(s.name for s in model)
     if not rules.auto_complete and not listed and model:
         raise UnsupportedModel(

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
-from app.models import compat, cuda_libs, gpus, tensorrt
+from app.models import autocomplete, compat, cuda_libs, gpus, tensorrt
 from app.models.autocomplete import Rules
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.errors import UnsupportedModel
@@ -85,6 +85,8 @@ class BuiltVersion:
     layout: BatchLayout
     #: the model's own description (model_info.py), for the metadata and config endpoints
     parameters: dict[str, ParamValue]
+    #: whether the dynamic batcher runs (models/autocomplete.py: as Triton decides)
+    batches: bool = True
 
 
 def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: ServerDefaults,
@@ -169,8 +171,11 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     for warmup in config.model_warmup:
         _warm(sessions, warmup, signature, files)
     parameters = model_parameters(first.get_modelmeta(), header)
+    batches = autocomplete.dynamic_batching(
+        signature.max_batch_size, "dynamic_batching" in config.model_fields_set,
+        (bool(config.input), bool(config.output)), _rules(files.model, config, defaults))
     return BuiltVersion(sessions, placements, visible, threads, run_config, policy, layout,
-                        parameters)
+                        parameters, batches)
 
 
 def _header(path: Path) -> OnnxHeader | None:
@@ -244,7 +249,8 @@ def _options(config: ModelConfig, defaults: ServerDefaults, threads: int,
 
 def _rules(model: str, config: ModelConfig, defaults: ServerDefaults) -> Rules:
     """Triton's auto-complete and listing rules for this model (models/autocomplete.py)."""
-    return Rules(model, defaults.auto_complete, config.triton_message() is not None)
+    filled = frozenset(p.length_input for p in config.dynamic_batching.padding if p.length_input)
+    return Rules(model, defaults.auto_complete, config.triton_message() is not None, filled)
 
 
 def _probe(path: Path, config: ModelConfig, default_max_batch_size: int,

@@ -334,7 +334,7 @@ class ModelManager:
         pool = SessionPool(built.sessions, label, built.placements, built.run_config)
         stats = ModelStats()
         scheduler = build_scheduler(pool, config, built.policy, built.layout, stats,
-                                    f"model '{key.name}' version {key.version}")
+                                    f"model '{key.name}' version {key.version}", built.batches)
         return LoadedModel(key, built.signature, pool, scheduler, config, stamp,
                            built.intra_op_threads, token, built.parameters, stats=stats)
 

@@ -20,11 +20,13 @@ _LENGTH_TYPES = {"INT32": "int32", "INT64": "int64"}
 
 
 def build_scheduler(runner: Runner, config: ModelConfig, policy: BatchPolicy,
-                    layout: BatchLayout, stats: ModelStats, label: str) -> Scheduler:
-    """The dynamic batcher, or the trivial scheduler for a model that does not batch and
-    whose config has no dynamic_batching (whose queue policies and priorities need the
-    batcher's queues even at batch size 1)."""
-    if policy.max_batch_size or "dynamic_batching" in config.model_fields_set:
+                    layout: BatchLayout, stats: ModelStats, label: str,
+                    batches: bool = True) -> Scheduler:
+    """The dynamic batcher, or the trivial scheduler for a model that does not batch (or,
+    `batches` false, one that Triton would run without its dynamic batcher) and whose
+    config has no dynamic_batching (whose queue policies and priorities need the batcher's
+    queues even at batch size 1)."""
+    if (policy.max_batch_size and batches) or "dynamic_batching" in config.model_fields_set:
         return DynamicBatcher(runner, policy, layout, stats, label)
     return UnbatchedScheduler(runner, stats, label, max_waiting=policy.queues[0].max_queue_size,
                               max_inflight=policy.max_inflight)

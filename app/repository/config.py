@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from google.protobuf import json_format, text_format
@@ -31,7 +31,12 @@ from app.repository.execution_config import (
 from app.repository.file_options import check_session_options
 from app.repository.paths import is_file_name, leads_outside
 from app.repository.scan import DEFAULT_MODEL_FILENAME
-from app.repository.triton_config import TritonConfigError, parse_json, parse_text, to_document
+from app.repository.triton_config import (
+    TritonConfigError,
+    parse_json_with_ours,
+    parse_text,
+    to_document,
+)
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +227,16 @@ YAML_CONFIG = "config.yaml"
 NAMED_CONFIGS = "configs"
 
 
-def _from_triton(message: pb.ModelConfig, folder_name: str | None, source: str) -> ModelConfig:
+def _from_triton(message: pb.ModelConfig, folder_name: str | None, source: str,
+                 ours: dict[str, Any] | None = None) -> ModelConfig:
+    """`ours`: onnx-serve's own fields beside Triton's (version_labels, ...), in our schema."""
     try:
         document = to_document(message, folder_name)
+        for key, value in (ours or {}).items():
+            if key == "dynamic_batching":
+                document["dynamic_batching"] = {**document.get("dynamic_batching", {}), **value}
+            else:
+                document[key] = value
         config = ModelConfig.model_validate(document)
         config._triton = message  # its own private attribute, set once
         return config
@@ -240,14 +252,14 @@ def parse_config_json(text: str, model: str | None = None) -> ModelConfig:
     form this API took before), and refused with Triton's parser's message if neither fits.
     `model`: the model it is for; a `name` that differs is refused."""
     try:
-        message = parse_json(text)
+        message, ours = parse_json_with_ours(text)
     except json_format.ParseError as triton_err:
         try:
             return ModelConfig.model_validate_json(text)
         except ValidationError:
             # protobuf appends every field name on further lines: the first one says it
             raise ConfigError(f"config: {str(triton_err).splitlines()[0]}") from triton_err
-    return _from_triton(message, model, "config")
+    return _from_triton(message, model, "config", ours)
 
 
 def _model_folder(path: Path) -> Path:

@@ -66,9 +66,17 @@ def parse_text(text: str) -> pb.ModelConfig:
     return text_format.Parse(text, pb.ModelConfig())
 
 
-def parse_json(text: str) -> pb.ModelConfig:
-    """Triton's JSON form (what /config answers, what `load` takes) -> the message.
-    Raises json_format.ParseError, also for a document that is not a JSON object."""
+#: onnx-serve's own fields (config.yaml's schema) that /config shows beside Triton's and a
+#: load override takes back: at the top level, and inside dynamic_batching.
+OURS = ("version_labels", "max_inflight_requests")
+OURS_IN_BATCHING = ("padding",)
+
+
+def parse_json_with_ours(text: str) -> tuple[pb.ModelConfig, dict[str, Any]]:
+    """Triton's JSON form (what /config answers, what `load` takes) -> (the message,
+    onnx-serve's own fields as config.yaml spells them: OURS, and {"dynamic_batching":
+    {"padding": ...}}). Raises json_format.ParseError, also for a document that is not a
+    JSON object."""
     try:
         document = json.loads(text)
     except (ValueError, RecursionError) as err:
@@ -76,7 +84,14 @@ def parse_json(text: str) -> pb.ModelConfig:
     if not isinstance(document, dict):
         # protobuf's parser takes an empty list for an empty message
         raise json_format.ParseError("a configuration is a JSON object")
-    return json_format.ParseDict(without_reported(document), pb.ModelConfig())
+    document = without_reported(document)
+    ours = {key: document.pop(key) for key in OURS if key in document}
+    batching = document.get("dynamic_batching")
+    if isinstance(batching, dict) and any(key in batching for key in OURS_IN_BATCHING):
+        batching = document["dynamic_batching"] = dict(batching)
+        ours["dynamic_batching"] = {key: batching.pop(key) for key in OURS_IN_BATCHING
+                                    if key in batching}
+    return json_format.ParseDict(document, pb.ModelConfig()), ours
 
 
 def to_document(message: pb.ModelConfig, folder_name: str | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from app.protos_gen import model_config_pb2 as pb
 from app.repository.triton_config import to_json, without_reported
+from tests.integration.test_batching import padded
 from tests.support import onnx_models
 from tests.support.runs import infer_body
 from tests.support.server import Endpoints, running_server, wait_for
@@ -455,3 +456,50 @@ def test_disable_auto_complete_and_strict_model_config(tmp_path: Path) -> None:
             assert _max_batch_size(endpoints.http, "listed") == 0
             assert bare in index["bare"][0]["reason"], index["bare"]
             assert "lists no inputs" in index["half"][0]["reason"], index["half"]
+
+
+def test_dynamic_batching_where_triton_turns_it_on(corpus_server: Endpoints) -> None:
+    """Triton's backend adds dynamic_batching when its auto-complete runs on a model that
+    batches (max_batch_size > 1); a config listing every tensor skips auto-complete, and
+    the model runs each request on its own (still up to max_batch_size rows)."""
+    url = corpus_server.http
+
+    def config(name: str) -> dict[str, Any]:
+        return dict(httpx.get(f"{url}/v2/models/{name}/config").json())
+
+    for name in ("instance_group_list", "partial_io", "backend_only", "minimal"):
+        assert "dynamic_batching" in config(name), name
+    for name in ("batching_explicit", "no_autocomplete_needed", "no_batching"):
+        assert "dynamic_batching" not in config(name), name
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    response = httpx.post(f"{url}/v2/models/batching_explicit/infer", json=infer_body("x", x))
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["shape"] == [3, 4]
+
+
+def test_our_own_settings_round_trip_beside_tritons(tmp_path: Path) -> None:
+    """config.yaml's own settings (version_labels, max_inflight_requests,
+    dynamic_batching.padding) are in /config beside Triton's fields and load back."""
+    _write_model(tmp_path, "ours", "plus")
+    (tmp_path / "ours" / "config.yaml").write_text(
+        "version_policy: {all: {}}\nversion_labels: {stable: 1}\nmax_inflight_requests: 3\n")
+    onnx_models.write(tmp_path, "padded", padded())
+    (tmp_path / "padded" / "config.yaml").write_text(
+        "dynamic_batching:\n"
+        "  padding: [{input: tokens, value: 0, length_input: n, slice_outputs: [doubled]}]\n")
+    with running_server(tmp_path, repository={"control_mode": "explicit",
+                                               "load_models": ["*"]}) as endpoints:
+        url = endpoints.http
+        for name in ("ours", "padded"):
+            before = httpx.get(f"{url}/v2/models/{name}/config").json()
+            response = httpx.post(f"{url}/v2/repository/models/{name}/load",
+                                  json={"parameters": {"config": json.dumps(before)}})
+            assert response.status_code == 200, response.text
+            assert httpx.get(f"{url}/v2/models/{name}/config").json() == before
+        assert (before["dynamic_batching"]["padding"][0]["length_input"]) == "n"
+        ours = httpx.get(f"{url}/v2/models/ours/config").json()
+        assert (ours["version_labels"], ours["max_inflight_requests"]) == ({"stable": 1}, 3)
+        x = _input("plus")
+        answer = httpx.post(f"{url}/v2/models/ours/versions/stable/infer",
+                            json=infer_body("x", x)).json()
+        np.testing.assert_allclose(answer["outputs"][0]["data"], (x + 1).ravel())

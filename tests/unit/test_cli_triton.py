@@ -129,3 +129,16 @@ def test_auto_complete_flags(argv: list[str], auto_complete: bool, strict: bool)
     auto-complete where the models load: repository.strict_model_config)."""
     got = settings(argv).repository
     assert (got.auto_complete_config, got.strict_model_config) == (auto_complete, strict)
+
+
+def test_a_triton_command_line_has_tritons_default_max_batch_size(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton's onnxruntime backend auto-completes max_batch_size to 4; our own command line
+    keeps batching.default_max_batch_size (64); --backend-config or the variable win."""
+    monkeypatch.delenv("ONNX_SERVE_BATCHING__DEFAULT_MAX_BATCH_SIZE", raising=False)
+    assert settings(KSERVE).batching.default_max_batch_size == 4
+    assert settings([]).batching.default_max_batch_size == 64
+    given = [*KSERVE, "--backend-config=onnxruntime,default-max-batch-size=16"]
+    assert settings(given).batching.default_max_batch_size == 16
+    monkeypatch.setenv("ONNX_SERVE_BATCHING__DEFAULT_MAX_BATCH_SIZE", "8")
+    assert settings(KSERVE).batching.default_max_batch_size == 8
