@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ SETTING_FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--exit-timeout-secs", "shutdown.grace_period_s", "SECONDS"),
     ("--model-load-thread-count", "repository.load_threads", "COUNT"),
     ("--exit-on-error", "repository.exit_on_error", "BOOL"),
+    ("--strict-model-config", "repository.strict_model_config", "BOOL"),
 )
 
 #: Triton's flags that are not one setting: argparse dest for each.
@@ -34,12 +36,14 @@ METRICS_CONFIG = "--metrics-config"
 #: --metrics-config keys (Triton's) and the setting each sets.
 METRICS_KEYS = {key: f"metrics.{key}" for key in (
     "counter_latencies", "summary_latencies", "summary_quantiles", "histogram_latencies")}
+NO_AUTO_COMPLETE = "--disable-auto-complete-config"
 
 #: Flags only Triton has: one of them on the command line makes it a Triton command line,
 #: and the metrics port then defaults to Triton's 8002.
 TRITON_ONLY = frozenset({flag for flag, _, _ in SETTING_FLAGS} | set(LOG_FLAGS)
-                        | {BACKEND_CONFIG, METRICS_CONFIG})
+                        | {BACKEND_CONFIG, METRICS_CONFIG, NO_AUTO_COMPLETE})
 TRITON_METRICS_PORT = 8002
+TRITON_DEFAULT_MAX_BATCH_SIZE = 4  # Triton's onnxruntime backend, when nothing sets it
 
 _TLS = ("gRPC TLS is configured by files", "grpc.tls_cert_path")
 _KEEPALIVE = ("gRPC keepalive is configured in seconds", "grpc.keepalive_time_s")
@@ -47,7 +51,6 @@ _RESTRICTED = ("API keys with API groups restrict endpoints instead (README.md, 
 _SAGEMAKER = ("onnx-serve speaks KServe v2 over HTTP and gRPC only", None)
 _TRACE = ("onnx-serve has no tracing; its logs and onnxserve_* metrics time each phase", None)
 _GPU_MEMORY = ("onnxruntime's CUDA provider manages GPU memory", None)
-_CONFIG = ("configuration auto-complete options are not implemented yet", None)
 _CACHE = ("the response cache is in memory, sized by --cache-config local,size=BYTES",
           "cache.size_bytes")
 #: Triton's flags onnx-serve does not support: why, and the setting that does it instead.
@@ -104,8 +107,6 @@ UNSUPPORTED: dict[str, tuple[str, str | None]] = {
     "--repoagent-directory": ("repository agents are not supported", None),
     "--cache-directory": _CACHE, "--response-cache-byte-size": _CACHE,
     "--host-policy": ("host policies are not supported", None),
-    "--disable-auto-complete-config": _CONFIG,
-    "--strict-model-config": _CONFIG,
 }
 
 #: --backend-config keys (onnxruntime's, or global ones) and the setting each sets.
@@ -155,6 +156,10 @@ def add_triton_flags(parser: argparse.ArgumentParser) -> None:
                        metavar="KEY=VALUE",
                        help=f"Triton's metrics settings: {', '.join(METRICS_KEYS)}. "
                        "Repeatable.")
+    group.add_argument(NO_AUTO_COMPLETE, dest="triton_no_auto_complete", action="store_true",
+                       default=None, help="Triton's: take each model's configuration as "
+                       "written, without filling in what it leaves out from the model "
+                       f"(sets {env_var('repository.auto_complete_config')}=false).")
 
 
 def _value(adapter: TypeAdapter[Any], flag: str, text: str) -> Any:
@@ -179,16 +184,29 @@ def apply(args: argparse.Namespace, data: dict[str, Any]) -> None:
     elif log_format == "ISO8601":
         raise TritonFlagError("--log-format=ISO8601: Triton's ISO 8601 line format is not "
                               "supported; onnx-serve writes text (Triton's default) or json")
-    for entry in getattr(args, "triton_backend_config", None) or []:
-        setting = _backend_setting(entry)
+    settings = [_backend_setting(entry) for entry in
+                getattr(args, "triton_backend_config", None) or []]
+    for setting in settings:
         if setting is not None:
             group, _, name = setting[0].rpartition(".")
             (data[group] if group else data)[name] = setting[1]
     for entry in getattr(args, "triton_metrics_config", None) or []:
         path, value = _metrics_setting(entry)
         data["metrics"][path.rpartition(".")[2]] = value
-    if getattr(args, "triton_command_line", False) and data["metrics"]["port"] is None:
+    if getattr(args, "triton_no_auto_complete", None):
+        data["repository"]["auto_complete_config"] = False
+    if getattr(args, "triton_command_line", False):
+        _triton_defaults(data, {s[0] for s in settings if s is not None})
+
+
+def _triton_defaults(data: dict[str, Any], given: set[str]) -> None:
+    """On a Triton command line, Triton's defaults where nothing else set the value: the
+    metrics port 8002, and the onnxruntime backend's default-max-batch-size 4."""
+    if data["metrics"]["port"] is None:
         data["metrics"]["port"] = TRITON_METRICS_PORT
+    batch = "batching.default_max_batch_size"
+    if batch not in given and env_var(batch) not in os.environ:
+        data["batching"]["default_max_batch_size"] = TRITON_DEFAULT_MAX_BATCH_SIZE
 
 
 def _log_level(levels: dict[str, str | None]) -> str:

@@ -1,14 +1,56 @@
-"""The effective model configuration in Triton's field names, for the config endpoints."""
+"""The effective model configuration: one typed Triton ModelConfig, configured and completed."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
 from app.codecs import dtypes
+from app.models.devices import Placement
+from app.models.ensemble import ensemble_view, is_ensemble
 from app.models.version import LoadedModel
+from app.protos_gen import model_config_pb2 as pb
+from app.repository import triton_config
 from app.types import TensorSpec
 
 BACKEND = "onnxruntime"
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveConfig:
+    """What a version runs with: `message` (gRPC's answer, Triton's fields only) and the
+    facts /config's JSON adds beside them (annotations: each instance group's providers and
+    note, the response cache's note; `load` takes them back and recomputes them)."""
+
+    message: pb.ModelConfig
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    cache_note: str = ""
+    #: onnx-serve's own settings beside Triton's (triton_config.OURS), where not defaults
+    ours: dict[str, Any] = field(default_factory=dict)
+
+    def json(self) -> dict[str, Any]:
+        document = triton_config.to_json(self.message)
+        for entry, extra in zip(document.get("instance_group", []), self.groups, strict=False):
+            entry.update(extra)
+        if self.cache_note:
+            document.setdefault("response_cache", {})["note"] = self.cache_note
+        padding = self.ours.get("padding")
+        if padding and "dynamic_batching" in document:
+            document["dynamic_batching"]["padding"] = padding
+        document.update({k: v for k, v in self.ours.items() if k != "padding"})
+        return document
+
+
+def _ours(model: LoadedModel) -> dict[str, Any]:
+    config = model.config
+    ours: dict[str, Any] = config.model_dump(mode="json", include=set(triton_config.OURS),
+                                             exclude_defaults=True)
+    if config.dynamic_batching.padding:
+        ours["padding"] = [p.model_dump(mode="json") for p in config.dynamic_batching.padding]
+    return ours
 
 
 def _tensor(spec: TensorSpec, batched: bool, reshape: tuple[int, ...] | None) -> dict[str, Any]:
@@ -21,27 +63,39 @@ def _tensor(spec: TensorSpec, batched: bool, reshape: tuple[int, ...] | None) ->
     return entry
 
 
-def _instance_groups(model: LoadedModel) -> list[dict[str, Any]]:
-    """What each instance really runs with: device, provider chain, and why it differs from
-    the request (e.g. a GPU asked for on a CPU-only build)."""
+def _instance_groups(model: LoadedModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One entry per configured group (Triton's name, or `<model>_<index>`), split where its
+    instances really differ (device, provider chain, why it differs from the request, e.g.
+    a GPU asked for on a CPU-only build); and, beside each, its providers and note."""
+    configured = model.config.instance_group
     groups: list[dict[str, Any]] = []
-    for index, placement in enumerate(model.pool.placements):
-        kind = "KIND_GPU" if placement.instance.kind == "gpu" else "KIND_CPU"
-        entry: dict[str, Any] = {"name": f"{model.key.name}_{len(groups)}", "kind": kind,
-                                 "count": 1, "providers": list(placement.names)}
-        if kind == "KIND_GPU":
+    notes: list[dict[str, Any]] = []
+    last: tuple[object, ...] | None = None
+    for placement, runner in zip(model.pool.placements, model.pool.runners, strict=True):
+        index = placement.instance.group
+        key = (*_group_key(placement), runner.io_binding)
+        if last == key:
+            groups[-1]["count"] += 1
+            continue
+        last = key
+        name = configured[index].name if index < len(configured) else ""
+        entry: dict[str, Any] = {"name": name or f"{model.key.name}_{index}",
+                                 "kind": key[1], "count": 1}
+        if key[1] == "KIND_GPU":
             entry["gpus"] = [placement.instance.device_id]
-        if model.pool.runners[index].io_binding:
-            entry["io_binding"] = True  # inputs and outputs bound on the device (io_binding.py)
-        if placement.note:
-            entry["note"] = placement.note
-        last = groups[-1] if groups else None
-        if last and all(last.get(k) == entry.get(k) for k in ("kind", "gpus", "providers",
-                                                                "note", "io_binding")):
-            last["count"] += 1
-        else:
-            groups.append(entry)
-    return groups
+        groups.append(entry)
+        notes.append({"providers": list(placement.names)}
+                     # inputs and outputs bound on the device (app/models/io_binding.py)
+                     | ({"io_binding": True} if runner.io_binding else {})
+                     | ({"note": placement.note} if placement.note else {}))
+    return groups, notes
+
+
+def _group_key(placement: Placement) -> tuple[object, ...]:
+    instance = placement.instance
+    kind = "KIND_GPU" if instance.kind == "gpu" else "KIND_CPU"
+    device = instance.device_id if kind == "KIND_GPU" else None
+    return instance.group, kind, device, placement.names, placement.note
 
 
 def _parameter(value: object) -> str:
@@ -57,8 +111,24 @@ def _model_shape(model: LoadedModel, output: str) -> tuple[int, ...] | None:
     return None
 
 
-def effective_config(model: LoadedModel, platform: str) -> dict[str, Any]:
-    """What the server actually runs, as Triton's ModelConfig JSON (a documented subset)."""
+def effective_config(model: LoadedModel, platform: str, caches: bool = False,
+                     cache_note: str = "") -> EffectiveConfig:
+    """What the server actually runs, as one Triton ModelConfig: what the sessions and the
+    scheduler report, then whatever else the configuration set, as it set it."""
+    document = _document(model, platform)
+    groups, notes = _instance_groups(model)
+    document["instance_group"] = groups
+    document["response_cache"] = {"enable": caches}
+    if is_ensemble(model.config):
+        document = ensemble_view(document)
+    message = json_format.ParseDict(document, pb.ModelConfig())
+    configured = model.config.triton_message()
+    if configured is not None:
+        keep_configured(message, configured)
+    return EffectiveConfig(message, notes, cache_note, _ours(model))
+
+
+def _document(model: LoadedModel, platform: str) -> dict[str, Any]:
     signature = model.signature
     batched = signature.max_batch_size > 0
     config: dict[str, Any] = {
@@ -70,7 +140,6 @@ def effective_config(model: LoadedModel, platform: str) -> dict[str, Any]:
                   for s in signature.inputs],
         "output": [_tensor(s, batched, _model_shape(model, s.name))
                    for s in signature.outputs],
-        "instance_group": _instance_groups(model),
         "parameters": {"intra_op_thread_count": {"string_value": str(model.intra_op_threads)},
                        **{key: {"string_value": _parameter(value)}
                           for key, value in model.config.parameters.items()
@@ -107,3 +176,30 @@ def _configured(config: dict[str, Any], model: LoadedModel) -> None:
                         | {"data_type": sample.data_type, "dims": sample.dims}
                         for name, sample in warmup.inputs.items()}}
             for warmup in model.config.model_warmup]
+
+
+def keep_configured(target: Message, configured: Message) -> None:
+    """Copy into `target` what `configured` sets and `target` leaves out (metadata such as
+    `model_transaction_policy`, explicit defaults such as `optimization.cuda`); entries of a
+    list are matched by name. What `target` reports itself wins."""
+    for descriptor, value in configured.ListFields():
+        name = descriptor.name
+        if descriptor.is_repeated:
+            mine = getattr(target, name)
+            if not len(mine):
+                mine.MergeFrom(value)
+            elif descriptor.message_type is not None and "name" in \
+                    descriptor.message_type.fields_by_name and \
+                    not descriptor.message_type.GetOptions().map_entry:
+                by_name = {item.name: item for item in mine}
+                for item in value:
+                    if item.name in by_name:
+                        keep_configured(by_name[item.name], item)
+        elif descriptor.message_type is not None:
+            if target.HasField(name):
+                keep_configured(getattr(target, name), value)
+            else:
+                getattr(target, name).CopyFrom(value)
+        elif not target.HasField(name) if descriptor.has_presence else \
+                getattr(target, name) == descriptor.default_value:
+            setattr(target, name, value)

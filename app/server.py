@@ -44,7 +44,10 @@ def build_manager(settings: Settings) -> ModelManager:
                               settings.batching.default_max_queue_size,
                               devices.intra_op_spinning,
                               cache_dir=settings.repository.cache_dir,
-                              latency_quantiles=settings.metrics.latency_quantiles)
+                              latency_quantiles=settings.metrics.latency_quantiles,
+                              auto_complete=settings.repository.auto_complete_config
+                              and not settings.repository.strict_model_config,
+                              config_required=settings.repository.strict_model_config)
     repository = settings.repository
     source: RepositorySource = (
         S3Source(repository.url, repository.path) if repository.url

@@ -12,7 +12,7 @@ from typing import Any
 from app import __version__
 from app.batching import sequence_request as sequences
 from app.cache import HASH_OFF_LOOP_BYTES, ResponseCache, cache_key, input_bytes
-from app.effective_config import effective_config
+from app.effective_config import EffectiveConfig, effective_config
 from app.errors import (
     ErrorCode,
     InvalidInput,
@@ -21,7 +21,7 @@ from app.errors import (
     ShuttingDown,
     Unsupported,
 )
-from app.models.ensemble import ensemble_view, is_ensemble, platform
+from app.models.ensemble import platform
 from app.models.manager import ModelManager
 from app.models.version import LoadedModel, ModelState
 from app.repository.config import ConfigError, parse_config_json
@@ -147,17 +147,12 @@ class InferenceService:
             parameters=model.parameters,
         )
 
-    def model_config(self, name: str, version: str | None) -> dict[str, Any]:
-        """The effective configuration, in Triton's ModelConfig JSON field names."""
+    def model_config(self, name: str, version: str | None) -> EffectiveConfig:
+        """The effective configuration: Triton's ModelConfig (gRPC), and its JSON (HTTP)."""
         model = self._manager.resolve(check_model_name(name), version)
-        config = effective_config(model, PLATFORM)
-        if is_ensemble(model.config):
-            config = ensemble_view(config)
-        config["response_cache"] = {"enable": self.caches(model)}
-        if model.config.response_cache.enable and not self.cache.enabled:
-            config["response_cache"]["note"] = "the server's response cache is off " \
-                "(cache.size_bytes 0)"
-        return config
+        note = "the server's response cache is off (cache.size_bytes 0)" \
+            if model.config.response_cache.enable and not self.cache.enabled else ""
+        return effective_config(model, PLATFORM, self.caches(model), note)
 
     def raw_input_target(self, name: str, version: str | None) -> RawInputTarget:
         """The single input a raw binary request fills; refused for multi-input models."""

@@ -235,6 +235,19 @@ class RepositorySettings(_Group):
         "Empty: config.pbtxt.",
     )
 
+    # Triton's auto-complete (README.md, Coming from Triton).
+    auto_complete_config: bool = Field(
+        True,
+        description="Fill in what a model's configuration leaves out from the model itself, "
+        "as Triton's onnxruntime backend does (inputs, outputs, max_batch_size up to "
+        "batching.default_max_batch_size, dynamic batching); false (Triton's "
+        "--disable-auto-complete-config): the configuration lists every input and output, "
+        "and max_batch_size left out is 0.")
+    strict_model_config: bool = Field(
+        False,
+        description="Triton's --strict-model-config: no auto-complete, and a model without "
+        "a configuration file is refused (UNAVAILABLE, the reason says so).")
+
     @field_validator("model_config_name")
     @classmethod
     def _config_file_name(cls, value: str) -> str:

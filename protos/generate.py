@@ -7,14 +7,21 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-#: each .proto and whether it has a service (then grpc stubs are generated too)
-PROTOS = {"inference": True, "model_config": False}
+#: each .proto and whether it has a service (then grpc stubs are generated too); a file comes
+#: after the files it imports (inference.proto imports model_config.proto, as Triton's does)
+PROTOS = {"model_config": False, "inference": True}
 PACKAGE = "app/protos_gen"
 DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
 PRIVATE_POOL = (
     "# A private pool: tritonclient registers the same `inference.*` names in the default\n"
     "# pool, and both must be importable in one process.\n"
     "POOL = _descriptor_pool.DescriptorPool()\n"
+    "DESCRIPTOR = POOL.AddSerializedFile("
+)
+#: inference.proto's pool is model_config's: an imported file must be in the importer's pool
+SHARED_POOL = (
+    "# model_config_pb2's private pool, which holds the ModelConfig messages this file uses.\n"
+    "POOL = app_dot_protos__gen_dot_model__config__pb2.POOL\n"
     "DESCRIPTOR = POOL.AddSerializedFile("
 )
 
@@ -33,7 +40,8 @@ def generate(out: Path) -> None:
         text = module.read_text()
         if DEFAULT_POOL not in text:
             raise SystemExit(f"{module}: protoc's output changed shape; update protos/generate.py")
-        module.write_text(text.replace(DEFAULT_POOL, PRIVATE_POOL))
+        imports = "app_dot_protos__gen_dot_model__config__pb2" in text
+        module.write_text(text.replace(DEFAULT_POOL, SHARED_POOL if imports else PRIVATE_POOL))
 
 
 if __name__ == "__main__":

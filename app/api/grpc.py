@@ -27,6 +27,7 @@ from app.codecs.tensors import TensorLimits
 from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
+from app.protos_gen import model_config_pb2
 from app.service import InferenceService
 from app.settings import GrpcSettings, env_var
 from app.types import InferRequest, InferResponse
@@ -240,9 +241,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> Any:
         config = self._service.model_config(request.name, request.version or None)
-        # Our extra fields (each instance's providers) have no place in Triton's message.
-        message = json_format.ParseDict(config, pb.ModelConfig(), ignore_unknown_fields=True)
-        return pb.ModelConfigResponse(config=message)
+        return pb.ModelConfigResponse(config=config.message)
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> Any:
         stats = self._service.model_statistics(request.name, request.version or None)
@@ -514,6 +513,7 @@ def _reflection_pool() -> descriptor_pool.DescriptorPool:
     """Our messages live in a private pool (see protos/generate.py); reflection needs them
     beside the health service's."""
     pool = descriptor_pool.DescriptorPool()
-    for file in (pb.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+    for file in (model_config_pb2.DESCRIPTOR, pb.DESCRIPTOR, health_pb2.DESCRIPTOR,
+                 reflection_pb2.DESCRIPTOR):  # model_config first: inference imports it
         pool.AddSerializedFile(file.serialized_pb)
     return pool

@@ -109,10 +109,10 @@ class RestApi:
         return _json({"name": name, "ready": ready}, 200 if ready else 503)
 
     async def model_config(self, model_name: str) -> Response:
-        return _json(self._service.model_config(model_name, None))
+        return _json(self._service.model_config(model_name, None).json())
 
     async def version_config(self, model_name: str, version: str) -> Response:
-        return _json(self._service.model_config(model_name, version))
+        return _json(self._service.model_config(model_name, version).json())
 
     async def metrics(self) -> Response:
         assert self.registry is not None  # nosec B101 # the route exists only with one

@@ -35,6 +35,8 @@ class Instance:
     kind: str  # "cpu" or "gpu"
     device_id: int = 0
     auto: bool = False  # KIND_AUTO chose the GPU: without a usable one it means the CPU
+    #: which instance_group it came from (/config lists groups as configured); not its place
+    group: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +61,16 @@ def plan_instances(groups: Sequence[InstanceGroup], cuda_available: bool,
     fails under strict providers or says it runs on CPU, rather than quietly planning nothing.
     """
     instances: list[Instance] = []
-    for group in groups or (InstanceGroup(kind="KIND_AUTO", count=default_cpu_count),):
+    for index, group in enumerate(groups or (InstanceGroup(kind="KIND_AUTO",
+                                                         count=default_cpu_count),)):
         kind = group.kind
         if kind == "KIND_AUTO":
             kind = "KIND_GPU" if cuda_available and gpu_count > 0 else "KIND_CPU"
         if kind == "KIND_CPU":
-            instances += [Instance("cpu")] * group.count
+            instances += [Instance("cpu", group=index)] * group.count
         else:
             gpus = group.gpus or list(range(max(gpu_count, 1)))
-            instances += [Instance("gpu", gpu, group.kind == "KIND_AUTO")
+            instances += [Instance("gpu", gpu, group.kind == "KIND_AUTO", index)
                           for gpu in gpus for _ in range(group.count)]
     return instances
 
@@ -131,7 +134,8 @@ def confirm(placement: Placement, actual: Sequence[str], strict: bool) -> Placem
     log.warning("%s; running this instance on %s", why, got)
     options = dict(placement.providers)
     note = "; ".join(n for n in (placement.note, f"{why}; running on {got}") if n)
-    instance = Instance("cpu") if gpu_lost else placement.instance
+    instance = Instance("cpu", group=placement.instance.group) if gpu_lost \
+        else placement.instance
     return Placement(instance, [(name, options.get(name, {})) for name in actual], note)
 
 
@@ -139,7 +143,8 @@ def _fallback(instance: Instance, why: str, strict: bool) -> Placement:
     if strict:
         raise UnsupportedModel(f"{why}; not falling back to CPU (strict providers)")
     log.warning("%s; running this instance on CPU", why)
-    return Placement(Instance("cpu"), [(CPU, {})], f"{why}; running on CPU")
+    return Placement(Instance("cpu", group=instance.group), [(CPU, {})],
+                     f"{why}; running on CPU")
 
 
 def _params(accelerators: Sequence[Accelerator], name: str) -> dict[str, ParameterValue]:

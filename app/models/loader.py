@@ -18,7 +18,8 @@ from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.batching.sequence_state import SequencePlan
 from app.codecs import dtypes
-from app.models import compat, cuda_libs, cuda_streams, gpus, tensorrt
+from app.models import autocomplete, compat, cuda_libs, cuda_streams, gpus, tensorrt
+from app.models.autocomplete import Rules
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.errors import UnsupportedModel
 from app.models.io_binding import SessionRunner, check_graph_shapes, runner_for, uses_graphs
@@ -72,6 +73,10 @@ class ServerDefaults:
     cache_dir: Path | None = None  # where files the server writes go; None: nowhere
     #: Triton's latency summaries' (quantile, error) pairs; None: no summaries
     latency_quantiles: tuple[tuple[float, float], ...] | None = None
+    #: Triton's auto-complete (off: --disable-auto-complete-config, --strict-model-config)
+    auto_complete: bool = True
+    #: Triton's --strict-model-config: a model without a configuration file is refused
+    config_required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,8 @@ class BuiltVersion:
     #: how each session runs (io_binding.py): warmup captured any CUDA graphs through them
     runners: list[SessionRunner] = field(default_factory=list)
     sequence: SequencePlan | None = None  # a stateful model's (sequence_plan.py)
+    #: whether the dynamic batcher runs (models/autocomplete.py: as Triton decides)
+    batches: bool = True
 
 
 def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: ServerDefaults,
@@ -135,7 +142,8 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     if any(i.kind == "gpu" for i in instances) and TENSORRT in available:
         # TensorRT profiles need the model's shapes and the effective max_batch_size (the
         # configured one or the server's default) before the sessions are built.
-        model_inputs, probed = _probe(path, config, default_max_batch_size)
+        model_inputs, probed = _probe(path, config, default_max_batch_size,
+                                      _rules(files.model, config, defaults))
         inputs, max_batch_size = tensorrt.profile_inputs(model_inputs, probed), \
             probed.max_batch_size
         trt_version = cuda_libs.tensorrt_version()
@@ -192,7 +200,8 @@ def _finish(runners: list[SessionRunner], placements: list[Placement], config: M
     first = runners[0].session
     signature = Signature.from_session(first.get_inputs(), first.get_outputs(),
                                        config.max_batch_size, default_max_batch_size,
-                                       config.input, config.output)
+                                       config.input, config.output,
+                                       _rules(files.model, config, defaults))
     run_config = {}
     shrink = config.parameters.get("memory.enable_memory_arena_shrinkage")
     if shrink is not None:
@@ -205,8 +214,11 @@ def _finish(runners: list[SessionRunner], placements: list[Placement], config: M
     for warmup in config.model_warmup:
         _warm(runners, warmup, signature, files)
     parameters = model_parameters(first.get_modelmeta(), header)
+    batches = autocomplete.dynamic_batching(
+        signature.max_batch_size, "dynamic_batching" in config.model_fields_set,
+        (bool(config.input), bool(config.output)), _rules(files.model, config, defaults))
     return BuiltVersion([r.session for r in runners], placements, visible, threads,
-                        run_config, policy, layout, parameters, runners, sequence)
+                        run_config, policy, layout, parameters, runners, sequence, batches)
 
 
 def _header(path: Path) -> OnnxHeader | None:
@@ -278,8 +290,14 @@ def _options(config: ModelConfig, defaults: ServerDefaults, threads: int,
     return options
 
 
-def _probe(path: Path, config: ModelConfig,
-           default_max_batch_size: int) -> tuple[list[TensorSpec], Signature]:
+def _rules(model: str, config: ModelConfig, defaults: ServerDefaults) -> Rules:
+    """Triton's auto-complete and listing rules for this model (models/autocomplete.py)."""
+    filled = frozenset(p.length_input for p in config.dynamic_batching.padding if p.length_input)
+    return Rules(model, defaults.auto_complete, config.triton_message() is not None, filled)
+
+
+def _probe(path: Path, config: ModelConfig, default_max_batch_size: int,
+           rules: Rules) -> tuple[list[TensorSpec], Signature]:
     """The model's own input shapes, and its signature as the server will serve it."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -289,7 +307,7 @@ def _probe(path: Path, config: ModelConfig,
                                                                strict=True)]
     signature = Signature.from_session(probe.get_inputs(), probe.get_outputs(),
                                        config.max_batch_size, default_max_batch_size,
-                                       config.input, config.output)
+                                       config.input, config.output, rules)
     return model, signature
 
 

@@ -203,7 +203,8 @@ class ModelManager:
                     self._notify()
                     return [record.reason]
             try:
-                config = override or load_config(source.config_path)
+                config = override or load_config(source.config_path,
+                                                 self._defaults.config_required)
             except ConfigError as err:
                 return self._refuse(record, source, f"configuration refused: {err}")
             wanted = config.version_policy.select(list(source.versions))
@@ -342,7 +343,7 @@ class ModelManager:
         stats = ModelStats(summaries=latency_summaries(self._defaults.latency_quantiles,
                                                        config.response_cache.enable))
         scheduler = build_scheduler(pool, config, built.policy, built.layout, stats,
-                                    f"model '{key.name}' version {key.version}",
+                                    f"model '{key.name}' version {key.version}", built.batches,
                                     sequence=built.sequence)
         return LoadedModel(key, built.signature, pool, scheduler, config, stamp,
                            built.intra_op_threads, token, built.parameters, stats=stats)

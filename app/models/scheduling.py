@@ -22,15 +22,17 @@ _LENGTH_TYPES = {"INT32": "int32", "INT64": "int64"}
 
 
 def build_scheduler(runner: Runner, config: ModelConfig, policy: BatchPolicy,
-                    layout: BatchLayout, stats: ModelStats, label: str, *,
+                    layout: BatchLayout, stats: ModelStats, label: str,
+                    batches: bool = True, *,
                     sequence: SequencePlan | None = None) -> Scheduler:
     """The sequence batcher of a stateful model, the dynamic batcher, or the trivial
-    scheduler for a model that does not batch and whose config has no dynamic_batching
-    (whose queue policies and priorities need the batcher's queues even at batch size 1)."""
+    scheduler for a model that does not batch (or, `batches` false, one that Triton would
+    run without its dynamic batcher) and whose config has no dynamic_batching (whose queue
+    policies and priorities need the batcher's queues even at batch size 1)."""
     if sequence is not None:
         return SequenceBatcher(runner, sequence, stats, label,
                                max_waiting=policy.queues[0].max_queue_size)
-    if policy.max_batch_size or "dynamic_batching" in config.model_fields_set:
+    if (policy.max_batch_size and batches) or "dynamic_batching" in config.model_fields_set:
         return DynamicBatcher(runner, policy, layout, stats, label)
     return UnbatchedScheduler(runner, stats, label, max_waiting=policy.queues[0].max_queue_size,
                               max_inflight=policy.max_inflight)

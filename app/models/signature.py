@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 from app.codecs import dtypes
 from app.errors import InvalidInput
+from app.models import autocomplete
+from app.models.autocomplete import DEFAULT_RULES, Rules
 from app.models.errors import UnsupportedModel
 from app.repository.config import TensorOverride
 from app.types import Array, InferRequest, TensorSpec
@@ -31,14 +33,8 @@ def _spec(arg: _OrtArg, role: str) -> TensorSpec:
     return TensorSpec(arg.name, dt.name, shape)
 
 
-def _fits(shape: Sequence[int], dims: Sequence[int]) -> bool:
-    """Same rank, and every dim equal where both are fixed."""
-    return len(shape) == len(dims) and all(
-        a < 0 or b < 0 or a == b for a, b in zip(shape, dims, strict=True))
-
-
 def _override(specs: tuple[TensorSpec, ...], overrides: Sequence[TensorOverride], batched: bool,
-              role: str) -> tuple[tuple[TensorSpec, ...], dict[str, tuple[int, ...]]]:
+              role: str, rules: Rules) -> tuple[tuple[TensorSpec, ...], dict[str, tuple[int, ...]]]:
     """Client-facing specs after config overrides, and {name: shape to reshape to} where the
     model's shape differs (the model's for inputs, the client's for outputs)."""
     by_name = {s.name: s for s in specs}
@@ -47,17 +43,17 @@ def _override(specs: tuple[TensorSpec, ...], overrides: Sequence[TensorOverride]
     for override in overrides:
         spec = by_name.get(override.name)
         if spec is None:
-            raise UnsupportedModel(f"config {role} '{override.name}' is not one of the model's "
-                                   f"{role}s {sorted(by_name)}")
+            raise UnsupportedModel(autocomplete.unknown_tensor(role, override.name, specs, rules))
         wanted = dtypes.from_config(override.data_type) if override.data_type else None
         if override.data_type and (wanted is None or wanted.name != spec.datatype):
-            raise UnsupportedModel(f"config {role} '{spec.name}' says {override.data_type} but "
-                                   f"the model has {spec.datatype}")
+            raise UnsupportedModel(autocomplete.wrong_type(
+                role, spec.name, override.data_type,
+                dtypes.BY_NAME[spec.datatype].triton_name, rules))
         client = batch + tuple(override.dims)
         model_side = batch + tuple(override.reshape.shape if override.reshape else override.dims)
-        if not _fits(model_side, spec.shape):
-            raise UnsupportedModel(f"config {role} '{spec.name}' shape {list(model_side)} does "
-                                   f"not fit the model's {list(spec.shape)}")
+        if not autocomplete.fits(spec.shape, model_side, role, rules):
+            raise UnsupportedModel(autocomplete.wrong_dims(spec.name, spec.shape, model_side,
+                                                           batched, rules))
         if override.reshape is not None:
             reshapes[spec.name] = (model_side if role == "input" else client)[len(batch):]
         by_name[spec.name] = TensorSpec(spec.name, spec.datatype, client)
@@ -86,27 +82,22 @@ class Signature:
     def from_session(
         cls, inputs: Sequence[_OrtArg], outputs: Sequence[_OrtArg], max_batch_size: int | None,
         default_max_batch_size: int, input_overrides: Sequence[TensorOverride] = (),
-        output_overrides: Sequence[TensorOverride] = (),
+        output_overrides: Sequence[TensorOverride] = (), rules: Rules = DEFAULT_RULES,
     ) -> Signature:
-        """Build from `session.get_inputs()/get_outputs()`; derive batching when not
-        configured; apply config input/output overrides, checked against the model."""
+        """Build from `session.get_inputs()/get_outputs()`; auto-complete batching as
+        Triton's onnxruntime backend does (models/autocomplete.py); apply config input/output
+        overrides, checked against the model."""
         specs_in = tuple(_spec(arg, "input") for arg in inputs)
         specs_out = tuple(_spec(arg, "output") for arg in outputs)
-        # A model without inputs (its outputs are constants) has nothing to batch along.
-        batchable = bool(specs_in) and all(s.shape and s.shape[0] == -1
-                                           for s in specs_in + specs_out)
-        if max_batch_size is None:
-            max_batch_size = default_max_batch_size if batchable else 0
-        elif max_batch_size > 0 and not batchable:
-            raise UnsupportedModel(
-                f"max_batch_size is {max_batch_size} but "
-                + ("the model has no inputs" if not specs_in else
-                   "not every input and output has a dynamic first dimension")
-                + " to batch along"
-            )
+        autocomplete.check_listed("input", specs_in, [o.name for o in input_overrides], rules)
+        autocomplete.check_listed("output", specs_out, [o.name for o in output_overrides],
+                                  rules)
+        max_batch_size = autocomplete.max_batch_size(
+            specs_in, specs_out, max_batch_size, default_max_batch_size,
+            (bool(input_overrides), bool(output_overrides)), rules)
         batched = max_batch_size > 0
-        specs_in, reshape_in = _override(specs_in, input_overrides, batched, "input")
-        specs_out, reshape_out = _override(specs_out, output_overrides, batched, "output")
+        specs_in, reshape_in = _override(specs_in, input_overrides, batched, "input", rules)
+        specs_out, reshape_out = _override(specs_out, output_overrides, batched, "output", rules)
         return cls(specs_in, specs_out, max_batch_size, reshape_in, reshape_out)
 
     def to_model(self, inputs: Mapping[str, Array]) -> Mapping[str, Array]:

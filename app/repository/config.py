@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from google.protobuf import json_format, text_format
@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -32,7 +33,12 @@ from app.repository.file_options import check_session_options
 from app.repository.paths import is_file_name, leads_outside
 from app.repository.scan import DEFAULT_MODEL_FILENAME
 from app.repository.sequence_config import SequenceBatching
-from app.repository.triton_config import TritonConfigError, parse_json, parse_text, to_document
+from app.repository.triton_config import (
+    TritonConfigError,
+    parse_json_with_ours,
+    parse_text,
+    to_document,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +181,13 @@ class ModelConfig(_Strict):
         None, description="Triton's ensemble: steps run through other loaded models "
         "(app/models/ensemble.py); the version folders then hold no model file.")
 
+    #: the Triton message it was read from (config.pbtxt, Triton's JSON), if it was: /config
+    #: serves back what it sets beyond this schema (metadata, explicit defaults)
+    _triton: pb.ModelConfig | None = PrivateAttr(None)
+
+    def triton_message(self) -> pb.ModelConfig | None:
+        return self._triton
+
     @field_validator("parameters", mode="before")
     @classmethod
     def _unwrap_parameters(cls, value: object) -> object:
@@ -229,10 +242,19 @@ YAML_CONFIG = "config.yaml"
 NAMED_CONFIGS = "configs"
 
 
-def _from_triton(message: pb.ModelConfig, folder_name: str | None, source: str) -> ModelConfig:
+def _from_triton(message: pb.ModelConfig, folder_name: str | None, source: str,
+                 ours: dict[str, Any] | None = None) -> ModelConfig:
+    """`ours`: onnx-serve's own fields beside Triton's (version_labels, ...), in our schema."""
     try:
         document = to_document(message, folder_name)
-        return ModelConfig.model_validate(document)
+        for key, value in (ours or {}).items():
+            if key == "dynamic_batching":
+                document["dynamic_batching"] = {**document.get("dynamic_batching", {}), **value}
+            else:
+                document[key] = value
+        config = ModelConfig.model_validate(document)
+        config._triton = message  # its own private attribute, set once
+        return config
     except TritonConfigError as err:
         raise ConfigError(f"{source}: {err}") from err
     except ValidationError as err:
@@ -245,14 +267,14 @@ def parse_config_json(text: str, model: str | None = None) -> ModelConfig:
     form this API took before), and refused with Triton's parser's message if neither fits.
     `model`: the model it is for; a `name` that differs is refused."""
     try:
-        message = parse_json(text)
+        message, ours = parse_json_with_ours(text)
     except json_format.ParseError as triton_err:
         try:
             return ModelConfig.model_validate_json(text)
         except ValidationError:
             # protobuf appends every field name on further lines: the first one says it
             raise ConfigError(f"config: {str(triton_err).splitlines()[0]}") from triton_err
-    return _from_triton(message, model, "config")
+    return _from_triton(message, model, "config", ours)
 
 
 def _model_folder(path: Path) -> Path:
@@ -261,12 +283,17 @@ def _model_folder(path: Path) -> Path:
         path.suffix == ".pbtxt" and path.name != TRITON_CONFIG else path.parent
 
 
-def load_config(path: Path | None) -> ModelConfig:
+def load_config(path: Path | None, required: bool = False) -> ModelConfig:
     """Parse `path` (`<model>/config.pbtxt`, `<model>/configs/<name>.pbtxt` or
-    `<model>/config.yaml`), or return the defaults when there is no file. A model with both
-    a Triton config and a config.yaml is refused: which one holds is not ours to guess.
+    `<model>/config.yaml`), or return the defaults when there is no file (refused when
+    `required`: Triton's --strict-model-config). A model with both a Triton config and a
+    config.yaml is refused: which one holds is not ours to guess.
     Messages name the file, never its absolute path."""
     if path is None:
+        if required:
+            raise ConfigError(f"no {TRITON_CONFIG}: with --strict-model-config "
+                              "(repository.strict_model_config) every model needs its "
+                              "configuration file")
         return ModelConfig()
     folder = _model_folder(path)
     source = str(path.relative_to(folder))

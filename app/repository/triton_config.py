@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from google.protobuf import json_format, text_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from app.protos_gen import model_config_pb2 as pb
@@ -86,9 +87,17 @@ def parse_text(text: str) -> pb.ModelConfig:
     return text_format.Parse(text, pb.ModelConfig())
 
 
-def parse_json(text: str) -> pb.ModelConfig:
-    """Triton's JSON form (what /config answers, what `load` takes) -> the message.
-    Raises json_format.ParseError, also for a document that is not a JSON object."""
+#: onnx-serve's own fields (config.yaml's schema) that /config shows beside Triton's and a
+#: load override takes back: at the top level, and inside dynamic_batching.
+OURS = ("version_labels", "max_inflight_requests")
+OURS_IN_BATCHING = ("padding",)
+
+
+def parse_json_with_ours(text: str) -> tuple[pb.ModelConfig, dict[str, Any]]:
+    """Triton's JSON form (what /config answers, what `load` takes) -> (the message,
+    onnx-serve's own fields as config.yaml spells them: OURS, and {"dynamic_batching":
+    {"padding": ...}}). Raises json_format.ParseError, also for a document that is not a
+    JSON object."""
     try:
         document = json.loads(text)
     except (ValueError, RecursionError) as err:
@@ -96,7 +105,14 @@ def parse_json(text: str) -> pb.ModelConfig:
     if not isinstance(document, dict):
         # protobuf's parser takes an empty list for an empty message
         raise json_format.ParseError("a configuration is a JSON object")
-    return json_format.ParseDict(document, pb.ModelConfig())
+    document = without_reported(document)
+    ours = {key: document.pop(key) for key in OURS if key in document}
+    batching = document.get("dynamic_batching")
+    if isinstance(batching, dict) and any(key in batching for key in OURS_IN_BATCHING):
+        batching = document["dynamic_batching"] = dict(batching)
+        ours["dynamic_batching"] = {key: batching.pop(key) for key in OURS_IN_BATCHING
+                                    if key in batching}
+    return json_format.ParseDict(document, pb.ModelConfig()), ours
 
 
 def to_document(message: pb.ModelConfig, folder_name: str | None) -> dict[str, Any]:
@@ -155,3 +171,60 @@ def _check_supported(message: Message, tree: Tree, prefix: str) -> None:
         items = value if field.is_repeated else [value]
         for item in items:
             _check_supported(item, rule, f"{path}.")
+
+
+_INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
+          FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
+
+
+def to_json(message: pb.ModelConfig) -> dict[str, Any]:
+    """The message as /config answers it: Triton's JSON form with every field spelled out,
+    except that 64-bit integers stay numbers (protobuf writes them as strings; both parse)."""
+    document: dict[str, Any] = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    _numbers(message.DESCRIPTOR, document)
+    return document
+
+
+def _numbers(descriptor: Any, document: dict[str, Any]) -> None:  # a message Descriptor
+    for field in descriptor.fields:
+        if field.name not in document:
+            continue
+        value = document[field.name]
+        kind = field.message_type
+        if kind is not None and kind.GetOptions().map_entry:
+            item = kind.fields_by_name["value"]
+            if item.message_type is not None:
+                for entry in value.values():
+                    _numbers(item.message_type, entry)
+            elif item.type in _INT64:
+                document[field.name] = {k: int(v) for k, v in value.items()}
+        elif kind is not None:
+            for entry in value if field.is_repeated else [value]:
+                _numbers(kind, entry)
+        elif field.type in _INT64:
+            document[field.name] = [int(v) for v in value] if field.is_repeated else int(value)
+
+
+#: What /config's JSON adds beside Triton's fields: facts the server reports (each instance
+#: group's providers and note, the response cache's note, the model file's own `onnx.*`
+#: parameters). A `load` override may carry them back (round trip); they are recomputed.
+REPORTED_PARAMETER_PREFIX = "onnx."
+
+
+def without_reported(document: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a /config-shaped document without what the server reports itself."""
+    document = dict(document)
+    groups = document.get("instance_group")
+    if isinstance(groups, list):
+        document["instance_group"] = [
+            {k: v for k, v in g.items() if k not in ("providers", "io_binding", "note")}
+            if isinstance(g, dict) else g for g in groups]
+    cache = document.get("response_cache")
+    if isinstance(cache, dict):
+        document["response_cache"] = {k: v for k, v in cache.items() if k != "note"}
+    parameters = document.get("parameters")
+    if isinstance(parameters, dict):
+        document["parameters"] = {k: v for k, v in parameters.items()
+                                  if not str(k).startswith(REPORTED_PARAMETER_PREFIX)}
+    return document

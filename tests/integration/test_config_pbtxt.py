@@ -10,9 +10,15 @@ from typing import Any, NamedTuple
 
 import httpx
 import numpy as np
+import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
+from google.protobuf import json_format, text_format
+from google.protobuf.message import Message
 
+from app.protos_gen import model_config_pb2 as pb
+from app.repository.triton_config import to_json, without_reported
+from tests.integration.test_batching import padded
 from tests.support import onnx_models
 from tests.support.runs import infer_body
 from tests.support.server import Endpoints, running_server, wait_for
@@ -85,6 +91,12 @@ CASES: dict[str, Case] = {
         "graph": {"level": 1}, "input_pinned_memory": {"enable": True},
         "output_pinned_memory": {"enable": False}}}),
     "response_cache": Case(config={"response_cache": {"enable": True}}),
+    # the server's batching.default_max_batch_size (64; Triton's backend: 4, which
+    # --backend-config=onnxruntime,default-max-batch-size=4 sets)
+    "partial_io": Case(config={"max_batch_size": 64, "dynamic_batching": {},
+                               "output": [{"name": "y", "data_type": "TYPE_FP32",
+                                           "dims": [4]}]}),
+    "no_autocomplete_needed": Case(config={"max_batch_size": 0}),
     # refused: the reason names the field (or the tensor)
     "refuse_label_filename": Case(refused="output.label_filename"),
     "refuse_sequence_batching": Case(refused="sequence_batching.iterative_sequence"),
@@ -100,7 +112,17 @@ CASES: dict[str, Case] = {
     "refuse_latest_zero": Case(refused="version_policy.latest.num_versions: 0 selects no"),
     "refuse_unknown_field": Case(refused='no field named "max_batchsize"'),
     "refuse_bad_value": Case(refused="max_batch_size"),
-    "refuse_dims": Case(refused="config input 'x' shape [-1, 5] does not fit", names_file=False),
+    "refuse_dims": Case(refused="model 'refuse_dims', tensor 'x': the model expects dims "
+                        "[-1,4] but the model configuration specifies [-1,5]", names_file=False),
+    "refuse_datatype": Case(refused="unable to load model 'refuse_datatype', configuration "
+                            "expects datatype TYPE_INT64 for input 'x', model provides "
+                            "TYPE_FP32", names_file=False),
+    "refuse_tensor_name": Case(refused="model 'refuse_tensor_name': configuration output "
+                               "'probabilities' is not one of the model's outputs: y",
+                               names_file=False),
+    "refuse_batching": Case("fixed", refused="model 'refuse_batching': max_batch_size is 8 "
+                            "but not every input and output has a dynamic first dimension",
+                            names_file=False),
     "refuse_model_filename_path": Case(refused="default_model_filename"),
 }
 
@@ -123,12 +145,17 @@ def _input(kind: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def corpus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+def corpus_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pbtxt")
     for name, case in CASES.items():
         _write_model(root, name, case.model)
         shutil.copy(CORPUS / f"{name}.pbtxt", root / name / "config.pbtxt")
-    with running_server(root, repository={"strict_readiness": False}) as endpoints:
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus_server(corpus_root: Path) -> Iterator[Endpoints]:
+    with running_server(corpus_root, repository={"strict_readiness": False}) as endpoints:
         _settled(endpoints.http, set(CASES))
         yield endpoints
 
@@ -171,29 +198,78 @@ def _index(url: str) -> dict[str, list[dict[str, Any]]]:
     return entries
 
 
+def _subset(written: Message, served: Message, where: str = "config") -> None:
+    """Every field `written` sets is in `served` with the same value (lists entry by entry,
+    maps key by key), walked by protobuf's descriptors."""
+    for field, value in written.ListFields():
+        path, got = f"{where}.{field.name}", getattr(served, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                assert key in got, f"{path}[{key!r}] missing from {dict(got)}"
+                if isinstance(item, Message):
+                    _subset(item, got[key], f"{path}[{key!r}]")
+                else:
+                    assert got[key] == item, f"{path}[{key!r}]: {got[key]!r} != {item!r}"
+        elif field.message_type is not None and field.is_repeated:
+            assert len(got) == len(value), f"{path}: {list(got)} vs written {list(value)}"
+            for i, (mine, theirs) in enumerate(zip(value, got, strict=True)):
+                _subset(mine, theirs, f"{path}[{i}]")
+        elif field.message_type is not None:
+            assert served.HasField(field.name), f"{path} missing from {served}"
+            _subset(value, got, path)
+        else:
+            same = list(got) == list(value) if field.is_repeated else got == value
+            assert same, f"{path}: served {got!r}, written {value!r}"
+
+
+def _served(endpoints: Endpoints, name: str) -> tuple[dict[str, Any], pb.ModelConfig]:
+    """/config over HTTP (JSON) and gRPC (tritonclient's typed message, read as ours)."""
+    document = httpx.get(f"{endpoints.http}/v2/models/{name}/config").json()
+    with grpcclient.InferenceServerClient(endpoints.grpc) as client:
+        typed = client.get_model_config(name).config
+        as_json = client.get_model_config(name, as_json=True)["config"]
+    message = pb.ModelConfig.FromString(typed.SerializeToString())
+    assert as_json["name"] == name and int(as_json.get("max_batch_size", 0)) == \
+        message.max_batch_size
+    return document, message
+
+
+def _in_process(root: Path, name: str, version: int, x: np.ndarray) -> np.ndarray:
+    """What onnxruntime itself answers for the version's file, fed in the model's shape."""
+    model = next((root / name / str(version)).glob("*.onnx"))
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    (arg,) = session.get_inputs()
+    shape = [d if isinstance(d, int) else -1 for d in arg.shape]
+    answer: np.ndarray = session.run(None, {arg.name: x.reshape(shape)})[0]
+    return answer
+
+
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if not c.refused])
-def test_served_as_written(corpus_server: Endpoints, name: str) -> None:
+def test_served_as_written(corpus_server: Endpoints, corpus_root: Path, name: str) -> None:
+    """Acceptance 1: every field the file sets is served back by /config over HTTP and gRPC
+    with the same value; both transports serve one message; the expected versions are
+    READY and answer as onnxruntime does in-process."""
     case, url = CASES[name], corpus_server.http
     ready = sorted(int(e["version"]) for e in _index(url)[name] if e["state"] == "READY")
     assert tuple(ready) == case.ready
-    config = httpx.get(f"{url}/v2/models/{name}/config").json()
-    _contains(config, case.config or {})
+    document, message = _served(corpus_server, name)
+    written = text_format.Parse((CORPUS / f"{name}.pbtxt").read_text(), pb.ModelConfig())
+    over_http = json_format.ParseDict(without_reported(document), pb.ModelConfig())
+    _subset(written, message)  # gRPC
+    _subset(written, over_http)
+    # one message, two spellings (tritonclient's proto has no presence for max_batch_size)
+    message.max_batch_size = message.max_batch_size
+    assert without_reported(to_json(message)) == without_reported(document)
+    _contains(document, case.config or {})  # and what auto-complete adds
     if case.instances is not None:
-        assert sum(g["count"] for g in config["instance_group"]) == case.instances
-    # gRPC serves the same configuration
-    with grpcclient.InferenceServerClient(corpus_server.grpc) as client:
-        typed = client.get_model_config(name, as_json=True)["config"]
-    assert int(typed.get("max_batch_size", 0)) == config["max_batch_size"]
-    assert sum(int(g.get("count", 0)) for g in typed["instance_group"]) == \
-        sum(g["count"] for g in config["instance_group"])
-    assert typed.get("version_policy", {}).keys() == config["version_policy"].keys()
-    # and every READY version answers as onnxruntime does: x + version
+        assert sum(g["count"] for g in document["instance_group"]) == case.instances
     x = _input(case.model)
     for version in case.ready:
         response = httpx.post(f"{url}/v2/models/{name}/versions/{version}/infer",
                               json=infer_body("x", x))
         assert response.status_code == 200, response.text
         y = np.array(response.json()["outputs"][0]["data"], dtype=np.float32)
+        np.testing.assert_allclose(y, _in_process(corpus_root, name, version, x).ravel())
         np.testing.assert_allclose(y, (x + version).ravel())
 
 
@@ -328,3 +404,102 @@ def test_tritons_own_config_answer_loads(tmp_path: Path) -> None:
     _contains(config, {"max_batch_size": 4, "dynamic_batching": {"preferred_batch_size": [4]},
                        "input": [{"name": "x", "dims": [4]}]})
     assert sum(g["count"] for g in config["instance_group"]) == 2
+
+
+ROUND_TRIP = ("warmup", "dynamic_batching_priorities", "reshape", "ort_parameters",
+              "instance_group_blocks", "explicit_defaults", "tensorrt_accelerator",
+              "version_specific", "partial_io")
+
+
+def test_config_posted_back_as_a_load_override_gives_the_same_model(tmp_path: Path) -> None:
+    """/config's JSON, posted back as a `load` override (HTTP for some models, gRPC for the
+    others), loads the same model: the same /config again, over both transports."""
+    for name in ROUND_TRIP:
+        _write_model(tmp_path, name, CASES[name].model)
+        shutil.copy(CORPUS / f"{name}.pbtxt", tmp_path / name / "config.pbtxt")
+    with running_server(tmp_path, repository={"control_mode": "explicit",
+                                               "load_models": ["*"]}) as endpoints:
+        url = endpoints.http
+        with grpcclient.InferenceServerClient(endpoints.grpc) as client:
+            for i, name in enumerate(ROUND_TRIP):
+                before, typed = _served(endpoints, name)
+                text = json.dumps(before)
+                if i % 2:
+                    client.load_model(name, config=text)
+                else:
+                    response = httpx.post(f"{url}/v2/repository/models/{name}/load",
+                                          json={"parameters": {"config": text}})
+                    assert response.status_code == 200, response.text
+                after, typed_after = _served(endpoints, name)
+                assert after == before, name
+                assert typed_after == typed, name
+
+
+def test_disable_auto_complete_and_strict_model_config(tmp_path: Path) -> None:
+    """--disable-auto-complete-config: a config must list the tensors and max_batch_size
+    left out is 0; --strict-model-config also refuses a model without a config file."""
+    _one_model(tmp_path, "bare")
+    listed = _one_model(tmp_path, "listed")
+    (listed / "config.pbtxt").write_text(
+        'input [{name: "x", data_type: TYPE_FP32, dims: [-1, 4]}]\n'
+        'output [{name: "y", data_type: TYPE_FP32, dims: [-1, 4]}]\n')
+    half = _one_model(tmp_path, "half")
+    (half / "config.pbtxt").write_text("max_batch_size: 4\n")
+    for repository, bare in (({"auto_complete_config": False}, "lists no inputs and "
+                              "auto-complete is off"),
+                             ({"strict_model_config": True}, "no config.pbtxt: with "
+                              "--strict-model-config")):
+        with running_server(tmp_path, repository={"strict_readiness": False,
+                                                   **repository}) as endpoints:
+            _settled(endpoints.http, {"bare", "listed", "half"})
+            index = _index(endpoints.http)
+            assert _max_batch_size(endpoints.http, "listed") == 0
+            assert bare in index["bare"][0]["reason"], index["bare"]
+            assert "lists no inputs" in index["half"][0]["reason"], index["half"]
+
+
+def test_dynamic_batching_where_triton_turns_it_on(corpus_server: Endpoints) -> None:
+    """Triton's backend adds dynamic_batching when its auto-complete runs on a model that
+    batches (max_batch_size > 1); a config listing every tensor skips auto-complete, and
+    the model runs each request on its own (still up to max_batch_size rows)."""
+    url = corpus_server.http
+
+    def config(name: str) -> dict[str, Any]:
+        return dict(httpx.get(f"{url}/v2/models/{name}/config").json())
+
+    for name in ("instance_group_list", "partial_io", "backend_only", "minimal"):
+        assert "dynamic_batching" in config(name), name
+    for name in ("batching_explicit", "no_autocomplete_needed", "no_batching"):
+        assert "dynamic_batching" not in config(name), name
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    response = httpx.post(f"{url}/v2/models/batching_explicit/infer", json=infer_body("x", x))
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["shape"] == [3, 4]
+
+
+def test_our_own_settings_round_trip_beside_tritons(tmp_path: Path) -> None:
+    """config.yaml's own settings (version_labels, max_inflight_requests,
+    dynamic_batching.padding) are in /config beside Triton's fields and load back."""
+    _write_model(tmp_path, "ours", "plus")
+    (tmp_path / "ours" / "config.yaml").write_text(
+        "version_policy: {all: {}}\nversion_labels: {stable: 1}\nmax_inflight_requests: 3\n")
+    onnx_models.write(tmp_path, "padded", padded())
+    (tmp_path / "padded" / "config.yaml").write_text(
+        "dynamic_batching:\n"
+        "  padding: [{input: tokens, value: 0, length_input: n, slice_outputs: [doubled]}]\n")
+    with running_server(tmp_path, repository={"control_mode": "explicit",
+                                               "load_models": ["*"]}) as endpoints:
+        url = endpoints.http
+        for name in ("ours", "padded"):
+            before = httpx.get(f"{url}/v2/models/{name}/config").json()
+            response = httpx.post(f"{url}/v2/repository/models/{name}/load",
+                                  json={"parameters": {"config": json.dumps(before)}})
+            assert response.status_code == 200, response.text
+            assert httpx.get(f"{url}/v2/models/{name}/config").json() == before
+        assert (before["dynamic_batching"]["padding"][0]["length_input"]) == "n"
+        ours = httpx.get(f"{url}/v2/models/ours/config").json()
+        assert (ours["version_labels"], ours["max_inflight_requests"]) == ({"stable": 1}, 3)
+        x = _input("plus")
+        answer = httpx.post(f"{url}/v2/models/ours/versions/stable/infer",
+                            json=infer_body("x", x)).json()
+        np.testing.assert_allclose(answer["outputs"][0]["data"], (x + 1).ravel())

@@ -226,8 +226,9 @@ def test_config_metadata_and_the_yaml_spelling(repo: Path) -> None:
         steps = config["ensemble_scheduling"]["step"]
         assert [s["model_name"] for s in steps] == ["normalize", "classifier", "topk"]
         assert steps[1] == {"model_name": "classifier", "model_version": 1,
-                            "input_map": {"features": "norm"}, "output_map": {"probs": "PROBS"}}
-        assert "instance_group" not in config
+                            "input_map": {"features": "norm"}, "output_map": {"probs": "PROBS"},
+                            "model_namespace": ""}  # every field spelled, as Triton's JSON
+        assert not config.get("instance_group")
         metadata = httpx.get(f"{url}/v2/models/pipeline").json()
         assert metadata["platform"] == "ensemble"
         assert [i["name"] for i in metadata["inputs"]] == ["IMAGE"]

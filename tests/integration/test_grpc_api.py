@@ -17,6 +17,7 @@ from app.codecs.dtypes import BY_NAME
 from app.codecs.tensors import array_to_bytes
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
+from app.protos_gen import model_config_pb2
 from tests.integration.conftest import DATATYPES
 from tests.integration.test_datatypes import assert_same, sample
 from tests.support import onnx_models
@@ -87,7 +88,7 @@ def test_metadata_config_and_readiness(stub: Stub) -> None:
         ("a", "FP32", [-1, 4]), ("b", "FP32", [-1, 4])]
     config = stub.ModelConfig(pb.ModelConfigRequest(name="add_two")).config
     assert (config.max_batch_size, list(config.input[0].dims)) == (64, [4])
-    assert config.input[0].data_type == pb.TYPE_FP32
+    assert config.input[0].data_type == model_config_pb2.TYPE_FP32
 
 
 def test_stream_reports_a_failed_request_and_goes_on(stub: Stub) -> None:

@@ -288,8 +288,9 @@ def test_config_reshape_end_to_end(tmp_path: Path) -> None:
         assert answer["shape"] == [2, 4]
         assert answer["data"] == [0, 2, 0, 4, 5, 0, 7, 0]
         config = httpx.get(f"{url}/v2/models/img/config").json()
-        assert config["input"][0] == {"name": "img", "data_type": "TYPE_FP32", "dims": [4],
-                                      "reshape": {"shape": [1, 2, 2]}}
+        written = {"name": "img", "data_type": "TYPE_FP32", "dims": [4],
+                   "reshape": {"shape": [1, 2, 2]}}  # the rest: Triton's defaults, spelled out
+        assert {k: config["input"][0][k] for k in written} == written
         with grpc.insecure_channel(target) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             grpc_config = stub.ModelConfig(pb.ModelConfigRequest(name="img")).config
@@ -302,4 +303,5 @@ def test_config_that_does_not_fit_the_model_is_a_reason(tmp_path: Path) -> None:
     with running_server(tmp_path, ready=False) as (url, _):
         wait_for(lambda: any(e.get("state") == "UNAVAILABLE" for e in index(url)), 10)
         reason = next(e["reason"] for e in index(url) if e["name"] == "m")
-        assert "does not fit the model's [-1, 4]" in reason
+        assert "model 'm', tensor 'x': the model expects dims [-1,4] but the model " \
+            "configuration specifies [-1,5]" in reason

@@ -93,7 +93,8 @@ SPELLINGS = ["--model-repository", "--host", "--http-port", "--grpc-port", "--lo
              "--model-store", "--allow-http", "--allow-grpc", "--allow-metrics",
              "--http-address", "--grpc-address", "--metrics-port", "--metrics-address",
              "--metrics-interval-ms", "--exit-timeout-secs", "--model-load-thread-count",
-             "--exit-on-error", "--cache-config", "--model-config-name"]
+             "--exit-on-error", "--strict-model-config", "--cache-config",
+             "--model-config-name"]
 #: A valid value for each, not the default, and where it lands.
 SAMPLES = {"--model-repository": (str(REPO / "tests"), REPO / "tests"),
            "--host": ("127.0.0.3", "127.0.0.3"), "--http-port": ("9001", 9001),
@@ -108,6 +109,7 @@ SAMPLES = {"--model-repository": (str(REPO / "tests"), REPO / "tests"),
            "--metrics-address": ("127.0.0.6", "127.0.0.6"),
            "--metrics-interval-ms": ("500", 500), "--exit-timeout-secs": ("7", 7.0),
            "--model-load-thread-count": ("3", 3), "--exit-on-error": ("1", True),
+           "--strict-model-config": ("true", True),
            "--cache-config": ("local,size=1048576", 1048576),
            "--model-config-name": ("h100", "h100")}
 

@@ -92,7 +92,7 @@ def test_metrics_config_sets_tritons_latency_families() -> None:
     (["--metrics-config", "summary_latencies"], "expected <setting>=<value>"),
     (["--metrics-config", "summary_latencies=often"], "metrics.summary_latencies"),
     (["--metrics-config=summary_quantiles=0.5:0.05,1.5:0.01"], "summary_quantiles: '1.5:0.01'"),
-    (["--disable-auto-complete-config"], "--disable-auto-complete-config is a Triton flag"),
+    (["--host-policy=numa0"], "--host-policy is a Triton flag onnx-serve does not support"),
     (["--http-thread-count=8"], "--http-thread-count is a Triton flag onnx-serve does not"),
     (["--backend-config=onnxruntime,enable-global-threadpool=1"], "global thread pool"),
     (["--backend-config=tensorrt,coalesce-request-input=true"], "backend 'tensorrt' is a "
@@ -132,3 +132,29 @@ def test_serve_subcommand_refuses_them_too(capsys: pytest.CaptureFixture[str]) -
         main(["serve", str(REPO / "model_repository"), "--trace-level=TIMESTAMPS"])
     assert stopped.value.code == 2
     assert "--trace-level is a Triton flag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, auto_complete, strict", [
+    ([], True, False),
+    (["--disable-auto-complete-config"], False, False),
+    (["--strict-model-config=true"], True, True),
+    (["--strict-model-config", "false", "--disable-auto-complete-config"], False, False),
+])
+def test_auto_complete_flags(argv: list[str], auto_complete: bool, strict: bool) -> None:
+    """Triton's --disable-auto-complete-config and --strict-model-config (it implies no
+    auto-complete where the models load: repository.strict_model_config)."""
+    got = settings(argv).repository
+    assert (got.auto_complete_config, got.strict_model_config) == (auto_complete, strict)
+
+
+def test_a_triton_command_line_has_tritons_default_max_batch_size(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton's onnxruntime backend auto-completes max_batch_size to 4; our own command line
+    keeps batching.default_max_batch_size (64); --backend-config or the variable win."""
+    monkeypatch.delenv("ONNX_SERVE_BATCHING__DEFAULT_MAX_BATCH_SIZE", raising=False)
+    assert settings(KSERVE).batching.default_max_batch_size == 4
+    assert settings([]).batching.default_max_batch_size == 64
+    given = [*KSERVE, "--backend-config=onnxruntime,default-max-batch-size=16"]
+    assert settings(given).batching.default_max_batch_size == 16
+    monkeypatch.setenv("ONNX_SERVE_BATCHING__DEFAULT_MAX_BATCH_SIZE", "8")
+    assert settings(KSERVE).batching.default_max_batch_size == 8

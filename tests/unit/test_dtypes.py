@@ -13,6 +13,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from app.codecs import dtypes
 from app.codecs.dtypes import JsonKind
 from app.protos_gen import inference_pb2 as pb
+from app.protos_gen import model_config_pb2
 
 EXPECTED = {
     "BOOL": (np.bool_, "tensor(bool)", 1), "UINT8": (np.uint8, "tensor(uint8)", 1),
@@ -50,7 +51,8 @@ def test_the_table_is_complete_and_unknowns_are_none() -> None:
 
 @pytest.mark.parametrize("dt", dtypes.BY_NAME.values(), ids=lambda dt: dt.name)
 def test_triton_names_are_the_protocol_enum(dt: dtypes.DataType) -> None:
-    assert pb.DataType.Name(pb.DataType.Value(dt.triton_name)) == dt.triton_name
+    enum = model_config_pb2.DataType
+    assert enum.Name(enum.Value(dt.triton_name)) == dt.triton_name
     for spelling in (dt.name, dt.triton_name, dt.triton_name.removeprefix("TYPE_")):
         assert dtypes.from_config(spelling) is dt
     assert dtypes.from_config("TYPE_" + dt.name) is dt

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from app.errors import InvalidInput
+from app.models.autocomplete import Rules
 from app.models.signature import Signature, UnsupportedModel
 from app.repository.config import TensorOverride
 from app.types import InferRequest, RequestedOutput
@@ -115,10 +116,13 @@ def test_reshape_maps_client_shape_to_model_shape() -> None:
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"name": "nope", "dims": [4]}, "not one of the model's inputs"),
-    ({"name": "img", "data_type": "TYPE_INT64", "dims": [1, 2, 2]}, "the model has FP32"),
-    ({"name": "img", "dims": [4]}, "does not fit the model's"),
-    ({"name": "img", "dims": [4], "reshape": {"shape": [4, 1, 1]}}, "does not fit"),
+    ({"name": "nope", "dims": [4]}, "configuration input 'nope' is not one of the model's "
+     "inputs: img"),
+    ({"name": "img", "data_type": "TYPE_INT64", "dims": [1, 2, 2]},
+     "configuration expects datatype TYPE_INT64 for input 'img', model provides TYPE_FP32"),
+    ({"name": "img", "dims": [4]}, r"tensor 'img': the model expects dims \[-1,1,2,2\] but "
+     r"the model configuration specifies \[-1,4\]"),
+    ({"name": "img", "dims": [4], "reshape": {"shape": [4, 1, 1]}}, "the model expects dims"),
 ])
 def test_overrides_are_checked_against_the_model(bad: dict[str, Any], message: str) -> None:
     with pytest.raises(UnsupportedModel, match=message):
@@ -136,3 +140,63 @@ def test_a_model_without_inputs_takes_empty_requests_and_does_not_batch() -> Non
     sig.validate(request())
     with pytest.raises(UnsupportedModel, match="the model has no inputs to batch along"):
         Signature.from_session([], [Arg("y", "tensor(float)", [None, 3])], 8, 64)
+
+
+def _auto(inputs: list[Arg], outputs: list[Arg], max_batch_size: int | None = None,
+          listed: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], []),
+          auto_complete: bool = True, triton: bool = True) -> Signature:
+    return Signature.from_session(inputs, outputs, max_batch_size, 4,
+                                  [override(**o) for o in listed[0]],
+                                  [override(**o) for o in listed[1]],
+                                  Rules("m", auto_complete, triton))
+
+
+X, Y = Arg("x", "tensor(float)", ["b", 4]), Arg("y", "tensor(float)", ["b", 4])
+
+
+def test_auto_complete_as_tritons_onnxruntime_backend() -> None:
+    """Triton's backend: max_batch_size from default-max-batch-size when every tensor has a
+    dynamic first dim and the config leaves inputs or outputs out; none when both are
+    listed (it skips auto-complete) or auto-complete is off."""
+    assert _auto([X], [Y]).max_batch_size == 4
+    assert _auto([X], [Y], listed=([{"name": "x", "dims": [4]}], [])).max_batch_size == 4
+    both = ([{"name": "x", "dims": [-1, 4]}], [{"name": "y", "dims": [-1, 4]}])
+    assert _auto([X], [Y], listed=both).max_batch_size == 0
+    rows = ([{"name": "x", "dims": [4]}], [{"name": "y", "dims": [4]}])
+    assert _auto([X], [Y], listed=rows, triton=False).max_batch_size == 4  # config.yaml's
+    assert _auto([X], [Y], listed=both, auto_complete=False).max_batch_size == 0
+    assert _auto([Arg("x", "tensor(float)", [2, 4])], [Y]).max_batch_size == 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_batch_size": 4, "listed": ([{"name": "x", "dims": [5]}], [])},
+     r"model 'm', tensor 'x': the model expects dims \[-1,4\] but the model configuration "
+     r"specifies \[-1,5\]"),
+    ({"max_batch_size": 0, "listed": ([{"name": "x", "dims": [4]}], [])},
+     r"tensor 'x': the model expects dims \[-1,4\] but the model configuration specifies \[4\]$"),
+    ({"max_batch_size": 4, "listed": ([{"name": "x", "dims": [4]}],
+                                      [{"name": "y", "dims": [-1]}])},
+     r"tensor 'y': the model expects dims \[-1,4\] but .* specifies \[-1,-1\]"),
+    ({"listed": ([{"name": "x", "data_type": "TYPE_INT32", "dims": [4]}], [])},
+     "unable to load model 'm', configuration expects datatype TYPE_INT32 for input 'x', "
+     "model provides TYPE_FP32"),
+    ({"listed": ([{"name": "z", "dims": [4]}], [])},
+     "model 'm': configuration input 'z' is not one of the model's inputs: x"),
+    ({"auto_complete": False}, "model 'm': the configuration lists no inputs and "
+     "auto-complete is off"),
+])
+def test_a_config_that_disagrees_with_the_model_is_refused(kwargs: dict[str, Any],
+                                                            message: str) -> None:
+    with pytest.raises(UnsupportedModel, match=message):
+        _auto([X], [Y], **kwargs)
+
+
+def test_listed_inputs_are_all_of_them_with_tritons_rules() -> None:
+    two = [X, Arg("x2", "tensor(float)", ["b", 4])]
+    listed = ([{"name": "x", "dims": [4]}], [])
+    with pytest.raises(UnsupportedModel, match="configuration expects 1 inputs, model "
+                                               "provides 2"):
+        _auto(two, [Y], listed=listed)
+    assert _auto(two, [Y], listed=listed, triton=False).max_batch_size == 4
+    with pytest.raises(UnsupportedModel, match="max_batch_size is 4 but not every input"):
+        _auto([Arg("x", "tensor(float)", [2, 4])], [Y], max_batch_size=4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from google.protobuf import text_format
 
 from app.repository.config import ConfigError, load_config, parse_config_json
 
@@ -63,3 +64,44 @@ def test_named_config_beside_config_yaml_is_refused(tmp_path: Path) -> None:
 def test_parse_errors_name_line_and_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"config.pbtxt: 2:1 .*max_batchsize"):
         load_config(_pbtxt(tmp_path, 'name: "m"\nmax_batchsize: 4\n'))
+
+
+def test_config_json_spells_every_field_with_64_bit_numbers() -> None:
+    """/config's JSON: every field as Triton's answer has it, int64/uint64 as numbers (also
+    in lists and maps), and protobuf's parser reads it back to the same message."""
+    from google.protobuf import json_format
+
+    from app.protos_gen import model_config_pb2 as pb
+    from app.repository.triton_config import to_json
+
+    message = text_format.Parse(
+        'max_batch_size: 4 input { name: "x" dims: [4] } dynamic_batching { '
+        "max_queue_delay_microseconds: 100 priority_queue_policy { key: 2 value: { "
+        "default_timeout_microseconds: 7 } } }", pb.ModelConfig())
+    document = to_json(message)
+    assert document["input"][0]["dims"] == [4] and document["input"][0]["is_shape_tensor"] is False
+    batching = document["dynamic_batching"]
+    assert batching["max_queue_delay_microseconds"] == 100
+    assert batching["priority_queue_policy"]["2"]["default_timeout_microseconds"] == 7
+    assert document["batch_input"] == [] and "sequence_batching" not in document
+    assert json_format.ParseDict(document, pb.ModelConfig()) == message
+
+
+def test_what_the_file_sets_beyond_the_schema_is_served_back() -> None:
+    """keep_configured: fields the served message leaves out are copied from the file
+    (explicit defaults, metadata), list entries matched by name; served values win."""
+    from app.effective_config import keep_configured
+    from app.protos_gen import model_config_pb2 as pb
+
+    written = text_format.Parse(
+        'max_batch_size: 8 optimization { cuda { graphs: false } } '
+        'model_transaction_policy { decoupled: false } '
+        'output { name: "y" dims: [4] label_filename: "labels.txt" }', pb.ModelConfig())
+    served = text_format.Parse('max_batch_size: 8 optimization { graph { level: 1 } } '
+                               'output { name: "y" dims: [4] data_type: TYPE_FP32 }',
+                               pb.ModelConfig())
+    keep_configured(served, written)
+    assert served.optimization.HasField("cuda") and served.optimization.graph.level == 1
+    assert served.HasField("model_transaction_policy")
+    assert served.output[0].label_filename == "labels.txt"
+    assert served.output[0].data_type == pb.TYPE_FP32
