@@ -25,7 +25,7 @@ from app.cache import ResponseCache
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
-from app.repository.object_store import S3Source
+from app.repository.object_store import BucketSource
 from app.repository.source import RepositorySource
 from app.repository.view import RepositoryView
 from app.repository.watcher import RepositoryWatcher
@@ -45,7 +45,8 @@ def build_manager(settings: Settings) -> ModelManager:
                               cache_dir=settings.repository.cache_dir)
     repository = settings.repository
     source: RepositorySource = (
-        S3Source(repository.url, repository.path) if repository.url
+        BucketSource(repository.url, repository.path,
+                     config_name=repository.model_config_name) if repository.url
         else RepositoryView(repository.path, repository.layout, repository.model_config_name))
     return ModelManager(
         source, defaults,
