@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -296,3 +297,31 @@ def test_startup_waits_for_a_missing_bucket_and_serves_once_it_exists(
             assert added(base, "a") == 1
         finally:
             store.drop("late-bucket")
+
+
+def test_what_poll_mode_costs_per_interval(store: Backend, tmp_path: Path) -> None:
+    """Counted in moto's access log: a quiet repository costs one LIST per interval and no
+    GET; a change costs one GET per object of what changed (README's figures)."""
+    if not isinstance(store, buckets.S3):
+        pytest.skip("counted in moto's access log")
+    two_models(store)
+    lists, gets = "GET /models?list-type=2", f"GET /models/{buckets.PREFIX}/"
+    interval = 0.5
+    with running_server(store.url(),  # type: ignore[arg-type]
+                        repository={"control_mode": "poll", "poll_interval_s": interval,
+                                    "settle_s": 0.1, "cache_dir": tmp_path / "cache"}):
+        wait_for(lambda: store.requests(lists) >= 3, 30, "the watcher lists")
+        start_lists, start_gets = store.requests(lists), store.requests(gets)
+        started = time.monotonic()
+        wait_for(lambda: store.requests(lists) >= start_lists + 10, 60, "ten more scans")
+        elapsed = time.monotonic() - started
+        quiet_gets = store.requests(gets) - start_gets
+        before = store.requests(gets)
+        upload(store, "a", 3, plus(3))
+        wait_for(lambda: store.requests(gets) > before, 30, "the new version is fetched")
+    per_interval = 10 / (elapsed / interval)
+    print(f"\npoll mode, quiet: {per_interval:.2f} LIST per {interval} s interval "
+          f"(10 in {elapsed:.2f} s), {quiet_gets} GET; a new one-file version: "
+          f"{store.requests(gets) - before} GET")
+    assert quiet_gets == 0
+    assert store.requests(gets) - before == 1
