@@ -63,6 +63,8 @@ class BucketSource:
         self._options = {"retries": retries, "timeout_s": timeout_s}
         self._client: ObjectStore | None = None
         self._lock = threading.Lock()
+        #: loads handed each downloaded version folder and not retired since
+        self._users: dict[Path, int] = {}
 
     @property
     def _store(self) -> ObjectStore:
@@ -102,18 +104,28 @@ class BucketSource:
     def version_files(self, source: ModelSource, version: int, filename: str,
                       cache_dir: Path | None) -> VersionFiles:
         folder = source.versions[version]
-        if not (folder.parent.parent / ".complete").is_file():
+        with self._lock:  # counted before the check, so `release` cannot delete it under us
+            self._users[folder.parent.parent] = self._users.get(folder.parent.parent, 0) + 1
+            complete = (folder.parent.parent / ".complete").is_file()
+        if not complete:
             self._fetch(f"{source.name}/{version}/", source.fingerprints[version],
                         folder.parent.parent)
         return VersionFiles(folder / (source.model_filename or filename), cache_dir)
 
     def release(self, retired: LoadedModelLike, loaded: list[LoadedModelLike]) -> None:
-        """A retired version's downloaded copy leaves the cache, unless a version still
-        loaded (the same files reloaded with a new config) uses it."""
+        """A retired version's downloaded copy leaves the cache once no load that was
+        handed it (the same files reloaded with a new config, a load under way) is left.
+        A load that failed keeps its copy (it is never retired)."""
         folder = self._version_root(retired)
-        if folder is None or folder in {self._version_root(m) for m in loaded}:
+        if folder is None:
             return
-        shutil.rmtree(folder, ignore_errors=True)
+        with self._lock:
+            left = self._users.get(folder, 1) - 1
+            self._users[folder] = left
+            if left > 0 or folder in {self._version_root(m) for m in loaded}:
+                return
+            del self._users[folder]
+            shutil.rmtree(folder, ignore_errors=True)
         log.info("removed the downloaded copy of %s from the cache", retired.key)
 
     def _version_root(self, model: LoadedModelLike) -> Path | None:

@@ -190,6 +190,10 @@ def test_explicit_load_and_unload_from_a_bucket(store: Backend, tmp_path: Path) 
         assert added(base, "a") == 1
         assert httpx.post(f"{base}/v2/repository/models/a/unload").status_code == 200
         wait_for(lambda: infer(base, "a").status_code == 503, 10)
+        cache = tmp_path / "cache"
+        wait_for(lambda: not downloaded(cache, "a", 1), 30, "the unloaded copy leaves")
+        assert httpx.post(f"{base}/v2/repository/models/a/load").status_code == 200
+        assert added(base, "a") == 1 and downloaded(cache, "a", 1)  # fetched again
         missing = httpx.post(f"{base}/v2/repository/models/nope/load")
         assert missing.status_code == 404 and "nope" in missing.json()["error"]
 
