@@ -67,11 +67,19 @@ $(VENV)/.k8s-tools: | $(VENV)/.runtime
 	rm -rf $(VENV)/k8s-tools.tmp
 	touch $@
 
+# Azurite, Azure's own Blob storage emulator, for the as:// repository tests: npm's package,
+# installed into the venv (node from the machine; started by the tests on a free port).
+AZURITE_NPM := azurite@3.35.0
+$(VENV)/.azurite: | $(VENV)/.runtime
+	rm -rf $(VENV)/azurite && mkdir -p $(VENV)/azurite
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite $(AZURITE_NPM)
+	touch $@
+
 serve: $(VENV)/.runtime ## serve model_repository/ on HTTP 8000 / gRPC 8001
 	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC)) $(PY) -m app --model-repository model_repository \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
-test: $(VENV)/.dev $(VENV)/.prometheus $(VENV)/.k8s-tools ## install what the tests need, then run them all
+test: $(VENV)/.dev $(VENV)/.prometheus $(VENV)/.k8s-tools $(VENV)/.azurite ## install what the tests need, then run them all
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev ## ruff, mypy and bandit

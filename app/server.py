@@ -26,7 +26,7 @@ from app.cache import ResponseCache
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
-from app.repository.object_store import S3Source
+from app.repository.object_store import BucketSource
 from app.repository.source import RepositorySource
 from app.repository.view import RepositoryView
 from app.repository.watcher import RepositoryWatcher
@@ -50,7 +50,8 @@ def build_manager(settings: Settings) -> ModelManager:
                               config_required=settings.repository.strict_model_config)
     repository = settings.repository
     source: RepositorySource = (
-        S3Source(repository.url, repository.path) if repository.url
+        BucketSource(repository.url, repository.path,
+                     config_name=repository.model_config_name) if repository.url
         else RepositoryView(repository.path, repository.layout, repository.model_config_name))
     return ModelManager(
         source, defaults,

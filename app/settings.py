@@ -14,6 +14,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.metrics_config import DEFAULT_QUANTILES, parse_quantiles
+from app.repository.bucket_url import SCHEMES as BUCKET_SCHEMES
+from app.repository.bucket_url import BucketLocation
 
 #: A container must listen on every interface to be reachable (the deployment's choice);
 #: outside one, pass --host 127.0.0.1.
@@ -173,7 +175,7 @@ def default_cache_dir() -> Path:
 
 
 #: URL schemes `repository.path` may use for a repository in object storage.
-OBJECT_STORE_SCHEMES = ("s3://",)
+OBJECT_STORE_SCHEMES = BUCKET_SCHEMES
 
 
 class RepositorySettings(_Group):
@@ -259,8 +261,9 @@ class RepositorySettings(_Group):
 
     url: str = Field(
         "",
-        description="Set from `path` when that is an object-store URL (s3://bucket/path or "
-        "s3://host:port/bucket/path; needs the 's3' extra): the repository is read from the "
+        description="Set from `path` when that is an object-store URL (s3://bucket/path, "
+        "s3://host:port/bucket/path, gs://bucket/path, as://account/container/path; needs the "
+        "'buckets' extra): the repository is read from the "
         "bucket, each version downloaded into <cache_dir>/repository/<digest>/ and loaded "
         "from there, and `path` becomes that local mirror.",
     )
@@ -275,11 +278,7 @@ class RepositorySettings(_Group):
         if isinstance(path, str) and path.startswith(OBJECT_STORE_SCHEMES):
             url = path
         if isinstance(url, str) and url:
-            if not url.startswith(OBJECT_STORE_SCHEMES):
-                raise ValueError(f"repository url '{url}' is not an s3:// URL")
-            if not url.removeprefix("s3://").strip("/"):
-                raise ValueError(f"'{url}' names no bucket (s3://bucket/path, or "
-                                 "s3://host:port/bucket/path for an S3-compatible endpoint)")
+            BucketLocation.parse(url)  # a ValueError naming the URL's problem
             cache = Path(data.get("cache_dir") or default_cache_dir()).expanduser().absolute()
             digest = hashlib.sha256(url.encode()).hexdigest()[:16]
             data = {**data, "url": url,  # the local mirror S3Source downloads into
@@ -297,9 +296,6 @@ class RepositorySettings(_Group):
             if self.layout != "repository":
                 raise ValueError("an object-store URL is served as a repository "
                                  f"(layout 'repository', not '{self.layout}')")
-            if self.model_config_name:  # S3Source fetches each model's top-level files only
-                raise ValueError("model_config_name (configs/<name>.pbtxt) is not supported "
-                                 "for an object-store repository yet")
             return self
         # Files written into the repository would look like model changes to poll mode.
         if self.cache_dir.resolve().is_relative_to(self.path.resolve()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -376,7 +377,11 @@ class ModelManager:
         self._notify()
 
     def _retired(self, task: asyncio.Task[None]) -> None:
-        self._retiring.pop(task)
+        model = self._retiring.pop(task)
+        release = getattr(self.view, "release", None)  # a bucket's downloaded copy goes
+        if release is not None:
+            with contextlib.suppress(RuntimeError):  # loader shut down: the server stops
+                self._loader.submit(release, model, self.loaded())
         self._notify()  # its UNLOADING row is gone: wake index and readiness watchers
 
     # ---- lookups ---------------------------------------------------------------------

@@ -1,71 +1,44 @@
-"""A model repository in an S3 bucket, mirrored version by version into the cache folder."""
+"""A model repository in a bucket (S3, GCS, Azure Blob), mirrored version by version into the
+cache folder."""
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import hashlib
 import logging
-import os
-import re
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from app.repository.bucket_errors import ObjectStoreError, explain
+from app.repository.bucket_url import BucketLocation
+from app.repository.credentials import open_store
 from app.repository.paths import VersionFiles, check_model_name
 from app.repository.scan import Fingerprint, ModelSource, scan_model
 
 if TYPE_CHECKING:
-    from obstore.store import S3Store
+    from obstore.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
-_HOST_PORT = re.compile(r"^(?P<scheme>https?://)?(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):"
-                        r"(?P<port>\d{1,5})$")
+class _Key(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
 
 
-class ObjectStoreError(OSError):
-    """The bucket cannot be read (missing, access denied, unreachable): an OSError, so the
-    watcher and the index treat it as "the repository is away", never "every model left"."""
+class LoadedModelLike(Protocol):
+    """What `release` reads of a loaded version (app.models.version.LoadedModel)."""
 
-
-@dataclass(frozen=True, slots=True)
-class S3Location:
-    """`s3://bucket/path`, or `s3://host:port/bucket/path` for an S3-compatible endpoint
-    (Triton's spellings; `s3://https://host:port/...` asks for TLS to such an endpoint)."""
-
-    bucket: str
-    prefix: str  # '' or ending in '/'
-    endpoint: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> S3Location:
-        if not url.startswith("s3://"):
-            raise ValueError(f"'{url}' is not an s3:// URL")
-        rest = url.removeprefix("s3://")
-        endpoint = None
-        for scheme in ("http://", "https://"):
-            if rest.startswith(scheme):
-                head, _, rest = rest.removeprefix(scheme).partition("/")
-                rest, endpoint = rest, scheme + head
-                break
-        else:
-            head, slash, tail = rest.partition("/")
-            if _HOST_PORT.match(head) and slash:
-                endpoint, rest = "http://" + head, tail
-        bucket, _, prefix = rest.partition("/")
-        if not bucket:
-            raise ValueError(f"'{url}' names no bucket (s3://bucket/path or "
-                             "s3://host:port/bucket/path)")
-        prefix = prefix.strip("/")
-        return cls(bucket, prefix + "/" if prefix else "", endpoint)
-
-    def __str__(self) -> str:
-        where = f"{self.endpoint}/" if self.endpoint else ""
-        return f"s3://{where}{self.bucket}/{self.prefix}"
+    @property
+    def key(self) -> _Key: ...
+    @property
+    def fingerprint(self) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,39 +48,33 @@ class _Object:
     etag: str
 
 
-class S3Source:
-    """RepositorySource over a bucket. Each scan is one LIST of the repository prefix (one
-    request per 1000 objects); a version is downloaded, verified by size and ETag, into a
-    folder named by its fingerprint and renamed into place complete, so nothing loads a
-    half-downloaded copy and a changed version never overwrites files of a serving one.
-    Credentials come the way the AWS SDKs find them (AWS_* variables, web identity, ECS and
-    instance metadata)."""
+class BucketSource:
+    """RepositorySource over a bucket (s3://, gs://, as://). Each scan is one LIST of the
+    repository prefix (one request per 1000 objects); a version is downloaded, verified by
+    size and ETag, into a folder named by its model, version and listing, and renamed into
+    place complete, so nothing loads a half-downloaded copy and a changed version never
+    overwrites files of a serving one. Credentials: repository/credentials.py."""
 
     def __init__(self, url: str, mirror: Path, *, retries: int = 3,  # mirror: settings.py
-                 timeout_s: float = 30.0) -> None:
-        try:
-            from obstore.store import S3Store
-        except ImportError as err:  # an optional extra: say how to get it
-            raise ObjectStoreError(
-                "serving from s3:// needs the 's3' extra: pip install 'onnx-serve[s3]'") from err
-        self.location = S3Location.parse(url)
+                 timeout_s: float = 30.0, config_name: str = "") -> None:
+        self.location = BucketLocation.parse(url)
         self._mirror = mirror
-        options: dict[str, object] = {"timeout": datetime.timedelta(seconds=timeout_s)}
-        if self.location.endpoint and self.location.endpoint.startswith("http://"):
-            options["allow_http"] = True
-        config: dict[str, str] = {}
-        if self.location.endpoint:
-            config["endpoint"] = self.location.endpoint
-        if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
-            config["region"] = "us-east-1"
-        self._store: S3Store = S3Store(
-            self.location.bucket, config=config,  # type: ignore[arg-type]
-            client_options=options,  # type: ignore[arg-type]
-            retry_config={"max_retries": retries,
-                          "backoff": {"init_backoff": datetime.timedelta(milliseconds=200),
-                                      "max_backoff": datetime.timedelta(seconds=5),
-                                      "base": 2.0},
-                          "retry_timeout": datetime.timedelta(seconds=timeout_s)})
+        self._config_name = config_name  # Triton's --model-config-name: configs/<name>.pbtxt
+        self._options = {"retries": retries, "timeout_s": timeout_s}
+        self._client: ObjectStore | None = None
+        self._lock = threading.Lock()
+        #: loads handed each downloaded version folder and not retired since
+        self._users: dict[Path, int] = {}
+
+    @property
+    def _store(self) -> ObjectStore:
+        """The client, built when first needed: a credential problem is then the reason a
+        model is UNAVAILABLE, not a server that will not start."""
+        with self._lock:
+            if self._client is None:
+                self._client = open_store(self.location, retries=int(self._options["retries"]),
+                                          timeout_s=float(self._options["timeout_s"]))
+            return self._client
 
     # ---- RepositorySource ------------------------------------------------------------
     @property
@@ -137,10 +104,35 @@ class S3Source:
     def version_files(self, source: ModelSource, version: int, filename: str,
                       cache_dir: Path | None) -> VersionFiles:
         folder = source.versions[version]
-        if not (folder.parent.parent / ".complete").is_file():
+        with self._lock:  # counted before the check, so `release` cannot delete it under us
+            self._users[folder.parent.parent] = self._users.get(folder.parent.parent, 0) + 1
+            complete = (folder.parent.parent / ".complete").is_file()
+        if not complete:
             self._fetch(f"{source.name}/{version}/", source.fingerprints[version],
                         folder.parent.parent)
         return VersionFiles(folder / (source.model_filename or filename), cache_dir)
+
+    def release(self, retired: LoadedModelLike, loaded: list[LoadedModelLike]) -> None:
+        """A retired version's downloaded copy leaves the cache once no load that was
+        handed it (the same files reloaded with a new config, a load under way) is left.
+        A load that failed keeps its copy (it is never retired)."""
+        folder = self._version_root(retired)
+        if folder is None:
+            return
+        with self._lock:
+            left = self._users.get(folder, 1) - 1
+            self._users[folder] = left
+            if left > 0 or folder in {self._version_root(m) for m in loaded}:
+                return
+            del self._users[folder]
+            shutil.rmtree(folder, ignore_errors=True)
+        log.info("removed the downloaded copy of %s from the cache", retired.key)
+
+    def _version_root(self, model: LoadedModelLike) -> Path | None:
+        stamp = model.fingerprint
+        if not (isinstance(stamp, tuple) and stamp and isinstance(stamp[0], tuple)):
+            return None
+        return self._mirror / _digest((model.key.name, model.key.version, stamp[0]))
 
     # ---- listing ---------------------------------------------------------------------
     def _list(self, prefix: str, limit: int | None = None) -> list[_Object]:
@@ -158,14 +150,15 @@ class S3Source:
                 if limit is not None and len(found) >= limit:
                     break
         except Exception as err:  # obstore raises its own classes: make them a clear reason
-            raise ObjectStoreError(self._explain(err)) from err
+            raise ObjectStoreError(explain(self.location, err)) from err
         return found
 
     def _model(self, name: str, objects: list[_Object]) -> ModelSource:
         """The model from a listing: top-level files (configs) are downloaded now, so the
         config is read locally; versions are fetched when loaded."""
         mine = [o for o in objects if o.key.startswith(name + "/")]
-        top = [o for o in mine if "/" not in o.key.removeprefix(name + "/")]
+        named = f"{name}/configs/{self._config_name}.pbtxt" if self._config_name else None
+        top = [o for o in mine if "/" not in o.key.removeprefix(name + "/") or o.key == named]
         versions: dict[int, list[_Object]] = {}
         for o in mine:
             head, slash, _ = o.key.removeprefix(name + "/").partition("/")
@@ -175,20 +168,20 @@ class S3Source:
                 continue
             versions.setdefault(int(head), []).append(o)
         config_fp = _fingerprint(top, name + "/")
-        config_root = self._mirror / ".configs" / _digest(config_fp)
+        config_root = self._mirror / ".configs" / _digest((name, config_fp))
         if top and not (config_root / ".complete").is_file():
-            self._fetch(f"{name}/", config_fp, config_root, recursive=False)
-        local = scan_model(config_root / name) if top else ModelSource(name, config_root / name)
+            self._fetch(f"{name}/", config_fp, config_root)
+        local = (scan_model(config_root / name, self._config_name) if top
+                 else ModelSource(name, config_root / name))
         fingerprints = {v: _fingerprint(objs, f"{name}/{v}/") for v, objs in versions.items()}
         return dataclasses.replace(
             local, path=self._mirror / name,
-            versions={v: self._mirror / _digest(fp) / name / str(v)
+            versions={v: self._mirror / _digest((name, str(v), fp)) / name / str(v)
                       for v, fp in fingerprints.items()},
             fingerprints=fingerprints, config_fingerprint=config_fp)
 
     # ---- downloading -----------------------------------------------------------------
-    def _fetch(self, under: str, expected: Fingerprint, target: Path,
-               recursive: bool = True) -> None:
+    def _fetch(self, under: str, expected: Fingerprint, target: Path) -> None:
         """Download the objects of `expected` (keys relative to `under`) into
         `target/under`, each checked against the listed size and ETag, then rename the
         whole folder into place: it exists only complete."""
@@ -198,8 +191,6 @@ class S3Source:
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self._mirror))
         try:
             for label, size, etag in expected:
-                if not recursive and "/" in label:
-                    continue
                 key = f"{self.location.prefix}{under}{label}"
                 path = staging / under / label
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +202,7 @@ class S3Source:
                             out.write(chunk)
                 except Exception as err:
                     raise ObjectStoreError(f"downloading {label}: "
-                                           f"{self._explain(err)}") from err
+                                           f"{explain(self.location, err)}") from err
                 if path.stat().st_size != size:
                     raise ObjectStoreError(f"downloading {label}: got {path.stat().st_size} "
                                            f"bytes, the bucket listed {size}")
@@ -224,24 +215,6 @@ class S3Source:
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-    def _explain(self, err: Exception) -> str:
-        """One line a user can act on, from obstore's multi-line error text."""
-        text = str(err)
-        where = str(self.location)
-        if "NoSuchBucket" in text:
-            return f"{where}: bucket '{self.location.bucket}' does not exist"
-        if any(code in text for code in ("AccessDenied", "InvalidAccessKeyId",
-                                         "SignatureDoesNotMatch", "403 Forbidden")):
-            return (f"{where}: access denied (check the credentials: AWS_ACCESS_KEY_ID/"
-                    "AWS_SECRET_ACCESS_KEY, AWS_PROFILE-free web identity or instance role)")
-        if "Precondition" in text or "412" in text:
-            return f"{where}: the object changed while it was downloaded; retried next scan"
-        if "error sending request" in text or "connect" in text.lower():
-            endpoint = self.location.endpoint or "the S3 endpoint"
-            return f"{where}: cannot reach {endpoint} (retried with backoff)"
-        first = " ".join(text.splitlines()[0].split()) if text else type(err).__name__
-        return f"{where}: {first[:300]}"
 
 
 def _valid_name(name: str) -> bool:
@@ -258,5 +231,12 @@ def _fingerprint(objects: list[_Object], under: str) -> Fingerprint:
                         if not any(part.startswith(".") for part in label.split("/"))))
 
 
-def _digest(fingerprint: Fingerprint) -> str:
-    return hashlib.sha256(repr(fingerprint).encode()).hexdigest()[:20]
+def _digest(what: object) -> str:
+    """A folder name for a listing: model and version are part of it, so two versions with
+    the same bytes get folders of their own."""
+    return hashlib.sha256(repr(what).encode()).hexdigest()[:20]
+
+
+#: The name it had when it read S3 only.
+S3Source = BucketSource
+__all__ = ["BucketSource", "ObjectStoreError", "S3Source"]

@@ -12,7 +12,8 @@ python=${PYTHON:-python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$python" -m venv "$tmp/venv"
-"$tmp/venv/bin/pip" install --quiet "$root"
+# The image serves buckets too (s3://, gs://, as://): the `buckets` extra (obstore).
+"$tmp/venv/bin/pip" install --quiet "$root[buckets]"
 if [[ -z ${ORT_GPU_VERSION:-} ]]; then
     # "onnxruntime-gpu (1.31.1)" -> 1.31.1
     ORT_GPU_VERSION=$("$tmp/venv/bin/pip" index versions onnxruntime-gpu 2>/dev/null \
@@ -25,7 +26,7 @@ header() {
 }
 { header cpu; "$tmp/venv/bin/pip" freeze --exclude onnx-serve; } > "$here/requirements-cpu.txt"
 # The GPU image also gets the `gpu` extra (nvidia-ml-py: GPU counting and metrics through NVML).
-"$tmp/venv/bin/pip" install --quiet "$root[gpu]"
+"$tmp/venv/bin/pip" install --quiet "$root[buckets,gpu]"
 # onnxruntime-gpu has onnxruntime's dependencies and import name: swap the one line.
 { header gpu; "$tmp/venv/bin/pip" freeze --exclude onnx-serve \
     | sed "s/^onnxruntime==.*/onnxruntime-gpu==$ORT_GPU_VERSION/"; } > "$here/requirements-gpu.txt"

@@ -37,7 +37,16 @@ RENDERINGS: dict[str, Callable[[], list[Manifest]]] = {
     "helm-fixed-replicas": lambda: helm_template({"hpa.enabled": "false", "pdb.enabled": "false",
                                                   "repository.persistentVolumeClaim.existingClaim":
                                                   "models"}),
+    "kustomize-bucket": lambda: kustomize(K8S / "overlays" / "bucket"),
+    "helm-bucket": lambda: helm_template(BUCKET_VALUES),
 }
+#: a bucket, credentials from a Secret and a ServiceAccount for workload identity
+BUCKET_VALUES = {"repository.url": "gs://my-models/repository",
+                 "repository.controlMode": "poll",
+                 "repository.credentials.existingSecret": "onnx-serve-bucket",
+                 "serviceAccount.create": "true",
+                 r"serviceAccount.annotations.iam\.gke\.io/gcp-service-account":
+                 "onnx-serve@project.iam.gserviceaccount.com"}
 
 @pytest.fixture(scope="module", params=sorted(RENDERINGS))
 def rendered(request: pytest.FixtureRequest) -> tuple[str, list[Manifest]]:
@@ -150,7 +159,10 @@ def test_env_builds_valid_settings_matching_ports_volume_and_drain(
     ports = _ports(container)
     assert (settings.http.port, settings.grpc.port) == (ports["http"], ports["grpc"])
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert str(settings.repository.path) == mounts["models"]
+    if settings.repository.url:  # a bucket: downloads go to the writable cache mount
+        assert str(settings.repository.cache_dir) == mounts["cache"]
+    else:
+        assert str(settings.repository.path) == mounts["models"]
     assert mounts["tmp"] == "/tmp"
     assert settings.log_format == "json"
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
@@ -200,3 +212,21 @@ def test_helm_refuses_a_grace_period_that_outlasts_termination() -> None:
                            "--set=shutdown.gracePeriodSeconds=28"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "terminationGracePeriodSeconds" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("name", ["kustomize-bucket", "helm-bucket"])
+def test_bucket_variants_serve_with_no_volume(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No claim and no models volume; the cache is an emptyDir; credentials from a Secret
+    (as environment variables) or the ServiceAccount's workload identity."""
+    docs = RENDERINGS[name]()
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    pod, container = _pod(docs), _container(docs)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "models" not in volumes and "emptyDir" in volumes["cache"]
+    assert container["envFrom"][0]["secretRef"]["name"] == "onnx-serve-bucket"
+    account = one(docs, "ServiceAccount")
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    settings = settings_from_env({e["name"]: e["value"] for e in container["env"]}, monkeypatch)
+    assert settings.repository.url.startswith(("s3://", "gs://"))
+    assert settings.repository.control_mode == "poll"
+    assert settings.repository.path.is_relative_to(settings.repository.cache_dir)

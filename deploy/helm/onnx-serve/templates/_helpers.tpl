@@ -28,3 +28,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "onnx-serve.claimName" -}}
 {{- .Values.repository.persistentVolumeClaim.existingClaim | default (printf "%s-models" (include "onnx-serve.fullname" .)) -}}
 {{- end -}}
+
+{{- define "onnx-serve.serviceAccountName" -}}
+{{- .Values.serviceAccount.name | default (include "onnx-serve.fullname" .) -}}
+{{- end -}}
