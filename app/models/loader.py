@@ -5,11 +5,13 @@ Blocking: runs on the manager's loader threads, never on the event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -17,7 +19,7 @@ import onnxruntime as ort
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
-from app.models import compat, cuda_libs, gpus, tensorrt
+from app.models import compat, cuda_libs, gpus, labels, tensorrt, zipmap
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.errors import UnsupportedModel
 from app.models.model_info import model_parameters
@@ -80,6 +82,8 @@ class BuiltVersion:
     layout: BatchLayout
     #: the model's own description (model_info.py), for the metadata and config endpoints
     parameters: dict[str, ParamValue]
+    #: output -> what turns onnxruntime's answer into a tensor (a ZipMap's: zipmap.py)
+    converters: Mapping[str, Callable[[Any], Array]] = field(default_factory=dict)
 
 
 def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: ServerDefaults,
@@ -150,9 +154,12 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     placements = [confirm(p, s.get_providers(), defaults.strict_providers)
                   for p, s in zip(placements, sessions, strict=True)]
     first = sessions[0]
-    signature = Signature.from_session(first.get_inputs(), first.get_outputs(),
+    plan = zipmap.plan_outputs(first.get_outputs(), path)
+    signature = Signature.from_session(first.get_inputs(), plan.outputs,
                                        config.max_batch_size, default_max_batch_size,
                                        config.input, config.output)
+    signature = dataclasses.replace(signature, omitted=plan.omitted, labels=labels.merged(
+        labels.read_labels(files, config.output), plan.labels))
     run_config = {}
     shrink = config.parameters.get("memory.enable_memory_arena_shrinkage")
     if shrink is not None:
@@ -161,9 +168,9 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     layout, visible = batch_layout(config, signature)
     for warmup in config.model_warmup:
         _warm(sessions, warmup, signature, files)
-    parameters = model_parameters(first.get_modelmeta(), header)
+    parameters = {**model_parameters(first.get_modelmeta(), header), **plan.parameters()}
     return BuiltVersion(sessions, placements, visible, threads, run_config, policy, layout,
-                        parameters)
+                        parameters, plan.converters)
 
 
 def _header(path: Path) -> OnnxHeader | None:
@@ -244,7 +251,8 @@ def _probe(path: Path, config: ModelConfig,
     shapes = [tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in probe.get_inputs()]
     model = [TensorSpec(i.name, "", shape) for i, shape in zip(probe.get_inputs(), shapes,
                                                                strict=True)]
-    signature = Signature.from_session(probe.get_inputs(), probe.get_outputs(),
+    signature = Signature.from_session(probe.get_inputs(),
+                                       zipmap.plan_outputs(probe.get_outputs(), path).outputs,
                                        config.max_batch_size, default_max_batch_size,
                                        config.input, config.output)
     return model, signature

@@ -330,7 +330,8 @@ class ModelManager:
         self.load_seconds[key] = time.monotonic() - started
         log.info("model %s is READY (%.2f s)", key, self.load_seconds[key])
         label = f"{key.name}-{key.version}"
-        pool = SessionPool(built.sessions, label, built.placements, built.run_config)
+        pool = SessionPool(built.sessions, label, built.placements, built.run_config,
+                           built.converters)
         stats = ModelStats()
         scheduler = build_scheduler(pool, config, built.policy, built.layout, stats,
                                     f"model '{key.name}' version {key.version}")

@@ -27,7 +27,7 @@ SUPPORTED: Tree = {
     "version_policy": True,
     "max_batch_size": True,
     "input": {**_TENSOR, "format": True},
-    "output": _TENSOR,
+    "output": {**_TENSOR, "label_filename": True},
     "optimization": {"graph": True, "execution_accelerators": True,
                      "input_pinned_memory": True, "output_pinned_memory": True,
                      "cuda": {}},
@@ -42,7 +42,6 @@ SUPPORTED: Tree = {
 
 #: Why a field is refused, where there is more to say than "not supported".
 WHY: dict[str, str] = {
-    "output.label_filename": "labels and the classification extension are not implemented",
     "model_transaction_policy.decoupled": "decoupled (streaming) models are not supported",
     "sequence_batching": "stateful (sequence) models are not supported",
     "ensemble_scheduling": "ensembles are not supported",

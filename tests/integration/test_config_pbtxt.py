@@ -30,6 +30,8 @@ class Case(NamedTuple):
     #: whether the reason names config.pbtxt (the file is refused as it is parsed; a
     #: config that parses but disagrees with the model is refused per version instead)
     names_file: bool = True
+    #: other files of the model's folder: (name, text)
+    files: tuple[tuple[str, str], ...] = ()
 
 
 CASES: dict[str, Case] = {
@@ -85,8 +87,9 @@ CASES: dict[str, Case] = {
         "graph": {"level": 1}, "input_pinned_memory": {"enable": True},
         "output_pinned_memory": {"enable": False}}}),
     "response_cache": Case(config={"response_cache": {"enable": True}}),
+    "label_filename": Case(config={"output": [{"name": "y", "label_filename": "labels.txt"}]},
+                           files=(("labels.txt", "a\nb\nc\nd\n"),)),
     # refused: the reason names the field (or the tensor)
-    "refuse_label_filename": Case(refused="output.label_filename"),
     "refuse_sequence_batching": Case(refused="sequence_batching"),
     "refuse_ensemble": Case(refused="ensemble_scheduling"),
     "refuse_name": Case(refused="name: 'another_model' does not match the model's folder"),
@@ -128,6 +131,8 @@ def corpus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint
     for name, case in CASES.items():
         _write_model(root, name, case.model)
         shutil.copy(CORPUS / f"{name}.pbtxt", root / name / "config.pbtxt")
+        for file, text in case.files:
+            (root / name / file).write_text(text)
     with running_server(root, repository={"strict_readiness": False}) as endpoints:
         _settled(endpoints.http, set(CASES))
         yield endpoints
@@ -281,8 +286,9 @@ def test_load_override_takes_tritons_json(tmp_path: Path) -> None:
         for bad, named in (({"name": "other"}, "name: 'other'"),
                            ({"sequence_batching": {"max_sequence_idle_microseconds": 1}},
                             "sequence_batching"),
-                           ({"output": [{"name": "y", "label_filename": "l.txt"}]},
-                            "output.label_filename")):
+                           ({"output": [{"name": "y", "dims": [4],
+                                         "label_filename": "../l.txt"}]},
+                            "label_filename: must be a path inside the model's folder")):
             response = load(bad)
             assert response.status_code == 400 and named in response.json()["error"], \
                 response.text
