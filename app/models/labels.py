@@ -3,7 +3,8 @@ model's folder (never outside it: the config schema refuses '..', links out are 
 
 Triton reads the file with std::getline: every line is a label (an empty one included), a
 final newline adds none. A trailing carriage return is dropped (a file saved on Windows would
-otherwise put "\\r" inside every answer). Blocking: runs on the loader threads.
+otherwise put "\\r" inside every answer). Blocking: runs on the loader threads. Where the
+model's folder is: `model_folder`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from app.repository.config import OutputOverride
+from app.repository.config import NAMED_CONFIGS, TRITON_CONFIG, OutputOverride
 from app.repository.paths import PathRefused, VersionFiles, leads_outside
+from app.repository.scan import ModelSource
 
 #: A label file larger than this is refused (a list of classes, not a data set).
 MAX_LABEL_FILE_BYTES = 16 << 20
@@ -59,6 +61,17 @@ def _lines(text: str) -> int:
     """How many lines std::getline reads: a final newline ends a line, it starts none."""
     count = text.count("\n")
     return count if text.endswith("\n") or not text else count + 1
+
+
+def model_folder(source: ModelSource) -> Path | None:
+    """Where the model's own files are: beside its configuration (`configs/NAME.pbtxt` sits
+    one level deeper). An object store mirrors these apart from the versions, so the version
+    folder's parent would not do; None (no configuration, so no label file) means that."""
+    if source.config_path is None:
+        return None
+    parent = source.config_path.parent
+    named = parent.name == NAMED_CONFIGS and source.config_path.name != TRITON_CONFIG
+    return parent.parent if named else parent
 
 
 def merged(configured: Mapping[str, tuple[str, ...]],

@@ -87,11 +87,13 @@ class BuiltVersion:
 
 
 def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: ServerDefaults,
-                  budget: ThreadBudget, budget_key: str,
-                  default_max_batch_size: int) -> BuiltVersion:
+                  budget: ThreadBudget, budget_key: str, default_max_batch_size: int,
+                  model_folder: Path | None = None) -> BuiltVersion:
     """Sessions for every instance of one version, warmed up.
 
-    `path` is `<root>/<model>/<version>/<default_model_filename>`. Raises LoadFailed, whose
+    `path` is `<root>/<model>/<version>/<default_model_filename>`; `model_folder` is where
+    the model's own files (label files) are, when not the version folder's parent (an object
+    store's mirror: labels.model_folder). Raises LoadFailed, whose
     message names files relative to the repository root; the log keeps the full paths.
     """
     files = path if isinstance(path, VersionFiles) else VersionFiles(path, defaults.cache_dir)
@@ -100,7 +102,8 @@ def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: Serv
         files.check_links()  # before onnxruntime (or anything else) opens a file
         if not path.is_file():
             raise LoadFailed(f"{path.name} not found in {files.relative(files.folder)}")
-        return _build(files, config, defaults, budget, budget_key, default_max_batch_size)
+        return _build(files, config, defaults, budget, budget_key, default_max_batch_size,
+                      model_folder)
     except (LoadFailed, PathRefused) as err:
         log.error("%s: cannot load: %s", path, err)
         raise LoadFailed(files.for_clients(str(err))) from err
@@ -111,7 +114,8 @@ def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: Serv
 
 
 def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
-           budget: ThreadBudget, budget_key: str, default_max_batch_size: int) -> BuiltVersion:
+           budget: ThreadBudget, budget_key: str, default_max_batch_size: int,
+           model_folder: Path | None) -> BuiltVersion:
     path = files.model_file
     header = _header(path)
     if header is not None:  # before onnxruntime, whose own message names neither limit
@@ -159,7 +163,7 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
                                        config.max_batch_size, default_max_batch_size,
                                        config.input, config.output)
     signature = dataclasses.replace(signature, omitted=plan.omitted, labels=labels.merged(
-        labels.read_labels(files, config.output), plan.labels))
+        labels.read_labels(files, config.output, model_folder), plan.labels))
     run_config = {}
     shrink = config.parameters.get("memory.enable_memory_arena_shrinkage")
     if shrink is not None:

@@ -14,6 +14,7 @@ from typing import TypeVar
 from app.batching.stats import ModelStats
 from app.codecs.checks import version_number
 from app.errors import InvalidInput, ModelNotFound, ModelNotReady
+from app.models.labels import model_folder
 from app.models.loader import LoadFailed, ServerDefaults, build_version
 from app.models.scheduling import build_scheduler
 from app.models.session_pool import SessionPool
@@ -321,7 +322,8 @@ class ModelManager:
                 self.view.version_files, source, int(key.version),
                 config.default_model_filename, self._defaults.cache_dir)
             built = await self.in_loader(build_version, files, config, self._defaults,
-                                         self.threads, token, self._default_max_batch_size)
+                                         self.threads, token, self._default_max_batch_size,
+                                         model_folder(source))
         except Exception as err:  # any bad file becomes a reason, never a crash
             self.load_failures[key.name] = self.load_failures.get(key.name, 0) + 1
             return _reason(err)

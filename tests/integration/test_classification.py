@@ -13,6 +13,8 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from tests.integration.test_object_store import BUCKET, PREFIX, bucket, s3_endpoint  # noqa: F401
+from tests.integration.test_object_store import url as s3_url
 from tests.support import onnx_models
 from tests.support.server import Endpoints, running_server, wait_for
 
@@ -197,3 +199,16 @@ def test_a_label_file_outside_the_model_is_refused(tmp_path: Path) -> None:
         assert "label_filename" in reasons["flat"] and "'..'" in reasons["flat"]
         assert "secret" not in reasons["scores"]
         assert httpx.get(f"{running.http}/v2/models/counts/ready").status_code == 200
+
+
+def test_label_files_in_an_object_store_repository(
+        s3_endpoint: str, bucket: object) -> None:  # noqa: F811 (the fixtures)
+    """The model's own files are mirrored apart from its versions: the labels still load."""
+    model = onnx_models.identity("FP32", dims=("batch", 4)).SerializeToString()
+    put = bucket.put_object  # type: ignore[attr-defined]
+    put(Bucket=BUCKET, Key=f"{PREFIX}/scores/1/model.onnx", Body=model)
+    put(Bucket=BUCKET, Key=f"{PREFIX}/scores/config.pbtxt", Body=BATCHED.encode())
+    put(Bucket=BUCKET, Key=f"{PREFIX}/scores/labels.txt", Body=LABELS.encode())
+    with running_server(s3_url(s3_endpoint)) as running:  # type: ignore[arg-type]
+        assert grpc_infer(running, "scores", SCORES[:1], 1).tolist() == [
+            [b"3.300000:1:index_1_label"]]
