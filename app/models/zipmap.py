@@ -153,10 +153,13 @@ def _graph(stream: BinaryIO, end: int) -> dict[str, tuple[int | str, ...]]:
 
 
 def _node(stream: BinaryIO, end: int) -> tuple[str, tuple[int | str, ...]]:
-    """(first output, class labels) of a ZipMap node; ("", ()) for any other node."""
+    """(first output, class labels) of a ZipMap node; ("", ()) for any other node.
+
+    Attributes are only located on the way (a tree ensemble's hold millions of numbers),
+    and read once the node turns out to be a ZipMap, wherever its op_type field sits."""
     outputs: list[str] = []
     op_type, domain = "", ""
-    labels: tuple[int | str, ...] = ()
+    attributes: list[tuple[int, int]] = []
     for number, kind, value in _fields(stream, end):
         if number == _NODE_OUTPUT and kind == _LEN:
             outputs.append(_text(stream, value))
@@ -164,12 +167,17 @@ def _node(stream: BinaryIO, end: int) -> tuple[str, tuple[int | str, ...]]:
             op_type = _text(stream, value)
         elif number == _NODE_DOMAIN and kind == _LEN:
             domain = _text(stream, value)
-        elif number == _NODE_ATTRIBUTE and kind == _LEN:
-            labels = _attribute(stream, stream.tell() + value) or labels
         else:
+            if number == _NODE_ATTRIBUTE and kind == _LEN:
+                attributes.append((stream.tell(), value))
             _skip(stream, kind, value)
     if op_type != "ZipMap" or domain != _ML_DOMAIN or not outputs:
         return "", ()
+    labels: tuple[int | str, ...] = ()
+    for start, length in attributes:
+        stream.seek(start)
+        labels = _attribute(stream, start + length) or labels
+    stream.seek(end)
     return outputs[0], labels
 
 

@@ -107,3 +107,36 @@ def test_a_zipmap_inside_other_nodes_and_tensor_attributes(tmp_path: Path) -> No
     path = tmp_path / "hand.onnx"
     path.write_bytes(model.SerializeToString())
     assert read_zipmaps(path) == {"zipped": (-4, 9)}
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    def varint(value: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, value = value & 0x7F, value >> 7
+            out.append(byte | (0x80 if value else 0))
+            if not value:
+                return bytes(out)
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def test_attributes_before_the_op_type_and_big_attributes_elsewhere(tmp_path: Path) -> None:
+    """Fields of a node may come in any order; the attributes of other nodes (a tree
+    ensemble's millions of numbers) are located, never parsed."""
+    zipmap = helper.make_node("ZipMap", ["p"], ["z"], domain="ai.onnx.ml",
+                              classlabels_strings=["x", "y"])
+    # Each field alone, last field first: concatenated messages merge (protobuf's rule).
+    fields = [onnx.NodeProto() for _ in zipmap.ListFields()]
+    for part, (descriptor, value) in zip(fields, zipmap.ListFields(), strict=True):
+        if descriptor.is_repeated:
+            getattr(part, descriptor.name).extend(value)
+        else:
+            setattr(part, descriptor.name, value)
+    reordered = b"".join(part.SerializeToString() for part in reversed(fields))
+    other = helper.make_node("TreeEnsembleClassifier", ["X"], ["label", "p"],
+                             domain="ai.onnx.ml", nodes_featureids=list(range(50_000)),
+                             classlabels_int64s=[5, 6])
+    graph = _length_delimited(1, other.SerializeToString()) + _length_delimited(1, reordered)
+    path = tmp_path / "raw.onnx"
+    path.write_bytes(b"\x08\x08" + _length_delimited(7, graph))  # ir_version 8, graph
+    assert read_zipmaps(path) == {"z": ("x", "y")}
