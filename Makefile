@@ -83,7 +83,7 @@ test: $(VENV)/.dev $(VENV)/.prometheus $(VENV)/.k8s-tools $(VENV)/.azurite ## in
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev ## ruff, mypy and bandit
-	$(PY) -m ruff check app tests bench model_repository protos
+	$(PY) -m ruff check app tests bench model_repository protos examples
 	$(PY) -m mypy
 	$(PY) -m bandit -q -r app
 

@@ -162,6 +162,10 @@ def _configured(config: dict[str, Any], model: LoadedModel) -> None:
     for entry in config["input"]:
         if entry["name"] in formats:
             entry["format"] = formats[entry["name"]]
+    label_files = {t.name: t.label_filename for t in model.config.output if t.label_filename}
+    for entry in config["output"]:
+        if entry["name"] in label_files:
+            entry["label_filename"] = label_files[entry["name"]]
     optimization = model.config.optimization.model_dump(mode="json")
     for kind in ("gpu_execution_accelerator", "cpu_execution_accelerator"):
         for accelerator in optimization["execution_accelerators"][kind]:

@@ -12,6 +12,7 @@ from typing import Any
 from app import __version__
 from app.batching import sequence_request as sequences
 from app.cache import HASH_OFF_LOOP_BYTES, ResponseCache, cache_key, input_bytes
+from app.codecs import classification
 from app.effective_config import EffectiveConfig, effective_config
 from app.errors import (
     ErrorCode,
@@ -35,8 +36,8 @@ SERVER_NAME = "onnx-serve"
 #: Triton's platform string for ONNX models, which tritonclient users already know.
 PLATFORM = "onnxruntime_onnx"
 #: Only what is implemented; later features add themselves here when they land.
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository",
-              "schedule_policy", "statistics")
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration",
+              "model_repository", "schedule_policy", "statistics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,12 +187,14 @@ class InferenceService:
             self.unresolved[key] = self.unresolved.get(key, 0) + 1
             raise
         outcome = "success"
+        datatypes = {s.name: s.datatype for s in model.signature.outputs}
         try:
             model.signature.validate(request)
             if request.outputs is None:
                 names = model.signature.output_names()
             else:
                 names = tuple(o.name for o in request.outputs)
+            ranked = classification.requested(request.outputs, datatypes)
             outputs = await self._answer(model, request, names)
         except ServingError as err:
             outcome = err.code.value
@@ -205,12 +208,16 @@ class InferenceService:
         finally:
             model.release()
             model.stats.request_done(protocol, outcome, time.perf_counter() - started)
-        datatypes = {s.name: s.datatype for s in model.signature.outputs}
+        datatypes = {n: datatypes[n] for n in names}
+        if ranked:
+            outputs, datatypes = classification.classify(
+                outputs, datatypes, ranked, model.signature.labels,
+                model.signature.max_batch_size > 0)
         return InferResponse(
             model_name=request.model_name,
             model_version=model.key.version,
             outputs=outputs,
-            output_datatypes={n: datatypes[n] for n in names},
+            output_datatypes=datatypes,
             id=request.id,
         )
 

@@ -24,9 +24,10 @@ INPUT_PARAMETERS: dict[str, frozenset[str]] = {
     "http": frozenset({"binary_data_size"}),
     "grpc": frozenset(),
 }
+#: `classification`: Triton's classification extension (codecs/classification.py).
 OUTPUT_PARAMETERS: dict[str, frozenset[str]] = {
-    "http": frozenset({"binary_data"}),
-    "grpc": frozenset(),
+    "http": frozenset({"binary_data", "classification"}),
+    "grpc": frozenset({"classification"}),
 }
 SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_offset",
@@ -106,6 +107,11 @@ def check_output_parameters(name: str, parameters: Mapping[str, ParamValue],
     if value is not None and not isinstance(value, bool):
         raise InvalidInput(f"output '{name}': parameter 'binary_data' must be true or false, "
                            f"got {value!r}")
+    if "classification" in parameters:
+        count = parameters["classification"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidInput(f"output '{name}': parameter 'classification' must be a positive "
+                               f"integer (how many classes to return), got {count!r}")
 
 
 def _check_tensor(role: str, name: str, parameters: Mapping[str, ParamValue],
@@ -115,11 +121,6 @@ def _check_tensor(role: str, name: str, parameters: Mapping[str, ParamValue],
             raise InvalidInput(
                 f"{role} '{name}': parameter '{key}': shared memory is not supported by "
                 "onnx-serve yet; send the tensor in the request instead")
-    if "classification" in parameters:
-        raise InvalidInput(
-            f"{role} '{name}': parameter 'classification': the classification extension "
-            "is not supported by onnx-serve yet; request the output's values and rank "
-            "them in the client")
     for key in sorted(parameters):
         if key not in table[transport]:
             raise InvalidInput(_unknown(f"{role} '{name}': parameter", key, table, transport))

@@ -143,7 +143,9 @@ def runner_for(session: ort.InferenceSession, placement: Placement | None,
     """The runner of one instance: IO binding where the session really runs on a GPU. It
     owns `stream`, the instance's CUDA stream, if any."""
     if (placement is None or placement.instance.kind != "gpu"
-            or not any(name in placement.names for name in (CUDA, TENSORRT))):
+            or not any(name in placement.names for name in (CUDA, TENSORRT))
+            # a sequence or map output (a ZipMap's) cannot be bound on a device
+            or not all(o.type.startswith("tensor(") for o in session.get_outputs())):
         return PlainRunner(session, stream)
     return BoundRunner(session, "cuda", placement.instance.device_id, uses_graphs(placement),
                        stream)

@@ -5,11 +5,13 @@ Blocking: runs on the manager's loader threads, never on the event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -18,7 +20,7 @@ from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.batching.sequence_state import SequencePlan
 from app.codecs import dtypes
-from app.models import autocomplete, compat, cuda_libs, cuda_streams, gpus, tensorrt
+from app.models import autocomplete, compat, cuda_libs, cuda_streams, gpus, labels, tensorrt, zipmap
 from app.models.autocomplete import Rules
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.errors import UnsupportedModel
@@ -95,14 +97,18 @@ class BuiltVersion:
     sequence: SequencePlan | None = None  # a stateful model's (sequence_plan.py)
     #: whether the dynamic batcher runs (models/autocomplete.py: as Triton decides)
     batches: bool = True
+    #: output -> what turns onnxruntime's answer into a tensor (a ZipMap's: zipmap.py)
+    converters: Mapping[str, Callable[[Any], Array]] = field(default_factory=dict)
 
 
 def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: ServerDefaults,
-                  budget: ThreadBudget, budget_key: str,
-                  default_max_batch_size: int) -> BuiltVersion:
+                  budget: ThreadBudget, budget_key: str, default_max_batch_size: int,
+                  model_folder: Path | None = None) -> BuiltVersion:
     """Sessions for every instance of one version, warmed up.
 
-    `path` is `<root>/<model>/<version>/<default_model_filename>`. Raises LoadFailed, whose
+    `path` is `<root>/<model>/<version>/<default_model_filename>`; `model_folder` is where
+    the model's own files (label files) are, when not the version folder's parent (an object
+    store's mirror: labels.model_folder). Raises LoadFailed, whose
     message names files relative to the repository root; the log keeps the full paths.
     """
     files = path if isinstance(path, VersionFiles) else VersionFiles(path, defaults.cache_dir)
@@ -111,7 +117,8 @@ def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: Serv
         files.check_links()  # before onnxruntime (or anything else) opens a file
         if not path.is_file():
             raise LoadFailed(f"{path.name} not found in {files.relative(files.folder)}")
-        return _build(files, config, defaults, budget, budget_key, default_max_batch_size)
+        return _build(files, config, defaults, budget, budget_key, default_max_batch_size,
+                      model_folder)
     except (LoadFailed, PathRefused) as err:
         log.error("%s: cannot load: %s", path, err)
         raise LoadFailed(files.for_clients(str(err))) from err
@@ -122,7 +129,8 @@ def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: Serv
 
 
 def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
-           budget: ThreadBudget, budget_key: str, default_max_batch_size: int) -> BuiltVersion:
+           budget: ThreadBudget, budget_key: str, default_max_batch_size: int,
+           model_folder: Path | None) -> BuiltVersion:
     path = files.model_file
     header = _header(path)
     if header is not None:  # before onnxruntime, whose own message names neither limit
@@ -162,7 +170,7 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
         _options(config, defaults, threads, files), defaults.strict_providers)
     try:
         return _finish(runners, placements, config, defaults, files, header, threads,
-                       default_max_batch_size)
+                       default_max_batch_size, model_folder)
     except BaseException:
         for runner in runners:
             runner.close()
@@ -195,13 +203,17 @@ def _start_sessions(path: str, streamed: Sequence[tuple[Placement, int | None]],
 
 def _finish(runners: list[SessionRunner], placements: list[Placement], config: ModelConfig,
             defaults: ServerDefaults, files: VersionFiles, header: OnnxHeader | None,
-            threads: int, default_max_batch_size: int) -> BuiltVersion:
+            threads: int, default_max_batch_size: int,
+            model_folder: Path | None) -> BuiltVersion:
     """The signature, batching and warmup of a version whose sessions exist."""
     first = runners[0].session
-    signature = Signature.from_session(first.get_inputs(), first.get_outputs(),
+    plan = zipmap.plan_outputs(first.get_outputs(), files.model_file)
+    signature = Signature.from_session(first.get_inputs(), plan.outputs,
                                        config.max_batch_size, default_max_batch_size,
                                        config.input, config.output,
                                        _rules(files.model, config, defaults))
+    signature = dataclasses.replace(signature, omitted=plan.omitted, labels=labels.merged(
+        labels.read_labels(files, config.output, model_folder), plan.labels))
     run_config = {}
     shrink = config.parameters.get("memory.enable_memory_arena_shrinkage")
     if shrink is not None:
@@ -213,12 +225,13 @@ def _finish(runners: list[SessionRunner], placements: list[Placement], config: M
         check_graph_shapes(signature.inputs, signature.max_batch_size)
     for warmup in config.model_warmup:
         _warm(runners, warmup, signature, files)
-    parameters = model_parameters(first.get_modelmeta(), header)
+    parameters = {**model_parameters(first.get_modelmeta(), header), **plan.parameters()}
     batches = autocomplete.dynamic_batching(
         signature.max_batch_size, "dynamic_batching" in config.model_fields_set,
         (bool(config.input), bool(config.output)), _rules(files.model, config, defaults))
     return BuiltVersion([r.session for r in runners], placements, visible, threads,
-                        run_config, policy, layout, parameters, runners, sequence, batches)
+                        run_config, policy, layout, parameters, runners=runners,
+                        sequence=sequence, batches=batches, converters=plan.converters)
 
 
 def _header(path: Path) -> OnnxHeader | None:
@@ -305,7 +318,8 @@ def _probe(path: Path, config: ModelConfig, default_max_batch_size: int,
     shapes = [tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in probe.get_inputs()]
     model = [TensorSpec(i.name, "", shape) for i, shape in zip(probe.get_inputs(), shapes,
                                                                strict=True)]
-    signature = Signature.from_session(probe.get_inputs(), probe.get_outputs(),
+    signature = Signature.from_session(probe.get_inputs(),
+                                       zipmap.plan_outputs(probe.get_outputs(), path).outputs,
                                        config.max_batch_size, default_max_batch_size,
                                        config.input, config.output, rules)
     return model, signature

@@ -17,6 +17,7 @@ from app.batching.summaries import latency_summaries
 from app.codecs.checks import version_number
 from app.errors import InvalidInput, ModelNotFound, ModelNotReady
 from app.models.ensemble import is_ensemble, load_ensemble
+from app.models.labels import model_folder
 from app.models.loader import LoadFailed, ServerDefaults, build_version
 from app.models.scheduling import build_scheduler
 from app.models.session_pool import SessionPool
@@ -330,7 +331,8 @@ class ModelManager:
                 self.view.version_files, source, int(key.version),
                 config.default_model_filename, self._defaults.cache_dir)
             built = await self.in_loader(build_version, files, config, self._defaults,
-                                         self.threads, token, self._default_max_batch_size)
+                                         self.threads, token, self._default_max_batch_size,
+                                         model_folder(source))
         except Exception as err:  # any bad file becomes a reason, never a crash
             self.load_failures[key.name] = self.load_failures.get(key.name, 0) + 1
             return _reason(err)
@@ -340,7 +342,7 @@ class ModelManager:
         log.info("model %s is READY (%.2f s)", key, self.load_seconds[key])
         label = f"{key.name}-{key.version}"
         pool = SessionPool(built.sessions, label, built.placements, built.run_config,
-                           built.runners)
+                           built.runners, built.converters)
         stats = ModelStats(summaries=latency_summaries(self._defaults.latency_quantiles,
                                                        config.response_cache.enable))
         scheduler = build_scheduler(pool, config, built.policy, built.layout, stats,

@@ -34,8 +34,12 @@ class SessionPool:
     def __init__(self, sessions: Sequence[ort.InferenceSession], label: str,
                  placements: Sequence[Placement] = (),
                  run_config: Mapping[str, str] | None = None,
-                 runners: Sequence[SessionRunner] | None = None) -> None:
+                 runners: Sequence[SessionRunner] | None = None,
+                 converters: Mapping[str, Callable[[Any], Array]] | None = None) -> None:
         self._sessions = list(sessions)
+        #: outputs onnxruntime does not answer as tensors (a ZipMap's dicts): converted here,
+        #: in the instance's thread, before the batcher splits them
+        self._converters = dict(converters or {})
         self.placements = list(placements)
         self._run_config = dict(run_config or {})
         #: how each session runs (io_binding.py); the loader's, when warmup captured graphs
@@ -61,7 +65,11 @@ class SessionPool:
             options.add_run_config_entry(key, value)
 
         def run(feed: Mapping[str, Array], names: Sequence[str]) -> list[Array]:
-            return _run(runner, list(names), dict(feed), options)
+            outputs = _run(runner, list(names), dict(feed), options)
+            if not self._converters:
+                return outputs
+            return [self._converters[n](a) if n in self._converters else a
+                    for n, a in zip(names, outputs, strict=True)]
 
         future = asyncio.get_running_loop().run_in_executor(self._executor, work, run)
         future.add_done_callback(lambda _: self._free.put_nowait(runner))

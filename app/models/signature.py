@@ -77,6 +77,10 @@ class Signature:
     max_batch_size: int
     reshape_inputs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     reshape_outputs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    #: output -> its class labels, for the classification extension (models/labels.py)
+    labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: output -> why it is not served (a sequence or map onnxruntime returns; zipmap.py)
+    omitted: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_session(
@@ -145,6 +149,9 @@ class Signature:
         if request.outputs is not None:
             names = set(self.output_names())
             for wanted in request.outputs:
+                if wanted.name in self.omitted:
+                    raise InvalidInput(f"output '{wanted.name}' is not served: "
+                                       f"{self.omitted[wanted.name]}")
                 if wanted.name not in names:
                     raise InvalidInput(
                         f"unknown output '{wanted.name}'; the model's outputs are {sorted(names)}"

@@ -99,7 +99,9 @@ class LoadedModel:
 
     def notes(self) -> list[str]:
         """What differs from what was asked, e.g. a device fallback (see devices.py)."""
-        return sorted({p.note for p in self.pool.placements if p.note})
+        omitted = [f"output '{name}' is left out: it {reason}"
+                   for name, reason in sorted(self.signature.omitted.items())]
+        return sorted({p.note for p in self.pool.placements if p.note}) + omitted
 
     async def retire(self) -> None:
         """Stop once in-flight requests are done, then free the sessions (off the loop)."""

@@ -124,6 +124,25 @@ class TensorOverride(_Strict):
         return self
 
 
+class OutputOverride(TensorOverride):
+    """Triton's output entry: a TensorOverride that may name the output's class labels."""
+
+    label_filename: str | None = Field(
+        None, description="A file of class labels, one per line, inside the model's folder "
+        "(relative; no '..'): the labels of the classification extension.")
+
+    @field_validator("label_filename")
+    @classmethod
+    def _inside_the_model(cls, value: str | None) -> str | None:
+        # Refused from the name alone: the same answer whatever exists outside.
+        if value is not None and (not value or value.startswith("/") or any(
+                c in value for c in "\\\0") or any(
+                part in ("..", ".", "") for part in value.split("/"))):
+            raise ValueError("must be a path inside the model's folder (relative; no '..', "
+                             "'\\' or empty parts)")
+        return value
+
+
 def _product(dims: list[int]) -> int:
     result = 1
     for d in dims:
@@ -158,7 +177,7 @@ class ModelConfig(_Strict):
     )
     input: list[TensorOverride] = Field(default_factory=list,
                                         description="Overrides for some or all inputs.")
-    output: list[TensorOverride] = Field(default_factory=list,
+    output: list[OutputOverride] = Field(default_factory=list,
                                          description="Overrides for some or all outputs.")
     instance_group: list[InstanceGroup] = Field(
         default_factory=list, description="Where sessions run; default: one KIND_AUTO group.")

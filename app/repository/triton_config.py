@@ -29,7 +29,7 @@ SUPPORTED: Tree = {
     "version_policy": True,
     "max_batch_size": True,
     "input": {**_TENSOR, "format": True},
-    "output": _TENSOR,
+    "output": {**_TENSOR, "label_filename": True},
     "optimization": {"graph": True, "execution_accelerators": True,
                      "input_pinned_memory": True, "output_pinned_memory": True,
                      "cuda": {}},
@@ -53,7 +53,6 @@ SUPPORTED: Tree = {
 
 #: Why a field is refused, where there is more to say than "not supported".
 WHY: dict[str, str] = {
-    "output.label_filename": "labels and the classification extension are not implemented",
     "model_transaction_policy.decoupled": "decoupled (streaming) models are not supported",
     "ensemble_scheduling.step.model_namespace": "model namespaces are not supported",
     "ensemble_scheduling.max_inflight_requests": "an ensemble's in-flight cap is not "

@@ -36,6 +36,8 @@ class Case(NamedTuple):
     #: whether the reason names config.pbtxt (the file is refused as it is parsed; a
     #: config that parses but disagrees with the model is refused per version instead)
     names_file: bool = True
+    #: other files of the model's folder: (name, text)
+    files: tuple[tuple[str, str], ...] = ()
 
 
 CASES: dict[str, Case] = {
@@ -91,6 +93,8 @@ CASES: dict[str, Case] = {
         "graph": {"level": 1}, "input_pinned_memory": {"enable": True},
         "output_pinned_memory": {"enable": False}}}),
     "response_cache": Case(config={"response_cache": {"enable": True}}),
+    "label_filename": Case(config={"output": [{"name": "y", "label_filename": "labels.txt"}]},
+                           files=(("labels.txt", "a\nb\nc\nd\n"),)),
     # the server's batching.default_max_batch_size (64; Triton's backend: 4, which
     # --backend-config=onnxruntime,default-max-batch-size=4 sets)
     "partial_io": Case(config={"max_batch_size": 64, "dynamic_batching": {},
@@ -98,7 +102,6 @@ CASES: dict[str, Case] = {
                                            "dims": [4]}]}),
     "no_autocomplete_needed": Case(config={"max_batch_size": 0}),
     # refused: the reason names the field (or the tensor)
-    "refuse_label_filename": Case(refused="output.label_filename"),
     "refuse_sequence_batching": Case(refused="sequence_batching.iterative_sequence"),
     "refuse_ensemble": Case(refused="ensemble_scheduling"),
     "refuse_name": Case(refused="name: 'another_model' does not match the model's folder"),
@@ -150,6 +153,8 @@ def corpus_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, case in CASES.items():
         _write_model(root, name, case.model)
         shutil.copy(CORPUS / f"{name}.pbtxt", root / name / "config.pbtxt")
+        for file, text in case.files:
+            (root / name / file).write_text(text)
     return root
 
 
@@ -357,8 +362,9 @@ def test_load_override_takes_tritons_json(tmp_path: Path) -> None:
         for bad, named in (({"name": "other"}, "name: 'other'"),
                            ({"sequence_batching": {"iterative_sequence": True}},
                             "sequence_batching.iterative_sequence"),
-                           ({"output": [{"name": "y", "label_filename": "l.txt"}]},
-                            "output.label_filename")):
+                           ({"output": [{"name": "y", "dims": [4],
+                                         "label_filename": "../l.txt"}]},
+                            "label_filename: must be a path inside the model's folder")):
             response = load(bad)
             assert response.status_code == 400 and named in response.json()["error"], \
                 response.text

@@ -144,19 +144,6 @@ def test_tritonclient_sequences_are_refused(
         assert "'sequence_id': model 'id_fp32' is not a sequence model" in message
 
 
-def test_tritonclient_classification_is_refused(
-        http_client: triton_http.InferenceServerClient,
-        grpc_client: triton_grpc.InferenceServerClient) -> None:
-    """Before, the output came back whole: a client asking for its top 2 classes got all."""
-    http_wanted = [triton_http.InferRequestedOutput("y", class_count=2)]
-    grpc_wanted = [triton_grpc.InferRequestedOutput("y", class_count=2)]
-    for message in (refusal(lambda: http_client.infer("id_fp32", [http_input(X)],
-                                                      outputs=http_wanted)),
-                    refusal(lambda: grpc_client.infer("id_fp32", [grpc_input(X)],
-                                                      outputs=grpc_wanted))):
-        assert "output 'y': parameter 'classification': the classification extension" in message
-
-
 def test_tritonclient_shared_memory_tensors_are_refused(
         http_client: triton_http.InferenceServerClient,
         grpc_client: triton_grpc.InferenceServerClient) -> None:

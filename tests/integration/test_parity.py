@@ -122,12 +122,16 @@ TABLE: dict[str, Case] = {
         "id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y"],
         output_parameters={"shared_memory_region": "r", "shared_memory_byte_size": 12},
         message="output 'y': parameter 'shared_memory_region': shared memory is not supported"),
-    "classification": Case(
+    "classification of no classes": Case(
         "id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y"],
-        output_parameters={"classification": 2},
-        message="output 'y': parameter 'classification': the classification extension is not "
-                "supported by onnx-serve yet; request the output's values and rank them in the "
-                "client"),
+        output_parameters={"classification": 0},
+        message="output 'y': parameter 'classification' must be a positive integer (how many "
+                "classes to return), got 0"),
+    "classification of strings": Case(
+        "id_bytes", [Tensor("x", "BYTES", [1, 3], ["a", "b", "c"])], ErrorCode.INVALID_INPUT,
+        outputs=["y"], output_parameters={"classification": 1},
+        message="output 'y': class result not available for output due to unsupported type "
+                "'BYTES'"),
     "unknown request parameter": Case("id_fp32", [X], ErrorCode.INVALID_INPUT,
                                       parameters={"custom": "x"},
                                       message="request parameter 'custom' is not supported"),

@@ -86,10 +86,19 @@ def test_shared_memory_is_refused_by_name(transport: str, key: str) -> None:
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])
-def test_classification_is_refused_by_name(transport: str) -> None:
-    with pytest.raises(InvalidInput, match="output 'y': parameter 'classification': the "
-                                           "classification extension is not supported"):
-        check_output_parameters("y", {"classification": 3}, transport)
+@pytest.mark.parametrize("count", [0, -2, 1.5, True, "3"])
+def test_classification_needs_a_positive_integer(transport: str, count: object) -> None:
+    with pytest.raises(InvalidInput, match="output 'y': parameter 'classification' must be a "
+                                           "positive integer"):
+        check_output_parameters("y", {"classification": count}, transport)  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_classification_is_an_output_parameter(transport: str) -> None:
+    check_output_parameters("y", {"classification": 3}, transport)
+    with pytest.raises(InvalidInput, match="input 'x': parameter 'classification' is not "
+                                           "supported"):
+        check_input_parameters("x", {"classification": 3}, transport)
 
 
 def test_unimplemented_apis_name_the_feature() -> None:
