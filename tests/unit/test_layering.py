@@ -46,6 +46,8 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
     ("app.codecs.grpc", ("fastapi", "starlette", "app.models", "app.service")),
     ("app.service", ("fastapi", "starlette", "grpc", "uvicorn")),
     ("app.models.manager", ("fastapi", "grpc", "app.service")),
+    ("app.models.lifecycle", ("fastapi", "grpc", "app.service", "app.models.manager")),
+    ("app.models.repository_sync", ("fastapi", "grpc", "app.service", "app.models.manager")),
     *[(m, ("fastapi", "starlette", "grpc", "onnxruntime", "app.models", "app.service",
            "app.api", "app.server")) for m in sorted(imports()) if m.startswith("app.repository")],
     ("app.batching.policy", ("asyncio", "numpy", "onnxruntime", "app")),
