@@ -17,7 +17,7 @@ import onnxruntime as ort
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
-from app.models import compat, cuda_libs, gpus, tensorrt
+from app.models import compat, cuda_libs, gpus, ort_values, tensorrt
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.errors import UnsupportedModel
 from app.models.model_info import model_parameters
@@ -258,10 +258,14 @@ def _warm(sessions: Sequence[ort.InferenceSession], warmup: Warmup, signature: S
     started = time.monotonic()
     log.info("%s: warming up '%s' (%d run(s) on %d instance(s); TensorRT engines, if any, "
              "are built now)", folder, warmup.name, warmup.count, len(sessions))
+    by_values = ort_values.needs_values(sessions[0])
     try:
         for session in sessions:
             for _ in range(warmup.count):
-                session.run(None, dict(signature.to_model(feed)))
+                if by_values:
+                    ort_values.run(session, None, dict(signature.to_model(feed)))
+                else:
+                    session.run(None, dict(signature.to_model(feed)))
     except Exception as err:
         raise UnsupportedModel(f"warmup '{warmup.name}' failed: {err}") from err
     log.info("%s: warmup '%s' took %.2f s", folder, warmup.name, time.monotonic() - started)

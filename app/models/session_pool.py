@@ -13,6 +13,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from app.batching.scheduler import Launched, RunFn
 from app.errors import InferenceFailed, InvalidInput, ModelNotReady
+from app.models import ort_values
 from app.models.devices import Placement
 from app.repository.paths import without_absolute_paths
 from app.types import Array
@@ -36,6 +37,8 @@ class SessionPool:
         self._sessions = list(sessions)
         self.placements = list(placements)
         self._run_config = dict(run_config or {})
+        # BF16 tensors cross onnxruntime's API only as OrtValues (models/ort_values.py)
+        self._by_values = bool(self._sessions) and ort_values.needs_values(self._sessions[0])
         self._free: asyncio.Queue[ort.InferenceSession] = asyncio.Queue()
         for session in self._sessions:
             self._free.put_nowait(session)
@@ -55,7 +58,7 @@ class SessionPool:
             options.add_run_config_entry(key, value)
 
         def run(feed: Mapping[str, Array], names: Sequence[str]) -> list[Array]:
-            return _run(session, list(names), dict(feed), options)
+            return _run(session, list(names), dict(feed), options, self._by_values)
 
         future = asyncio.get_running_loop().run_in_executor(self._executor, work, run)
         future.add_done_callback(lambda _: self._free.put_nowait(session))
@@ -92,9 +95,11 @@ class PoolInstance:
 
 
 def _run(session: ort.InferenceSession, names: list[str], feed: dict[str, Array],
-         options: ort.RunOptions) -> list[Array]:
+         options: ort.RunOptions, by_values: bool = False) -> list[Array]:
     """Translate onnxruntime's failures into the server's errors at the pool boundary."""
     try:
+        if by_values:
+            return ort_values.run(session, names, feed, options)
         return list(session.run(names, feed, options))
     except ort_state.InvalidArgument as err:
         raise InvalidInput(f"the model rejected the inputs: {_for_clients(err)}") from err
