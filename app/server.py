@@ -42,7 +42,8 @@ def build_manager(settings: Settings) -> ModelManager:
                               devices.inter_op_threads, devices.strict_providers,
                               settings.batching.default_max_queue_size,
                               devices.intra_op_spinning,
-                              cache_dir=settings.repository.cache_dir)
+                              cache_dir=settings.repository.cache_dir,
+                              onnxruntime_extensions=settings.repository.onnxruntime_extensions)
     repository = settings.repository
     source: RepositorySource = (
         S3Source(repository.url, repository.path) if repository.url

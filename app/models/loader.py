@@ -17,7 +17,7 @@ import onnxruntime as ort
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.codecs import dtypes
-from app.models import compat, cuda_libs, gpus, ort_values, tensorrt
+from app.models import compat, cuda_libs, custom_ops, gpus, ort_values, tensorrt
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.errors import UnsupportedModel
 from app.models.model_info import model_parameters
@@ -67,6 +67,7 @@ class ServerDefaults:
     max_queue_size: int = 1024  # per priority level, when the model's policy does not say
     intra_op_spinning: bool = False
     cache_dir: Path | None = None  # where files the server writes go; None: nowhere
+    onnxruntime_extensions: bool = True  # register its operators for models that use them
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,8 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     log.info("%s: %d instance(s) %s; intra-op threads %d per session (%s)", files.folder,
              len(placements), [list(p.names) for p in placements], threads, why)
     sessions = [ort.InferenceSession(str(path),
-                                     sess_options=_options(config, defaults, threads, files),
+                                     sess_options=_options(config, defaults, threads, files,
+                                                           header),
                                      providers=[n for n, _ in p.providers],
                                      provider_options=[o for _, o in p.providers])
                 for p in placements]
@@ -193,7 +195,7 @@ def _intra_threads(parameters: Mapping[str, ParameterValue], budget: ThreadBudge
 
 
 def _options(config: ModelConfig, defaults: ServerDefaults, threads: int,
-             files: VersionFiles) -> ort.SessionOptions:
+             files: VersionFiles, header: OnnxHeader | None = None) -> ort.SessionOptions:
     """Session options from Triton's ORT-backend parameter names; `session.*` keys pass
     through as onnxruntime session config entries; anything else is refused by name.
     Files a session writes go under the cache (`files.cache_file`), never where the
@@ -232,6 +234,8 @@ def _options(config: ModelConfig, defaults: ServerDefaults, threads: int,
             options.add_session_config_entry(key, text)
         else:
             raise UnsupportedModel(f"unknown model parameter '{key}'")
+    custom_ops.register(options, header, config.model_operations.op_library_filename, files,
+                        defaults.onnxruntime_extensions)
     return options
 
 

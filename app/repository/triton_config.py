@@ -38,6 +38,7 @@ SUPPORTED: Tree = {
     "model_warmup": True,
     "model_transaction_policy": {},
     "response_cache": True,
+    "model_operations": True,  # libraries inside the model's folder only (config.py)
 }
 
 #: Why a field is refused, where there is more to say than "not supported".
@@ -48,7 +49,6 @@ WHY: dict[str, str] = {
     "ensemble_scheduling": "ensembles are not supported",
     "model_repository_agents": "repository agents are not supported",
     "cc_model_filenames": "per-GPU model files are not supported",
-    "model_operations": "custom operation libraries are not loaded",
     "instance_group.host_policy": "host policies are not supported",
 }
 
