@@ -84,9 +84,8 @@ def register(options: ort.SessionOptions, header: OnnxHeader | None, libraries: 
     wanted = [d for d, who in found.items() if who == BY_NOBODY and d in EXTENSIONS_DOMAINS]
     if wanted:
         raise UnsupportedModel(_missing_extensions(wanted, extensions))
-    if BY_EXTENSIONS in found.values():
-        library = extensions_library()
-        assert library is not None  # providers() said so
+    library = extensions_library()
+    if BY_EXTENSIONS in found.values() and library is not None:  # providers() checked both
         options.register_custom_ops_library(str(library))
 
 
