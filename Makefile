@@ -75,7 +75,7 @@ test: $(VENV)/.dev $(VENV)/.prometheus $(VENV)/.k8s-tools ## install what the te
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev ## ruff, mypy and bandit
-	$(PY) -m ruff check app tests bench model_repository protos
+	$(PY) -m ruff check app tests bench model_repository protos examples
 	$(PY) -m mypy
 	$(PY) -m bandit -q -r app
 
