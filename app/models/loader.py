@@ -152,6 +152,7 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     placements = [confirm(p, s.get_providers(), defaults.strict_providers)
                   for p, s in zip(placements, sessions, strict=True)]
     first = sessions[0]
+    ort_values.check(first)
     signature = Signature.from_session(first.get_inputs(), first.get_outputs(),
                                        config.max_batch_size, default_max_batch_size,
                                        config.input, config.output)

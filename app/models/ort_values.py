@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from app.codecs import dtypes
 from app.errors import InferenceFailed
+from app.models.errors import UnsupportedModel
 from app.types import Array
 
 
@@ -27,13 +28,33 @@ def needs_values(session: ort.InferenceSession) -> bool:
     return any(_bits_type(arg.type) is not None for arg in args)
 
 
+def check(session: ort.InferenceSession) -> None:
+    """Refuse at load what `run` cannot do: string inputs beside BF16 outputs."""
+    bf16_out = [o.name for o in session.get_outputs() if _bits_type(o.type)]
+    strings = [i.name for i in session.get_inputs()
+               if (dt := dtypes.from_onnx(i.type)) is not None and dt.is_bytes]
+    if bf16_out and strings:
+        raise UnsupportedModel(f"input '{strings[0]}' is a string tensor and output "
+                               f"'{bf16_out[0]}' is BF16: onnxruntime's Python API cannot "
+                               "run the two together")
+
+
 def run(session: ort.InferenceSession, names: Sequence[str] | None,
         feed: Mapping[str, Array], options: ort.RunOptions | None = None) -> list[Array]:
-    """`session.run(names, feed, options)` through OrtValues (blocking, as `run` is)."""
+    """`session.run(names, feed, options)` with BF16 crossing as OrtValues (blocking, as
+    `run` is). `run` takes OrtValue inputs beside numpy ones (strings included); only BF16
+    outputs need `run_with_ort_values`, which takes no string inputs (`check` refuses such a
+    model at load)."""
     values = {name: _to_value(array) for name, array in feed.items()}
-    wanted = list(names) if names else [o.name for o in session.get_outputs()]
-    outputs = session.run_with_ort_values(wanted, values, options)
-    return [_to_array(value) for value in outputs]
+    outputs = {o.name: o.type for o in session.get_outputs()}
+    wanted = list(names) if names else list(outputs)
+    if not any(_bits_type(outputs[name]) for name in wanted if name in outputs):
+        return list(session.run(wanted, values, options))
+    as_values = {name: value if isinstance(value, ort.OrtValue) else
+                 ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
+                 for name, value in values.items()}
+    return [_to_array(value)
+            for value in session.run_with_ort_values(wanted, as_values, options)]
 
 
 def _bits_type(ort_type: str) -> dtypes.DataType | None:
@@ -41,10 +62,11 @@ def _bits_type(ort_type: str) -> dtypes.DataType | None:
     return dt if dt is not None and dt.onnx_bits else None
 
 
-def _to_value(array: Array) -> ort.OrtValue:
+def _to_value(array: Array) -> ort.OrtValue | Array:
+    """BF16 as an OrtValue of its bits; anything else stays numpy."""
     dt = dtypes.of_array(array.dtype)
     if dt is None or not dt.onnx_bits:
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+        return array
     bits = np.ascontiguousarray(array).view(f"<u{dt.itemsize}")
     return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(bits, dt.onnx_bits)
 

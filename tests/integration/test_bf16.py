@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
 from tests.support import onnx_models
-from tests.support.server import Endpoints, running_server
+from tests.support.server import Endpoints, running_server, wait_for
 
 BF16 = ml_dtypes.bfloat16
 #: values exact in bfloat16 (8 bits of mantissa), so y = 2 * x + 0.5 is exact too
@@ -133,3 +133,41 @@ def test_bf16_identity_batches_and_wrong_sizes_are_refused(server: Endpoints) ->
                         headers={"Inference-Header-Content-Length": str(len(body))})
     assert answer.status_code == 400
     assert "BF16 [1, 3] needs 6 bytes of data, got 4" in answer.json()["error"]
+
+
+def _mixed(bf16_output: bool) -> onnx_models.onnx.ModelProto:
+    """x BF16 and s BYTES in; y = Cast(x) (BF16 or FP32) and t = s out."""
+    bf, f, text = TensorProto.BFLOAT16, TensorProto.FLOAT, TensorProto.STRING
+    out = bf if bf16_output else f
+    return onnx_models.graph_model(
+        [helper.make_node("Cast", ["x"], ["y"], to=out),
+         helper.make_node("Identity", ["s"], ["t"])],
+        [helper.make_tensor_value_info("x", bf, ["batch", 3]),
+         helper.make_tensor_value_info("s", text, ["batch"])],
+        [helper.make_tensor_value_info("y", out, ["batch", 3]),
+         helper.make_tensor_value_info("t", text, ["batch"])])
+
+
+def test_bf16_beside_strings(tmp_path: Path) -> None:
+    """BF16 inputs beside string ones are served; string inputs beside BF16 outputs, which
+    onnxruntime's Python API cannot run together, are refused at load by name."""
+    onnx_models.write(tmp_path, "mixed", _mixed(bf16_output=False))
+    onnx_models.write(tmp_path, "impossible", _mixed(bf16_output=True))
+    with running_server(tmp_path, ready=False) as (url, _):
+        wait_for(lambda: httpx.get(f"{url}/v2/models/mixed/ready").status_code == 200)
+        client = httpclient.InferenceServerClient(url.removeprefix("http://"))
+        x = httpclient.InferInput("x", [2, 3], "BF16")
+        x.set_data_from_numpy(X, binary_data=True)
+        s = httpclient.InferInput("s", [2], "BYTES")
+        s.set_data_from_numpy(np.array([b"a", b"bc"], dtype=object))
+        result = client.infer("mixed", [x, s])
+        assert np.array_equal(result.as_numpy("y"), X.astype(np.float32))
+        assert result.as_numpy("t").tolist() == [b"a", b"bc"]
+
+        def reason() -> str:
+            models = httpx.post(f"{url}/v2/repository/index", json={}).json()
+            return str(next(m for m in models if m["name"] == "impossible").get("reason", ""))
+
+        wait_for(lambda: bool(reason()))
+        assert reason().endswith("input 's' is a string tensor and output 'y' is BF16: "
+                                 "onnxruntime's Python API cannot run the two together")
