@@ -11,7 +11,8 @@ function/op" after a failed load).
 from __future__ import annotations
 
 import functools
-import importlib
+import importlib.machinery
+import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ BUILTIN_DOMAINS = frozenset({
 #: The domains onnxruntime-extensions' library registers (its default_opset_domain() first).
 EXTENSIONS_DOMAINS = ("ai.onnx.contrib", "com.microsoft.extensions")
 EXTENSIONS_PACKAGE = "onnxruntime_extensions"
+_LIBRARY = "_extensions_pydll"  # the operator library inside the package
 EXTRA = "pip install 'onnx-serve[extensions]'"
 SETTING = "repository.onnxruntime_extensions"
 #: Who provides a custom domain, as inspect and refusals say it.
@@ -48,12 +50,24 @@ def custom_domains(header: OnnxHeader) -> list[str]:
 
 @functools.cache
 def extensions_library() -> Path | None:
-    """onnxruntime-extensions' operator library, or None when the package is not installed."""
+    """onnxruntime-extensions' operator library, or None when the package is not installed.
+
+    Found without importing the package: its import sets PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION
+    =python in os.environ (onnxruntime_extensions/cvt.py), which every process started later
+    would inherit, and it pulls in onnx. The library is the package's `_extensions_pydll`
+    extension module (what its own get_library_path() returns)."""
     try:
-        package = importlib.import_module(EXTENSIONS_PACKAGE)
-    except ImportError:
+        spec = importlib.util.find_spec(EXTENSIONS_PACKAGE)
+    except (ImportError, ValueError):
         return None
-    return Path(package.get_library_path())
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            library = Path(folder) / f"{_LIBRARY}{suffix}"
+            if library.is_file():
+                return library
+    return None
 
 
 def providers(header: OnnxHeader, libraries: Sequence[str],

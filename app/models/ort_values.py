@@ -57,6 +57,19 @@ def run(session: ort.InferenceSession, names: Sequence[str] | None,
             for value in session.run_with_ort_values(wanted, as_values, options)]
 
 
+class Runner:
+    """A session whose `run` is this module's (for code that calls `session.run`)."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self._session = session
+
+    def run(self, names: Sequence[str] | None, feed: Mapping[str, Array],
+            options: ort.RunOptions | None = None) -> list[Array]:
+        return run(self._session, names, feed, options)
+
+
 def _bits_type(ort_type: str) -> dtypes.DataType | None:
     dt = dtypes.from_onnx(ort_type)
     return dt if dt is not None and dt.onnx_bits else None

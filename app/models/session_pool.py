@@ -58,7 +58,8 @@ class SessionPool:
             options.add_run_config_entry(key, value)
 
         def run(feed: Mapping[str, Array], names: Sequence[str]) -> list[Array]:
-            return _run(session, list(names), dict(feed), options, self._by_values)
+            runner = ort_values.Runner(session) if self._by_values else session
+            return _run(runner, list(names), dict(feed), options)
 
         future = asyncio.get_running_loop().run_in_executor(self._executor, work, run)
         future.add_done_callback(lambda _: self._free.put_nowait(session))
@@ -94,12 +95,10 @@ class PoolInstance:
         self._pool._free.put_nowait(self._session)
 
 
-def _run(session: ort.InferenceSession, names: list[str], feed: dict[str, Array],
-         options: ort.RunOptions, by_values: bool = False) -> list[Array]:
+def _run(session: ort.InferenceSession | ort_values.Runner, names: list[str],
+         feed: dict[str, Array], options: ort.RunOptions) -> list[Array]:
     """Translate onnxruntime's failures into the server's errors at the pool boundary."""
     try:
-        if by_values:
-            return ort_values.run(session, names, feed, options)
         return list(session.run(names, feed, options))
     except ort_state.InvalidArgument as err:
         raise InvalidInput(f"the model rejected the inputs: {_for_clients(err)}") from err

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_inspect_models import inspect, matches_own_metadata
 from tests.support.server import REPO_ROOT, free_port
 
 EXAMPLES = REPO_ROOT / "examples"
@@ -32,6 +33,19 @@ def run_example(script: str, workdir: Path, *extra: str) -> dict[str, Any]:
     return summary
 
 
+def assert_inspected(repo: Path, names: set[str]) -> dict[str, Any]:
+    """`onnx-serve inspect --json` on an example's repository: servable, exit 0, and each
+    version's report what the exported file says about itself."""
+    code, out = inspect(str(repo), "--json")
+    assert code == 0, out
+    report: dict[str, Any] = json.loads(out)
+    assert {m["name"] for m in report["models"]} == names
+    for model in report["models"]:
+        [version] = model["versions"]
+        matches_own_metadata(version, repo / model["name"] / "1" / "model.onnx")
+    return report
+
+
 @pytest.mark.timeout(600)
 def test_quantized_int8_beside_fp32(tmp_path: Path) -> None:
     summary = run_example("quantization/quantize_and_serve.py", tmp_path, "--rounds", "2")
@@ -42,7 +56,7 @@ def test_quantized_int8_beside_fp32(tmp_path: Path) -> None:
     # INT8 is reported, not held equal: present, sane, and really smaller
     assert 0.5 < int8["accuracy"] <= 1.0 and int8["ms_per_row"] > 0
     assert int8["file_bytes"] < fp32["file_bytes"] / 2
-    assert (tmp_path / "repo" / "digits_int8" / "1" / "model.onnx").is_file()
+    assert_inspected(tmp_path / "repo", {"digits_fp32", "digits_int8"})
 
 
 @pytest.mark.timeout(600)
@@ -51,6 +65,9 @@ def test_lightgbm_via_onnxmltools(tmp_path: Path) -> None:
     pytest.importorskip("onnxmltools")
     summary = run_example("lightgbm/train_and_serve.py", tmp_path)
     assert summary["classes_equal"] is True and summary["max_abs_diff"] <= 1e-5
+    report = assert_inspected(tmp_path / "repo", {"wine"})
+    [version] = report["models"][0]["versions"]
+    assert "ai.onnx.ml" in version["opsets"]  # TreeEnsembleClassifier
 
 
 @pytest.mark.torch

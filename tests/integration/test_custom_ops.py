@@ -19,11 +19,16 @@ import pytest
 import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper
 
+from app.models.custom_ops import extensions_library
 from app.repository.config import ConfigError, load_config, parse_config_json
 from tests.support import onnx_models
 from tests.support.server import REPO_ROOT, running_server, wait_for
 
-extensions = pytest.importorskip("onnxruntime_extensions")
+# Not imported: its import sets PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python for every
+# process started afterwards (the servers of later tests included).
+LIBRARY = extensions_library()
+pytestmark = pytest.mark.skipif(LIBRARY is None, reason="onnxruntime-extensions is not "
+                                "installed (pip install 'onnx-serve[extensions]')")
 
 CONTRIB = "ai.onnx.contrib"
 WORDS = ["Hello World", "ONNX-Serve", "ÉTÉ"]
@@ -103,6 +108,16 @@ def inspect(path: Path, python_code: str | None = None,
     return done.returncode, json.loads(done.stdout)
 
 
+def test_the_server_never_imports_the_package(tmp_path: Path) -> None:
+    """Serving an extensions model leaves the process's protobuf setting alone (the package's
+    import would switch every later child process to pure-Python protobuf)."""
+    onnx_models.write(tmp_path, "lower", string_model())
+    with running_server(tmp_path) as (url, _):
+        assert lower_over_http(url, "lower").status_code == 200
+    assert "onnxruntime_extensions" not in sys.modules
+    assert "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION" not in os.environ
+
+
 def test_not_installed_refuses_naming_the_domain_and_the_extra(tmp_path: Path) -> None:
     onnx_models.write(tmp_path, "lower", string_model())
     code, report = inspect(tmp_path, WITHOUT_EXTENSIONS)
@@ -144,7 +159,7 @@ def test_model_operations_library_from_the_model_folder(tmp_path: Path) -> None:
     """The extensions library, copied into the model's folder and named there, is loaded as a
     plain custom-op library: served with the automatic registration switched off."""
     target = _with_library(tmp_path, "1/libcustom_ops.so", "1/libcustom_ops.so")
-    shutil.copyfile(extensions.get_library_path(), target)
+    shutil.copyfile(str(LIBRARY), target)
     with running_server(tmp_path, repository={"onnxruntime_extensions": False}) as (url, _):
         assert lower_over_http(url, "lower").json()["outputs"][0]["data"] == LOWER
         config = httpx.get(f"{url}/v2/models/lower/config").json()
@@ -153,7 +168,7 @@ def test_model_operations_library_from_the_model_folder(tmp_path: Path) -> None:
 
 def test_library_linking_outside_the_model_folder_is_refused(tmp_path: Path) -> None:
     outside = tmp_path / "elsewhere.so"
-    shutil.copyfile(extensions.get_library_path(), outside)
+    shutil.copyfile(str(LIBRARY), outside)
     root = tmp_path / "repo"
     _with_library(root, "libcustom_ops.so", "libcustom_ops.so").symlink_to(outside)
     _with_library(root / "b", "x", "missing.so")
