@@ -128,7 +128,8 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     if any(i.kind == "gpu" for i in instances) and TENSORRT in available:
         # TensorRT profiles need the model's shapes and the effective max_batch_size (the
         # configured one or the server's default) before the sessions are built.
-        model_inputs, probed = _probe(path, config, default_max_batch_size)
+        model_inputs, probed = _probe(files, config, default_max_batch_size, header,
+                                      defaults.onnxruntime_extensions)
         inputs, max_batch_size = tensorrt.profile_inputs(model_inputs, probed), \
             probed.max_batch_size
         trt_version = cuda_libs.tensorrt_version()
@@ -240,12 +241,16 @@ def _options(config: ModelConfig, defaults: ServerDefaults, threads: int,
     return options
 
 
-def _probe(path: Path, config: ModelConfig,
-           default_max_batch_size: int) -> tuple[list[TensorSpec], Signature]:
+def _probe(files: VersionFiles, config: ModelConfig, default_max_batch_size: int,
+           header: OnnxHeader | None,
+           extensions: bool) -> tuple[list[TensorSpec], Signature]:
     """The model's own input shapes, and its signature as the server will serve it."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    probe = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    custom_ops.register(options, header, config.model_operations.op_library_filename, files,
+                        extensions)
+    probe = ort.InferenceSession(str(files.model_file), options,
+                                 providers=["CPUExecutionProvider"])
     shapes = [tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in probe.get_inputs()]
     model = [TensorSpec(i.name, "", shape) for i, shape in zip(probe.get_inputs(), shapes,
                                                                strict=True)]
@@ -266,11 +271,9 @@ def _warm(sessions: Sequence[ort.InferenceSession], warmup: Warmup, signature: S
     by_values = ort_values.needs_values(sessions[0])
     try:
         for session in sessions:
+            runner = ort_values.Runner(session) if by_values else session
             for _ in range(warmup.count):
-                if by_values:
-                    ort_values.run(session, None, dict(signature.to_model(feed)))
-                else:
-                    session.run(None, dict(signature.to_model(feed)))
+                runner.run(None, dict(signature.to_model(feed)))
     except Exception as err:
         raise UnsupportedModel(f"warmup '{warmup.name}' failed: {err}") from err
     log.info("%s: warmup '%s' took %.2f s", folder, warmup.name, time.monotonic() - started)
