@@ -271,7 +271,7 @@ def _warm(sessions: Sequence[ort.InferenceSession], warmup: Warmup, signature: S
     by_values = ort_values.needs_values(sessions[0])
     try:
         for session in sessions:
-            runner = ort_values.Runner(session) if by_values else session
+            runner = ort_values.BitsSession(session) if by_values else session
             for _ in range(warmup.count):
                 runner.run(None, dict(signature.to_model(feed)))
     except Exception as err:

@@ -57,7 +57,7 @@ def run(session: ort.InferenceSession, names: Sequence[str] | None,
             for value in session.run_with_ort_values(wanted, as_values, options)]
 
 
-class Runner:
+class BitsSession:
     """A session whose `run` is this module's (for code that calls `session.run`)."""
 
     __slots__ = ("_session",)

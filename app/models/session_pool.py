@@ -58,7 +58,7 @@ class SessionPool:
             options.add_run_config_entry(key, value)
 
         def run(feed: Mapping[str, Array], names: Sequence[str]) -> list[Array]:
-            runner = ort_values.Runner(session) if self._by_values else session
+            runner = ort_values.BitsSession(session) if self._by_values else session
             return _run(runner, list(names), dict(feed), options)
 
         future = asyncio.get_running_loop().run_in_executor(self._executor, work, run)
@@ -95,7 +95,7 @@ class PoolInstance:
         self._pool._free.put_nowait(self._session)
 
 
-def _run(session: ort.InferenceSession | ort_values.Runner, names: list[str],
+def _run(session: ort.InferenceSession | ort_values.BitsSession, names: list[str],
          feed: dict[str, Array], options: ort.RunOptions) -> list[Array]:
     """Translate onnxruntime's failures into the server's errors at the pool boundary."""
     try:
