@@ -172,6 +172,8 @@ def _configured(config: dict[str, Any], model: LoadedModel) -> None:
             accelerator["parameters"] = {key: _parameter(value) for key, value
                                          in accelerator["parameters"].items()}
     config["optimization"] = optimization
+    if model.config.model_operations.op_library_filename:
+        config["model_operations"] = model.config.model_operations.model_dump()
     if model.config.model_warmup:
         config["model_warmup"] = [
             {**warmup.model_dump(mode="json", exclude={"inputs"}),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.models import compat
+from app.models import compat, custom_ops
 from app.models.loader import LoadFailed, ServerDefaults, build_version
 from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
 from app.models.threads import ThreadBudget, available_cpus
@@ -57,8 +57,10 @@ def inspect(view: RepositoryView) -> dict[str, Any]:
     settings = Settings()
     # Files the loader writes (optimized models, caches) go to a folder thrown away after.
     with tempfile.TemporaryDirectory(prefix="onnx-serve-inspect-") as cache:
-        defaults = ServerDefaults(intra_op_threads=1, cache_dir=Path(cache),
-                                  max_queue_size=settings.batching.default_max_queue_size)
+        defaults = ServerDefaults(
+            intra_op_threads=1, cache_dir=Path(cache),
+            max_queue_size=settings.batching.default_max_queue_size,
+            onnxruntime_extensions=settings.repository.onnxruntime_extensions)
         models = [_model(view, source, defaults, settings.batching.default_max_batch_size)
                   for source in view.scan().values()]
     servable = bool(models) and all(m["servable"] for m in models)
@@ -103,6 +105,8 @@ def _version(path: Path, files: VersionFiles, config: ModelConfig, defaults: Ser
             report["reasons"].append(str(err))
     if header is not None:
         report.update(_header(header, support))
+        report["custom_domains"] = custom_ops.providers(
+            header, config.model_operations.op_library_filename, defaults.onnxruntime_extensions)
     try:
         built = build_version(files, config, defaults, ThreadBudget(available_cpus(), 1), key,
                               default_max_batch_size)
@@ -169,6 +173,8 @@ def _text(report: dict[str, Any]) -> str:
                 if v["doc_string"]:
                     lines.append(f"    doc: {v['doc_string']}")
                 lines += [f"    metadata {k} = {val}" for k, val in v["metadata_props"].items()]
+                lines += [f"    custom operators: {domain} (provided by {who})"
+                          for domain, who in v["custom_domains"].items()]
                 if v["external_data"]:
                     lines.append(f"    external data: {', '.join(v['external_data'])}")
             for role in ("inputs", "outputs"):

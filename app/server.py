@@ -47,7 +47,8 @@ def build_manager(settings: Settings) -> ModelManager:
                               latency_quantiles=settings.metrics.latency_quantiles,
                               auto_complete=settings.repository.auto_complete_config
                               and not settings.repository.strict_model_config,
-                              config_required=settings.repository.strict_model_config)
+                              config_required=settings.repository.strict_model_config,
+                              onnxruntime_extensions=settings.repository.onnxruntime_extensions)
     repository = settings.repository
     source: RepositorySource = (
         BucketSource(repository.url, repository.path,

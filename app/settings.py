@@ -259,6 +259,14 @@ class RepositorySettings(_Group):
                              "spaces)")
         return value
 
+    # Custom operators (docs/custom-operators.md).
+    onnxruntime_extensions: bool = Field(
+        True,
+        description="Register onnxruntime-extensions' operators (the 'extensions' extra) for "
+        "models that import its domains (ai.onnx.contrib, com.microsoft.extensions); false, "
+        "or the package not installed: such models are refused naming the domain.",
+    )
+
     url: str = Field(
         "",
         description="Set from `path` when that is an object-store URL (s3://bucket/path, "

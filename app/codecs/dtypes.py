@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 
@@ -14,8 +15,8 @@ class JsonKind(enum.Enum):
     BOOL = "bool"  # true/false
     INTEGER = "integer"  # JSON integers, range-checked, never wrapped
     FLOAT = "float"  # JSON numbers
-    HALF = "half"  # JSON numbers only when the server opts in (Triton refuses them); answered
-    # widened to float64, whose shortest repr is exact
+    HALF = "half"  # FP16 and BF16: JSON numbers only when the server opts in (Triton refuses
+    # them); answered widened to float64, whose shortest repr is exact
     STRING = "string"  # UTF-8 strings
 
 
@@ -35,6 +36,9 @@ class DataType:
     wire: np.dtype[np.generic] | None
     json: JsonKind
     itemsize: int
+    #: onnx.proto's element type when onnxruntime's Python API cannot convert the values to
+    #: or from numpy, so they cross it as same-sized unsigned bits (0: they cross as numpy)
+    onnx_bits: int = 0
 
     @property
     def is_bytes(self) -> bool:
@@ -42,11 +46,12 @@ class DataType:
 
 
 def _dt(name: str, dtype: str | type, onnx_type: str, contents: str | None,
-        wire: type | None, json: JsonKind, triton_name: str | None = None) -> DataType:
+        wire: type | None, json: JsonKind, triton_name: str | None = None,
+        onnx_bits: int = 0) -> DataType:
     np_dtype = np.dtype(dtype)
     return DataType(name, np_dtype, onnx_type, triton_name or f"TYPE_{name}", contents,
                     None if wire is None else np.dtype(wire), json,
-                    0 if np_dtype.kind == "O" else np_dtype.itemsize)
+                    0 if np_dtype.kind == "O" else np_dtype.itemsize, onnx_bits)
 
 
 _J = JsonKind
@@ -65,9 +70,10 @@ _TABLE = (
     _dt("FP32", np.float32, "float", "fp32_contents", np.float32, _J.FLOAT),
     _dt("FP64", np.float64, "double", "fp64_contents", np.float64, _J.FLOAT),
     _dt("BYTES", object, "string", "bytes_contents", None, _J.STRING, "TYPE_STRING"),
+    # numpy lacks bfloat16: ml_dtypes' type (what onnx and tritonclient use). onnxruntime's
+    # Python API cannot take or return it as numpy: models/ort_values.py passes its bits.
+    _dt("BF16", ml_dtypes.bfloat16, "bfloat16", None, None, _J.HALF, onnx_bits=16),
 )
-# BF16 is a v2 datatype that numpy lacks: it has no row, so a model declaring it is refused
-# at load (models/signature.py) until a bfloat16 path through onnxruntime exists.
 
 BY_NAME: dict[str, DataType] = {dt.name: dt for dt in _TABLE}
 _BY_ONNX: dict[str, DataType] = {f"tensor({dt.onnx_type})": dt for dt in _TABLE}
@@ -78,6 +84,16 @@ _BY_CONFIG: dict[str, DataType] = {
     for plain in {dt.name, dt.triton_name.removeprefix("TYPE_")}
     for spelling in (plain, f"TYPE_{plain}")
 }
+
+
+#: numpy dtype -> its datatype (variable-size BYTES left out: object arrays hold anything).
+_BY_NUMPY: dict[np.dtype[np.generic], DataType] = {dt.numpy: dt for dt in _TABLE
+                                                  if not dt.is_bytes}
+
+
+def of_array(dtype: np.dtype[np.generic]) -> DataType | None:
+    """The datatype of arrays of `dtype` (None for object arrays and unknown dtypes)."""
+    return _BY_NUMPY.get(dtype)
 
 
 def by_name(name: str) -> DataType | None:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from app.models import cuda_streams
+from app.models import cuda_streams, ort_values
 from app.models.devices import CUDA, TENSORRT, Placement
 from app.models.errors import UnsupportedModel
 from app.types import Array, TensorSpec
@@ -68,6 +68,21 @@ class PlainRunner(_OwnsStream):
     def run(self, names: Sequence[str], feed: Mapping[str, Array],
             options: ort.RunOptions | None) -> list[Array]:
         return list(self.session.run(list(names), dict(feed), options))
+
+
+class ValuesRunner(_OwnsStream):
+    """Models with BF16 tensors, which cross onnxruntime's API only as OrtValues
+    (ort_values.py); on a GPU too (their outputs come back to the host)."""
+
+    io_binding = False
+
+    def __init__(self, session: ort.InferenceSession, stream: int | None = None) -> None:
+        self.session = session
+        self.stream = stream
+
+    def run(self, names: Sequence[str], feed: Mapping[str, Array],
+            options: ort.RunOptions | None) -> list[Array]:
+        return ort_values.run(self.session, names, feed, options)
 
 
 class BoundRunner(_OwnsStream):
@@ -142,6 +157,8 @@ def runner_for(session: ort.InferenceSession, placement: Placement | None,
                stream: int | None = None) -> SessionRunner:
     """The runner of one instance: IO binding where the session really runs on a GPU. It
     owns `stream`, the instance's CUDA stream, if any."""
+    if ort_values.needs_values(session):
+        return ValuesRunner(session, stream)
     if (placement is None or placement.instance.kind != "gpu"
             or not any(name in placement.names for name in (CUDA, TENSORRT))
             # a sequence or map output (a ZipMap's) cannot be bound on a device

@@ -20,7 +20,18 @@ from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.batching.sequence_state import SequencePlan
 from app.codecs import dtypes
-from app.models import autocomplete, compat, cuda_libs, cuda_streams, gpus, labels, tensorrt, zipmap
+from app.models import (
+    autocomplete,
+    compat,
+    cuda_libs,
+    cuda_streams,
+    custom_ops,
+    gpus,
+    labels,
+    ort_values,
+    tensorrt,
+    zipmap,
+)
 from app.models.autocomplete import Rules
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
 from app.models.errors import UnsupportedModel
@@ -79,6 +90,7 @@ class ServerDefaults:
     auto_complete: bool = True
     #: Triton's --strict-model-config: a model without a configuration file is refused
     config_required: bool = False
+    onnxruntime_extensions: bool = True  # register its operators for models that use them
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +162,8 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     if any(i.kind == "gpu" for i in instances) and TENSORRT in available:
         # TensorRT profiles need the model's shapes and the effective max_batch_size (the
         # configured one or the server's default) before the sessions are built.
-        model_inputs, probed = _probe(path, config, default_max_batch_size,
+        model_inputs, probed = _probe(files, config, default_max_batch_size, header,
+                                      defaults.onnxruntime_extensions,
                                       _rules(files.model, config, defaults))
         inputs, max_batch_size = tensorrt.profile_inputs(model_inputs, probed), \
             probed.max_batch_size
@@ -167,7 +180,7 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
              len(placements), [list(p.names) for p in placements], threads, why)
     placements, runners = _start_sessions(
         str(path), [cuda_streams.with_stream(p) for p in placements],  # a stream per GPU one
-        _options(config, defaults, threads, files), defaults.strict_providers)
+        _options(config, defaults, threads, files, header), defaults.strict_providers)
     try:
         return _finish(runners, placements, config, defaults, files, header, threads,
                        default_max_batch_size, model_folder)
@@ -207,6 +220,7 @@ def _finish(runners: list[SessionRunner], placements: list[Placement], config: M
             model_folder: Path | None) -> BuiltVersion:
     """The signature, batching and warmup of a version whose sessions exist."""
     first = runners[0].session
+    ort_values.check(first)
     plan = zipmap.plan_outputs(first.get_outputs(), files.model_file)
     signature = Signature.from_session(first.get_inputs(), plan.outputs,
                                        config.max_batch_size, default_max_batch_size,
@@ -261,7 +275,7 @@ def _intra_threads(parameters: Mapping[str, ParameterValue], budget: ThreadBudge
 
 
 def _options(config: ModelConfig, defaults: ServerDefaults, threads: int,
-             files: VersionFiles) -> ort.SessionOptions:
+             files: VersionFiles, header: OnnxHeader | None = None) -> ort.SessionOptions:
     """Session options from Triton's ORT-backend parameter names; `session.*` keys pass
     through as onnxruntime session config entries; anything else is refused by name.
     Files a session writes go under the cache (`files.cache_file`), never where the
@@ -300,6 +314,8 @@ def _options(config: ModelConfig, defaults: ServerDefaults, threads: int,
             options.add_session_config_entry(key, text)
         else:
             raise UnsupportedModel(f"unknown model parameter '{key}'")
+    custom_ops.register(options, header, config.model_operations.op_library_filename, files,
+                        defaults.onnxruntime_extensions)
     return options
 
 
@@ -309,17 +325,22 @@ def _rules(model: str, config: ModelConfig, defaults: ServerDefaults) -> Rules:
     return Rules(model, defaults.auto_complete, config.triton_message() is not None, filled)
 
 
-def _probe(path: Path, config: ModelConfig, default_max_batch_size: int,
+def _probe(files: VersionFiles, config: ModelConfig, default_max_batch_size: int,
+           header: OnnxHeader | None, extensions: bool,
            rules: Rules) -> tuple[list[TensorSpec], Signature]:
     """The model's own input shapes, and its signature as the server will serve it."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    probe = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    custom_ops.register(options, header, config.model_operations.op_library_filename, files,
+                        extensions)
+    probe = ort.InferenceSession(str(files.model_file), options,
+                                 providers=["CPUExecutionProvider"])
     shapes = [tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in probe.get_inputs()]
     model = [TensorSpec(i.name, "", shape) for i, shape in zip(probe.get_inputs(), shapes,
                                                                strict=True)]
     signature = Signature.from_session(probe.get_inputs(),
-                                       zipmap.plan_outputs(probe.get_outputs(), path).outputs,
+                                       zipmap.plan_outputs(probe.get_outputs(),
+                                                           files.model_file).outputs,
                                        config.max_batch_size, default_max_batch_size,
                                        config.input, config.output, rules)
     return model, signature

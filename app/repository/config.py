@@ -157,6 +157,27 @@ class ResponseCacheConfig(_Strict):
                          "cache.size_bytes bounds every model's together).")
 
 
+class ModelOperations(_Strict):
+    """Triton's model_operations: custom operator libraries to register on the sessions."""
+
+    op_library_filename: list[str] = Field(
+        default_factory=list,
+        description="Shared libraries of custom operators, as paths relative to the model's "
+        "folder (e.g. 'libcustom_op.so' or '1/libcustom_op.so'); absolute paths, '..' and "
+        "links out of the folder are refused: a library runs as the server.")
+
+    @field_validator("op_library_filename")
+    @classmethod
+    def _inside_the_model_folder(cls, value: list[str]) -> list[str]:
+        for name in value:
+            parts = name.replace("\\", "/").split("/")
+            if not name or name.startswith(("/", "\\")) or "\0" in name or \
+                    any(part in ("", ".", "..") for part in parts) or ":" in parts[0]:
+                raise ValueError(f"'{name}' must be a path inside the model's folder, "
+                                 "relative to it (no leading '/', no '..')")
+        return value
+
+
 class ModelConfig(_Strict):
     """The optional per-model file; everything left out is derived from the model itself."""
 
@@ -188,6 +209,7 @@ class ModelConfig(_Strict):
         "(intra_op_thread_count, execution_mode, enable_mem_arena, gpu_mem_limit, ...).",
     )
     model_warmup: list[Warmup] = Field(default_factory=list)
+    model_operations: ModelOperations = Field(default_factory=ModelOperations)
     response_cache: ResponseCacheConfig = Field(default_factory=ResponseCacheConfig)
     sequence_batching: SequenceBatching | None = Field(
         None, description="A stateful model (app/repository/sequence_config.py).")

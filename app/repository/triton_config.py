@@ -49,6 +49,7 @@ SUPPORTED: Tree = {
         "state": {"input_name": True, "output_name": True, "data_type": True, "dims": True,
                   "initial_state": True},
     },
+    "model_operations": True,  # libraries inside the model's folder only (config.py)
 }
 
 #: Why a field is refused, where there is more to say than "not supported".
@@ -69,7 +70,6 @@ WHY: dict[str, str] = {
         "state is held in host memory (numpy), one buffer per sequence",
     "model_repository_agents": "repository agents are not supported",
     "cc_model_filenames": "per-GPU model files are not supported",
-    "model_operations": "custom operation libraries are not loaded",
     "instance_group.host_policy": "host policies are not supported",
 }
 

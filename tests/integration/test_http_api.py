@@ -155,17 +155,21 @@ def test_corrupt_model_is_unavailable_and_others_serve(tmp_path: Path) -> None:
         assert infer_plus(url, "/v2/models/good/infer").status_code == 200
 
 
-def test_bf16_model_is_unavailable_with_a_reason(tmp_path: Path) -> None:
+def test_float8_model_is_unavailable_with_a_reason(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
-    bf16 = onnx_models.graph_model([helper.make_node("Identity", ["x"], ["y"])],
-                  [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [None, 2])],
-                  [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [None, 2])])
-    onnx_models.write(tmp_path, "bf16", bf16)
+    # BF16 is served (tests/integration/test_bf16.py); float8 has no v2 datatype
+    f8 = TensorProto.FLOAT8E4M3FN
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "f8",
+                              [helper.make_tensor_value_info("x", f8, [None, 2])],
+                              [helper.make_tensor_value_info("y", f8, [None, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx_models.write(tmp_path, "f8", model)
     with running_server(tmp_path, ready=False) as (url, _):
         def index() -> list[dict[str, str]]:
             return list(httpx.post(f"{url}/v2/repository/index", json={}).json())
 
         wait_for(lambda: bool(index()) and index()[0]["state"] != "LOADING")
         assert index()[0]["state"] == "UNAVAILABLE"
-        assert "tensor(bfloat16)" in index()[0]["reason"]
+        assert "tensor(float8e4m3fn)" in index()[0]["reason"]

@@ -6,6 +6,7 @@ import ast
 import re
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
@@ -23,6 +24,7 @@ EXPECTED = {
     "INT64": (np.int64, "tensor(int64)", 8), "FP16": (np.float16, "tensor(float16)", 2),
     "FP32": (np.float32, "tensor(float)", 4), "FP64": (np.float64, "tensor(double)", 8),
     "BYTES": (np.object_, "tensor(string)", 0),
+    "BF16": (ml_dtypes.bfloat16, "tensor(bfloat16)", 2),
 }
 APP = Path(__file__).resolve().parents[2] / "app"
 #: protobuf's element type -> the numpy type its values arrive as.
@@ -46,7 +48,7 @@ def test_the_table_is_complete_and_unknowns_are_none() -> None:
     assert set(dtypes.BY_NAME) == set(EXPECTED)
     assert dtypes.by_name("FLOAT") is None
     assert dtypes.from_onnx("seq(tensor(float))") is None
-    assert dtypes.from_onnx("tensor(bfloat16)") is None  # BF16 has no row: refused at load
+    assert dtypes.from_onnx("tensor(float8e4m3fn)") is None  # no v2 datatype: refused at load
 
 
 @pytest.mark.parametrize("dt", dtypes.BY_NAME.values(), ids=lambda dt: dt.name)
@@ -84,9 +86,23 @@ def test_grpc_fields_hold_the_datatype(dt: dtypes.DataType) -> None:
 @pytest.mark.parametrize("dt", dtypes.BY_NAME.values(), ids=lambda dt: dt.name)
 def test_json_kind_fits_numpy(dt: dtypes.DataType) -> None:
     kinds = {JsonKind.BOOL: "b", JsonKind.INTEGER: "iu", JsonKind.FLOAT: "f",
-             JsonKind.HALF: "f", JsonKind.STRING: "O"}
+             JsonKind.HALF: "fV", JsonKind.STRING: "O"}  # V: ml_dtypes' bfloat16
     assert dt.numpy.kind in kinds[dt.json]
-    assert (dt.json is JsonKind.HALF) == (dt.numpy.itemsize == 2 and dt.numpy.kind == "f")
+    assert (dt.json is JsonKind.HALF) == (dt.numpy.itemsize == 2 and dt.numpy.kind in "fV")
+
+
+def test_bf16_crosses_onnxruntime_as_bits() -> None:
+    """Only BF16 needs OrtValues (onnxruntime's run refuses ml_dtypes' bfloat16); its
+    values round-trip through float32 and through its little-endian bytes."""
+    assert [dt.name for dt in dtypes.BY_NAME.values() if dt.onnx_bits] == ["BF16"]
+    bf16 = dtypes.BY_NAME["BF16"]
+    assert bf16.onnx_bits == 16 and dtypes.from_config("TYPE_BF16") is bf16
+    values = np.array([1.5, -0.0078125, 3.0e38], dtype=bf16.numpy)
+    assert dtypes.of_array(values.dtype) is bf16
+    # bfloat16 is float32's top half: the bits onnxruntime is handed
+    assert np.array_equal(values.view(np.uint16),
+                          (values.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16))
+    assert dtypes.of_array(np.dtype(object)) is None
 
 
 def _string_constants(path: Path) -> list[str]:
