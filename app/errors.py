@@ -18,6 +18,8 @@ class ErrorCode(enum.Enum):
     UNSUPPORTED_MEDIA = "unsupported_media"
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION_DENIED = "permission_denied"
+    #: the server cannot do this in its present state (CUDA shared memory without a GPU)
+    FAILED_PRECONDITION = "failed_precondition"
     INTERNAL = "internal"
 
 

@@ -18,11 +18,14 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 from app.api import offload
 from app.api.grpc_auth import AuthInterceptor
 from app.api.grpc_drain import GrpcCalls, GrpcFrontend, channelz_ids, new_channelz_id
+from app.api.grpc_shm import install_shared_memory
+from app.api.shm_infer import leases, write_outputs
 from app.api.status import GRPC_STATUS
 from app.auth import Authenticator
 from app.codecs.checks import unimplemented
 from app.codecs.grpc import answers_raw, decode_request, parameters_to_proto
 from app.codecs.grpc_wire import WireError, infer_response_bytes, split_raw_inputs
+from app.codecs.shm import ShmUse, shm_outputs
 from app.codecs.tensors import TensorLimits
 from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
@@ -251,10 +254,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: bytes, context: Any) -> bytes:
         """Takes and returns serialized messages (RAW_METHODS)."""
         message, raw_inputs = await self._parsed(request)
-        decoded = await self._decoded(request, message, raw_inputs)
-        response = await self._service.infer(decoded, "grpc")
-        return await offload.by_size(_output_bytes(response), infer_response_bytes, response,
-                                     answers_raw(message, raw_inputs))
+        with leases(self._service.shared_memory) as shm:  # regions leased until answered
+            decoded = await self._decoded(request, message, raw_inputs, shm)
+            response = await self._service.infer(decoded, "grpc")
+            await write_outputs(shm, response)
+            return await offload.by_size(_output_bytes(response), infer_response_bytes,
+                                         response, answers_raw(message, raw_inputs), False,
+                                         False, shm_outputs(decoded))
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[bytes], context: Any
@@ -269,15 +275,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 self._idle_streams.discard(task)
                 message, raw_inputs = await self._parsed(data)  # unparsable: the stream ends
                 try:
-                    decoded = await self._decoded(data, message, raw_inputs)
-                    response = await self._service.infer(decoded, "grpc")
+                    with leases(self._service.shared_memory) as shm:
+                        decoded = await self._decoded(data, message, raw_inputs, shm)
+                        response = await self._service.infer(decoded, "grpc")
+                        await write_outputs(shm, response)
                     # Triton's flag for decoupled clients; no model here is decoupled, so
                     # each request's one answer is its final one.
                     final = _FINAL_FLAG in message.parameters \
                         and message.parameters[_FINAL_FLAG].bool_param
                     yield await offload.by_size(_output_bytes(response), infer_response_bytes,
                                                 response, answers_raw(message, raw_inputs),
-                                                True, final)
+                                                True, final, shm_outputs(decoded))
                 except ServingError as err:
                     # A failed request is reported on its own message; the stream goes on.
                     failed = pb.ModelInferResponse(model_name=message.model_name,
@@ -322,13 +330,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise
 
     async def _decoded(self, data: bytes, message: pb.ModelInferRequest,
-                       raw_inputs: list[memoryview]) -> InferRequest:
+                       raw_inputs: list[memoryview], shm: ShmUse) -> InferRequest:
         """Check and decode a parsed message (off the loop when big); a refusal here is
         answered without the service, so it is counted here, under the model it names."""
         try:
             self._check_size(len(data))
             return await offload.by_size(len(data), decode_request, message, self._limits,
-                                         raw_inputs)
+                                         raw_inputs, shm)
         except BaseException as err:
             self._service.refused("grpc", message.model_name, message.model_version or None,
                                   err)
@@ -398,6 +406,9 @@ for _name, _feature in {
     "LogSettings": "the logging extension",
 }.items():
     setattr(InferenceServicer, _name, _unsupported(_feature))
+
+
+install_shared_memory(InferenceServicer)  # the shared-memory RPCs (api/grpc_shm.py)
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]

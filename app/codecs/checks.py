@@ -20,17 +20,18 @@ REQUEST_PARAMETERS: dict[str, frozenset[str]] = {
     "http": frozenset({"priority", "timeout", "binary_data_output"}),
     "grpc": frozenset({"priority", "timeout", "triton_enable_empty_final_response"}),
 }
-INPUT_PARAMETERS: dict[str, frozenset[str]] = {
-    "http": frozenset({"binary_data_size"}),
-    "grpc": frozenset(),
-}
-OUTPUT_PARAMETERS: dict[str, frozenset[str]] = {
-    "http": frozenset({"binary_data"}),
-    "grpc": frozenset(),
-}
 SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
+#: System shared memory (app/shm/): a tensor read from, or written to, a registered region.
 SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_offset",
                             "shared_memory_byte_size")
+INPUT_PARAMETERS: dict[str, frozenset[str]] = {
+    "http": frozenset({"binary_data_size", *SHARED_MEMORY_PARAMETERS}),
+    "grpc": frozenset(SHARED_MEMORY_PARAMETERS),
+}
+OUTPUT_PARAMETERS: dict[str, frozenset[str]] = {
+    "http": frozenset({"binary_data", *SHARED_MEMORY_PARAMETERS}),
+    "grpc": frozenset(SHARED_MEMORY_PARAMETERS),
+}
 #: The binary tensor extension's parameters: HTTP's way of sending raw bytes.
 BINARY_PARAMETERS = ("binary_data_output", "binary_data", "binary_data_size")
 #: The parameters a request may set to say "no sequence" (tritonclient sends none of them
@@ -121,11 +122,6 @@ def check_output_parameters(name: str, parameters: Mapping[str, ParamValue],
 
 def _check_tensor(role: str, name: str, parameters: Mapping[str, ParamValue],
                   table: Mapping[str, frozenset[str]], transport: str) -> None:
-    for key in SHARED_MEMORY_PARAMETERS:  # in a fixed order, as above
-        if key in parameters:
-            raise InvalidInput(
-                f"{role} '{name}': parameter '{key}': shared memory is not supported by "
-                "onnx-serve yet; send the tensor in the request instead")
     if "classification" in parameters:
         raise InvalidInput(
             f"{role} '{name}': parameter 'classification': the classification extension "
