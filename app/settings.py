@@ -136,8 +136,10 @@ class GrpcSettings(_Tls, _TensorLimits):
     response_compression_level: Literal["none", "low", "medium", "high"] = Field(
         "none", description="Compress responses at this level, with the strongest algorithm "
         "the client accepts (gRPC core's choice: low gzip, high deflate); not with "
-        "response_compression. none: a response is compressed only as its request was "
-        "(grpc-encoding), or by response_compression.")
+        "response_compression. A compressed request (grpc-encoding) is always accepted.")
+    response_compression_min_bytes: int = Field(
+        4096, ge=0, description="With response compression on, inference answers smaller "
+        "than this go uncompressed.")
     # Connection limits and timeouts (README.md), handed to gRPC's own transport.
     max_connections: int = Field(
         1000, ge=1, le=1_000_000,

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 
 from app.api import offload
 from app.api.grpc_auth import AuthInterceptor
+from app.api.grpc_compression import SmallAnswers, compression_options
 from app.api.grpc_drain import GrpcCalls, GrpcFrontend, channelz_ids, new_channelz_id
 from app.api.grpc_shm import install_shared_memory
 from app.api.shm_infer import leases, write_outputs
@@ -215,6 +216,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._service = service
         self._limits = TensorLimits.of(settings, "grpc")
         self._max_message_bytes = settings.max_message_bytes
+        self._small_answers = SmallAnswers(settings)  # left uncompressed
         self._idle_streams: set[asyncio.Task[Any]] = set()
         self._ending: set[asyncio.Task[Any]] = set()  # idle streams the drain cancelled
 
@@ -258,9 +260,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             decoded = await self._decoded(request, message, raw_inputs, shm)
             response = await self._service.infer(decoded, "grpc")
             await write_outputs(shm, response)
-            return await offload.by_size(_output_bytes(response), infer_response_bytes,
-                                         response, answers_raw(message, raw_inputs), False,
-                                         False, shm_outputs(decoded))
+            answer = await offload.by_size(_output_bytes(response), infer_response_bytes,
+                                           response, answers_raw(message, raw_inputs), False,
+                                           False, shm_outputs(decoded))
+        self._small_answers(context, len(answer))
+        return answer
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[bytes], context: Any
@@ -283,9 +287,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     # each request's one answer is its final one.
                     final = _FINAL_FLAG in message.parameters \
                         and message.parameters[_FINAL_FLAG].bool_param
-                    yield await offload.by_size(_output_bytes(response), infer_response_bytes,
-                                                response, answers_raw(message, raw_inputs),
-                                                True, final, shm_outputs(decoded))
+                    answer = await offload.by_size(
+                        _output_bytes(response), infer_response_bytes, response,
+                        answers_raw(message, raw_inputs), True, final, shm_outputs(decoded))
+                    self._small_answers(context, len(answer))
+                    yield answer
                 except ServingError as err:
                     # A failed request is reported on its own message; the stream goes on.
                     failed = pb.ModelInferResponse(model_name=message.model_name,
@@ -475,7 +481,7 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
                  ("grpc.keepalive_permit_without_calls", 1),
                  ("grpc.http2.min_ping_interval_without_data_ms",
                   int(settings.keepalive_min_client_ping_interval_s * 1000)),
-                 *_connection_options(settings)],
+                 *_connection_options(settings), *compression_options(settings)],
         compression=_COMPRESSION[settings.response_compression],
     )
     calls = GrpcCalls(new_channelz_id(existing))

@@ -91,7 +91,8 @@ SPELLINGS = ["--model-repository", "--host", "--http-port", "--grpc-port", "--lo
              "--strict-readiness", "--reuse-grpc-port",
              # Triton's own (app/cli_triton.py)
              "--model-store", "--allow-http", "--allow-grpc", "--allow-metrics",
-             "--http-address", "--grpc-address", "--metrics-port", "--metrics-address",
+             "--http-address", "--grpc-address", "--grpc-infer-response-compression-level",
+             "--metrics-port", "--metrics-address",
              "--metrics-interval-ms", "--exit-timeout-secs", "--model-load-thread-count",
              "--exit-on-error", "--cache-config", "--model-config-name"]
 #: A valid value for each, not the default, and where it lands.
@@ -104,7 +105,9 @@ SAMPLES = {"--model-repository": (str(REPO / "tests"), REPO / "tests"),
            "--model-store": (str(REPO / "tests"), REPO / "tests"),
            "--allow-http": ("false", False), "--allow-grpc": ("0", False),
            "--allow-metrics": ("FALSE", False), "--http-address": ("127.0.0.4", "127.0.0.4"),
-           "--grpc-address": ("127.0.0.5", "127.0.0.5"), "--metrics-port": ("9003", 9003),
+           "--grpc-address": ("127.0.0.5", "127.0.0.5"),
+           "--grpc-infer-response-compression-level": ("high", "high"),
+           "--metrics-port": ("9003", 9003),
            "--metrics-address": ("127.0.0.6", "127.0.0.6"),
            "--metrics-interval-ms": ("500", 500), "--exit-timeout-secs": ("7", 7.0),
            "--model-load-thread-count": ("3", 3), "--exit-on-error": ("1", True),

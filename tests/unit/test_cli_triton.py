@@ -116,3 +116,10 @@ def test_serve_subcommand_refuses_them_too(capsys: pytest.CaptureFixture[str]) -
         main(["serve", str(REPO / "model_repository"), "--trace-level=TIMESTAMPS"])
     assert stopped.value.code == 2
     assert "--trace-level is a Triton flag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("level", ["none", "low", "medium", "high"])
+def test_grpc_response_compression_level(level: str) -> None:
+    """Issue 19: Triton's flag sets the level (it was refused)."""
+    got = settings([f"--grpc-infer-response-compression-level={level}"])
+    assert got.grpc.response_compression_level == level
