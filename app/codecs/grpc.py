@@ -13,7 +13,7 @@ from app.codecs.checks import (
     check_output_parameters,
     check_request_parameters,
 )
-from app.codecs.shm import ShmUse, lease_outputs, output_parameters, uses_shm
+from app.codecs.shm import ShmUse, lease_outputs, uses_shm
 from app.codecs.tensors import (
     TensorLimits,
     array_from_buffer,
@@ -209,10 +209,7 @@ def encode_response(
         datatype = response.output_datatypes[name]
         tensor = message.outputs.add(name=name, datatype=datatype, shape=array.shape)
         dt = dtypes.BY_NAME[datatype]
-        if shm_outputs and name in shm_outputs:
-            for key, value in parameters_to_proto(
-                    output_parameters(shm_outputs[name], array, dt)).items():
-                tensor.parameters[key].CopyFrom(value)
+        if shm_outputs and name in shm_outputs:  # written to its region: no data
             # An empty raw entry keeps raw_output_contents aligned with outputs (Triton's way).
             if raw and raw_into is not None:
                 raw_into.append(memoryview(b""))

@@ -18,7 +18,7 @@ from app.codecs.checks import (
 )
 from app.codecs.dtypes import JsonKind
 from app.codecs.json_request import TensorData, parse_request_document
-from app.codecs.shm import ShmUse, lease_outputs, output_parameters, shm_output, uses_shm
+from app.codecs.shm import ShmUse, lease_outputs, shm_output, uses_shm
 from app.codecs.tensors import (
     TensorLimits,
     array_from_buffer,
@@ -146,8 +146,9 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
         dt = dtypes.BY_NAME[response.output_datatypes[name]]
         entry: dict[str, Any] = {"name": name, "datatype": dt.name, "shape": list(array.shape)}
         wanted = per_output.get(name)
-        if wanted is not None and shm_output(wanted.parameters):  # written to its region
-            entry["parameters"] = output_parameters(wanted.parameters, array, dt)
+        if wanted is not None and shm_output(wanted.parameters):
+            # Written to its region: no data, and no parameters (Triton's C++ client takes
+            # an output's parameters for binary_data_size's).
             outputs.append(entry)
             continue
         binary = default_binary

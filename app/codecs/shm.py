@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Container, Mapping, Sequence
 
 from app.codecs import dtypes
-from app.codecs.tensors import TensorLimits, array_from_buffer, array_to_bytes, array_view
+from app.codecs.tensors import TensorLimits, array_from_buffer, array_view
 from app.shm.errors import SharedMemoryError
 from app.shm.system import SystemRegion, SystemSharedMemory
 from app.types import Array, InferRequest, InferResponse, ParamValue, RequestedOutput
@@ -110,14 +110,6 @@ def lease_outputs(shm: ShmUse | None, outputs: Sequence[RequestedOutput] | None)
 def shm_outputs(request: InferRequest) -> dict[str, Mapping[str, ParamValue]]:
     """The requested outputs written to regions: name -> their parameters."""
     return {o.name: o.parameters for o in request.outputs or () if shm_output(o.parameters)}
-
-
-def output_parameters(parameters: Mapping[str, ParamValue], array: Array,
-                      dt: dtypes.DataType) -> dict[str, ParamValue]:
-    """A shared-memory output's parameters in the answer: its region, and the bytes
-    written there (the encoders send no data for it)."""
-    size = len(array_to_bytes(array, dt)) if dt.is_bytes else array.nbytes
-    return {REGION: parameters[REGION], BYTE_SIZE: size}
 
 
 def _integer(where: str, parameters: Mapping[str, ParamValue], key: str,
