@@ -222,6 +222,7 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
             await self.manager.close()
+            self.service.shared_memory.close()  # every request is answered: unmap regions
 
     async def _drain_when_asked(self, grpc: GrpcFrontend, asked: asyncio.Event) -> None:
         """The shutdown: readiness off and the listeners closed at once, idle connections

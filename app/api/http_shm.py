@@ -36,7 +36,7 @@ class SharedMemoryRoutes:
         self._shm = shm
         self._depth = max_json_depth
 
-    async def system_status(self, region_name: str | None = None) -> Response:
+    async def system_status(self, region_name: str | None) -> Response:
         return _json([asdict(s) for s in self._shm.system.status(region_name)])
 
     async def system_register(self, region_name: str, request: Request) -> Response:
@@ -48,11 +48,11 @@ class SharedMemoryRoutes:
                                   _integer(body, "byte_size", None))
         return _json({})
 
-    async def system_unregister(self, region_name: str | None = None) -> Response:
+    async def system_unregister(self, region_name: str | None) -> Response:
         self._shm.system.unregister(region_name)
         return _json({})
 
-    async def cuda_status(self, region_name: str | None = None) -> Response:
+    async def cuda_status(self, region_name: str | None) -> Response:
         return _json([asdict(s) for s in self._shm.cuda.status(region_name)])
 
     async def cuda_register(self, region_name: str, request: Request) -> Response:
@@ -69,7 +69,7 @@ class SharedMemoryRoutes:
                                 _integer(body, "byte_size", None))
         return _json({})
 
-    async def cuda_unregister(self, region_name: str | None = None) -> Response:
+    async def cuda_unregister(self, region_name: str | None) -> Response:
         self._shm.cuda.unregister(region_name)
         return _json({})
 
@@ -103,15 +103,15 @@ def add_shared_memory_routes(app: FastAPI, api: RestApi, shm: SharedMemory,
     routes = SharedMemoryRoutes(api, shm, max_json_depth)
     errors = error_responses(400)
     table: list[tuple[str, str, Callable[..., Awaitable[Response]]]] = [
-        (_SYSTEM + "/status", "GET", routes.system_status),
+        (_SYSTEM + "/status", "GET", _every(routes.system_status)),
         (_SYSTEM + _REGION + "/status", "GET", routes.system_status),
         (_SYSTEM + _REGION + "/register", "POST", routes.system_register),
-        (_SYSTEM + "/unregister", "POST", routes.system_unregister),
+        (_SYSTEM + "/unregister", "POST", _every(routes.system_unregister)),
         (_SYSTEM + _REGION + "/unregister", "POST", routes.system_unregister),
-        (_CUDA + "/status", "GET", routes.cuda_status),
+        (_CUDA + "/status", "GET", _every(routes.cuda_status)),
         (_CUDA + _REGION + "/status", "GET", routes.cuda_status),
         (_CUDA + _REGION + "/register", "POST", routes.cuda_register),
-        (_CUDA + "/unregister", "POST", routes.cuda_unregister),
+        (_CUDA + "/unregister", "POST", _every(routes.cuda_unregister)),
         (_CUDA + _REGION + "/unregister", "POST", routes.cuda_unregister),
     ]
     for path, method, handler in table:
@@ -120,6 +120,16 @@ def add_shared_memory_routes(app: FastAPI, api: RestApi, shm: SharedMemory,
     for prefix in (_SYSTEM, _CUDA):  # anything else under them: not the 501 of old
         app.add_api_route(prefix + "/{path:path}", _no_route, methods=["GET", "POST"],
                           tags=["inference"], include_in_schema=False)
+
+
+def _every(handler: Callable[[str | None], Awaitable[Response]]
+           ) -> Callable[[], Awaitable[Response]]:
+    """The route without a region: every region (no parameters, which FastAPI would take
+    from the query string)."""
+    async def every() -> Response:
+        return await handler(None)
+
+    return every
 
 
 async def _no_route(request: Request) -> Response:

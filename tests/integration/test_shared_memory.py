@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
@@ -195,3 +196,18 @@ def test_cuda_shared_memory_without_a_gpu(client: Any, protocol: str) -> None:
             "g", handle.decode() if protocol == "http" else handle, 0, 64)
     assert "CUDA shared memory needs" in str(caught.value.message())
     assert caught.value.status() in ("400", "StatusCode.FAILED_PRECONDITION")
+
+
+def test_registration_bodies_are_checked(endpoints: Endpoints, regions: Regions) -> None:
+    key, _ = regions.create(64)
+    url = f"{endpoints.http}/v2/systemsharedmemory"
+    cases = [({"key": key}, "'byte_size' is required"),
+             ({"key": key, "byte_size": -1}, "'byte_size' must be a non-negative integer"),
+             ({"key": key, "byte_size": 8, "size": 8}, "field 'size' is not part of a "
+                                                        "registration"),
+             ({"byte_size": 8}, "'key' must be a non-empty string")]
+    for body, message in cases:
+        answer = httpx.post(f"{url}/region/r/register", json=body)
+        assert answer.status_code == 400 and message in answer.json()["error"]
+    answer = httpx.get(f"{url}/region/r/stat")
+    assert answer.status_code == 404 and "no shared memory route" in answer.json()["error"]
