@@ -3,14 +3,16 @@
 # --shared-memory system vs none (binary HTTP, raw gRPC), for the cnn model (48 KB input) and a
 # model with a 10 MB input (y = ReduceSum(x), x FP32 [1, 2621440]).
 #   make .venv/.perf-analyzer && bash bench/shm_bench.sh
-# Env: CONC (concurrency, default 1 4), WINDOW_MS (default 4000), OUT (results directory).
+# Env: MODELS (default cnn big), CONC (concurrency, default 1 4), WINDOW_MS (default 4000),
+#      STABILITY (perf_analyzer's %, default 50: this box is shared), OUT (results directory).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 . "$REPO/bench/peers.sh"  # SHARED (make_models.py), or exit 2 saying what is missing
 PY="${PY:-$REPO/.venv/bin/python}"
 PA="$REPO/.venv/perf-analyzer"
 [ -x "$PA/bin/perf_analyzer" ] || { echo "run: make .venv/.perf-analyzer" >&2; exit 2; }
-CONC="${CONC:-1 4}"; WINDOW_MS="${WINDOW_MS:-4000}"
+MODELS_RUN="${MODELS:-cnn big}"; CONC="${CONC:-1 4}"; WINDOW_MS="${WINDOW_MS:-4000}"
+STABILITY="${STABILITY:-50}"
 OUT="${OUT:-$REPO/bench/results/shm-$(date +%Y%m%d-%H%M%S)}"
 MODELS="$OUT/models"
 mkdir -p "$OUT"
@@ -43,7 +45,7 @@ wait_ready "http://127.0.0.1:$HP/v2/models/big/ready" "$OUT/onnx-serve.log"
 declare -A SHAPE=([cnn]=3,64,64 [big]=2621440)
 echo "| model | protocol | conc | shared memory | infer/s | p50 ms | p99 ms |"
 echo "|---|---|---:|---|---:|---:|---:|"
-for m in cnn big; do
+for m in $MODELS_RUN; do
   for proto in http grpc; do
     port=$HP; [ "$proto" = grpc ] && port=$GP
     for c in $CONC; do
@@ -52,7 +54,7 @@ for m in cnn big; do
         LD_LIBRARY_PATH="$CUDART" "$PA/bin/perf_analyzer" -m "$m" -u "127.0.0.1:$port" \
           -i "$proto" --shape "x:${SHAPE[$m]}" --shared-memory "$shm" \
           --output-shared-memory-size 65536 --concurrency-range "$c" \
-          --measurement-interval "$WINDOW_MS" --stability-percentage 25 -f "$csv" \
+          --measurement-interval "$WINDOW_MS" --stability-percentage "$STABILITY" -f "$csv" \
           >"$OUT/$m-$proto-c$c-$shm.txt" 2>&1 || { echo "perf_analyzer failed: $csv.txt" >&2; continue; }
         "$PY" - "$csv" "$m" "$proto" "$c" "$shm" <<'EOF'
 import csv, sys
