@@ -11,6 +11,8 @@
    twice on one cache directory and both READY times are reported (the second reuses the
    engine cache).
 3. Latency and throughput at concurrency 1/8/32 over HTTP, written as a markdown table.
+4. CUDA shared memory (issue 19), with tritonclient and cuda-python installed: a region on
+   GPU 0 registers (cudaIpcOpenMemHandle in the server), shows in the status and unregisters.
 
 Not done yet (issue 22): the CNN model, CUDA graphs and IO binding rows, and the comparison
 with in-process onnxruntime; this script has never run on a GPU.
@@ -94,7 +96,31 @@ def _serve(root: Path, cache: Path) -> tuple[float, list[str], str]:
                                 f"providers {got} (wanted {want})")
         if not failures:
             rows = _load(server.http, ["mlp"] + (["trt"] if (root / "trt").exists() else []))
+            failures += _cuda_shared_memory(server.http)
     return ready, failures, rows
+
+
+def _cuda_shared_memory(url: str) -> list[str]:
+    """Register, list and unregister a CUDA region through tritonclient; [] when it works
+    (or cannot be tried: tritonclient or cuda-python missing, said on stderr)."""
+    try:
+        import tritonclient.http as triton_http
+        import tritonclient.utils.cuda_shared_memory as cudashm
+    except ImportError as err:
+        print(f"gpu_check: CUDA shared memory not checked: {err}", file=sys.stderr)
+        return []
+    client = triton_http.InferenceServerClient(url.removeprefix("http://"))
+    handle = cudashm.create_shared_memory_region("gpu_check", 1024, 0)
+    try:
+        client.register_cuda_shared_memory("gpu_check", cudashm.get_raw_handle(handle).decode(),
+                                           0, 1024)
+        names = [r["name"] for r in client.get_cuda_shared_memory_status()]
+        client.unregister_cuda_shared_memory("gpu_check")
+    except Exception as err:  # the server's refusal, said as it said it
+        return [f"CUDA shared memory: {err}"]
+    finally:
+        cudashm.destroy_shared_memory_region(handle)
+    return [] if names == ["gpu_check"] else [f"CUDA shared memory: status listed {names}"]
 
 
 def _load(url: str, models: list[str], seconds: float = 5.0) -> str:
