@@ -211,3 +211,24 @@ def test_registration_bodies_are_checked(endpoints: Endpoints, regions: Regions)
         assert answer.status_code == 400 and message in answer.json()["error"]
     answer = httpx.get(f"{url}/region/r/stat")
     assert answer.status_code == 404 and "no shared memory route" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_one_input_in_a_region_one_in_the_request(client: Any, protocol: str,
+                                                  regions: Regions, binary: bool) -> None:
+    """HTTP JSON or binary, gRPC raw_input_contents (one entry: the input not in a region)."""
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    b = np.full((2, 4), 3.0, np.float32)
+    handle = register(client, regions, "in", 2 * ROW)
+    shm.set_shared_memory_region(handle, [a])
+    lib = module(protocol)
+    first = lib.InferInput("a", [2, 4], "FP32")
+    first.set_shared_memory("in", 2 * ROW)
+    second = lib.InferInput("b", [2, 4], "FP32")
+    if protocol == "http":
+        second.set_data_from_numpy(b, binary_data=binary)
+    else:
+        second.set_data_from_numpy(b)
+    result = client.infer("add_two", [first, second])
+    np.testing.assert_array_equal(result.as_numpy("sum"), a + b)
+    np.testing.assert_array_equal(result.as_numpy("diff"), a - b)
