@@ -14,7 +14,7 @@ from app.types import InferResponse
 @contextmanager
 def leases(shared_memory: SharedMemory) -> Iterator[ShmUse]:
     """The regions one request uses, released when it has been answered."""
-    use = ShmUse(shared_memory.system)
+    use = ShmUse(shared_memory.system, shared_memory.cuda)
     try:
         yield use
     finally:

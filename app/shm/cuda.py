@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import threading
 from collections.abc import Callable
@@ -29,6 +30,8 @@ class CudaBinding(Protocol):
     def device_count(self) -> int: ...
     def open_ipc_handle(self, handle: bytes, device_id: int) -> int: ...
     def close_ipc_handle(self, pointer: int, device_id: int) -> None: ...
+    def to_host(self, pointer: int, nbytes: int, device_id: int) -> bytearray: ...
+    def to_device(self, pointer: int, data: memoryview, device_id: int) -> None: ...
 
 
 class CudaRuntime:
@@ -59,6 +62,64 @@ class CudaRuntime:
         self._call("cudaSetDevice", device_id)
         self._call("cudaIpcCloseMemHandle", pointer)
 
+    def to_host(self, pointer: int, nbytes: int, device_id: int) -> bytearray:
+        host = bytearray(nbytes)
+        if nbytes:
+            self._call("cudaSetDevice", device_id)
+            self._call("cudaMemcpy", _address(host), pointer, nbytes,
+                       self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+        return host
+
+    def to_device(self, pointer: int, data: memoryview, device_id: int) -> None:
+        if data.nbytes:
+            source = bytearray(data)  # a writable, contiguous copy whose address we can take
+            self._call("cudaSetDevice", device_id)
+            self._call("cudaMemcpy", pointer, _address(source), data.nbytes,
+                       self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice)
+
+
+def _address(buffer: bytearray) -> int:
+    return ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer))
+
+
+class DeviceSpan:
+    """`nbytes` bytes at `pointer` on a GPU: read by copying to the host, written by copying
+    to the device (the same interface as a host region's span)."""
+
+    __slots__ = ("_binding", "_device", "_pointer", "nbytes")
+
+    def __init__(self, binding: CudaBinding, pointer: int, nbytes: int, device: int) -> None:
+        self._binding, self._pointer, self.nbytes, self._device = binding, pointer, nbytes, device
+
+    def read(self) -> memoryview:
+        return memoryview(self._binding.to_host(self._pointer, self.nbytes, self._device))
+
+    def write(self, data: memoryview) -> None:
+        self._binding.to_device(self._pointer, data, self._device)
+
+
+class CudaRegion:
+    """One registered CUDA region and the leases of the requests using it (as SystemRegion)."""
+
+    __slots__ = ("_binding", "leases", "pointer", "retired", "status")
+
+    def __init__(self, status: CudaRegionStatus, pointer: int, binding: CudaBinding) -> None:
+        self.status, self.pointer, self._binding = status, pointer, binding
+        self.leases = 0
+        self.retired = False
+
+    def span(self, offset: int, byte_size: int, where: str) -> DeviceSpan:
+        if offset < 0 or byte_size < 0 or offset + byte_size > self.status.byte_size:
+            raise SharedMemoryError(
+                f"{where}: shared_memory_offset {offset} + shared_memory_byte_size "
+                f"{byte_size} is past the end of CUDA shared memory region "
+                f"'{self.status.name}' ({self.status.byte_size} bytes)")
+        return DeviceSpan(self._binding, self.pointer + offset, byte_size,
+                          self.status.device_id)
+
+    def close(self) -> None:
+        self._binding.close_ipc_handle(self.pointer, self.status.device_id)
+
 
 def load_binding() -> CudaBinding:
     """The CUDA runtime, or SharedMemoryUnavailable saying why there is none usable."""
@@ -88,7 +149,7 @@ class CudaSharedMemory:
     def __init__(self, binding: Callable[[], CudaBinding] = load_binding) -> None:
         self._load = binding
         self._binding: CudaBinding | None = None
-        self._regions: dict[str, tuple[CudaRegionStatus, int]] = {}
+        self._regions: dict[str, CudaRegion] = {}
         self._lock = threading.Lock()
 
     def register(self, name: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
@@ -114,7 +175,8 @@ class CudaSharedMemory:
                                         f"{device_id} does not exist (this server sees "
                                         f"{count} GPUs)")
             pointer = binding.open_ipc_handle(raw_handle, device_id)
-            self._regions[name] = (CudaRegionStatus(name, device_id, byte_size), pointer)
+            self._regions[name] = CudaRegion(CudaRegionStatus(name, device_id, byte_size),
+                                             pointer, binding)
 
     def unregister(self, name: str | None) -> None:
         with self._lock:
@@ -126,18 +188,33 @@ class CudaSharedMemory:
             else:
                 raise UnknownRegion(f"no CUDA shared memory region {shown(name)} is "
                                     "registered")
-            for status, pointer in regions:
-                if self._binding is not None:
-                    self._binding.close_ipc_handle(pointer, status.device_id)
+            for region in regions:
+                region.retired = True
+                if region.leases == 0:
+                    region.close()
 
     def status(self, name: str | None) -> list[CudaRegionStatus]:
         with self._lock:
             if name is None:
-                return [status for status, _ in self._regions.values()]
+                return [region.status for region in self._regions.values()]
             if name not in self._regions:
                 raise UnknownRegion(f"no CUDA shared memory region {shown(name)} is "
                                     "registered")
-            return [self._regions[name][0]]
+            return [self._regions[name].status]
+
+    def acquire(self, name: str) -> CudaRegion | None:
+        """Lease region `name` for one request, None when there is no such CUDA region."""
+        with self._lock:
+            region = self._regions.get(name)
+            if region is not None:
+                region.leases += 1
+            return region
+
+    def release(self, region: CudaRegion) -> None:
+        with self._lock:
+            region.leases -= 1
+            if region.leases == 0 and region.retired:
+                region.close()
 
     def _binding_or_refuse(self) -> CudaBinding:
         if self._binding is None:

@@ -33,6 +33,22 @@ class RegionStatus:
     byte_size: int
 
 
+class HostSpan:
+    """Bytes of a mapped region: read in place (no copy), written by one copy."""
+
+    __slots__ = ("_view", "nbytes")
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self.nbytes = view.nbytes
+
+    def read(self) -> memoryview:
+        return self._view.toreadonly()
+
+    def write(self, data: memoryview) -> None:
+        self._view[:data.nbytes] = data
+
+
 class SystemRegion:
     """One registered region: its mapping, and the leases of the requests using it.
 
@@ -47,6 +63,10 @@ class SystemRegion:
         self._map = mapping
         self._leases = 0
         self._retired = False
+
+    def span(self, offset: int, byte_size: int, where: str) -> HostSpan:
+        """`view` as ShmUse reads and writes it (as a CUDA region's DeviceSpan)."""
+        return HostSpan(self.view(offset, byte_size, where))
 
     def view(self, offset: int, byte_size: int, where: str) -> memoryview:
         """`byte_size` bytes at `offset` within the region (refused past its end)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -86,14 +87,17 @@ def test_the_region_count_is_bounded(directory: Path) -> None:
 
 
 class FakeRuntime:
-    """cuda-python's runtime module as far as the server uses it: (error, value) tuples."""
+    """cuda-python's runtime module as far as the server uses it: (error, value) tuples;
+    "device memory" is a bytearray per opened handle, at a made-up address."""
 
     cudaIpcMemLazyEnablePeerAccess = 1
+    cudaMemcpyKind = SimpleNamespace(cudaMemcpyDeviceToHost=2, cudaMemcpyHostToDevice=1)
 
     def __init__(self, devices: int) -> None:
         self.devices = devices
         self.opened: dict[int, bytes] = {}
         self.closed: list[int] = []
+        self.memory: dict[int, bytearray] = {}
 
     def cudaIpcMemHandle_t(self) -> Any:
         return SimpleNamespace(reserved=b"")
@@ -105,9 +109,23 @@ class FakeRuntime:
         return (0,) if device < self.devices else (101,)
 
     def cudaIpcOpenMemHandle(self, handle: Any, flags: int) -> tuple[int, int]:
-        pointer = 0x1000 + len(self.opened)
+        pointer = 0x100000 * (1 + len(self.opened))
         self.opened[pointer] = handle.reserved
+        self.memory[pointer] = bytearray(range(64)) * 16  # 1 KiB
         return 0, pointer
+
+    def _device(self, address: int) -> tuple[bytearray, int]:
+        base = address & ~0xFFFFF
+        return self.memory[base], address - base
+
+    def cudaMemcpy(self, dst: int, src: int, count: int, kind: int) -> tuple[int]:
+        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            memory, at = self._device(dst)
+            memory[at:at + count] = ctypes.string_at(src, count)
+        else:
+            memory, at = self._device(src)
+            ctypes.memmove(dst, bytes(memory[at:at + count]), count)
+        return (0,)
 
     def cudaIpcCloseMemHandle(self, pointer: int) -> tuple[int]:
         self.closed.append(pointer)
@@ -118,7 +136,7 @@ def test_cuda_regions_open_and_close_their_ipc_handles() -> None:
     runtime = FakeRuntime(devices=2)
     registry = CudaSharedMemory(lambda: CudaRuntime(runtime))
     registry.register("g", b"\x01" * 64, 1, 1024)
-    assert runtime.opened == {0x1000: b"\x01" * 64}
+    assert runtime.opened == {0x100000: b"\x01" * 64}
     assert [(s.name, s.device_id, s.byte_size) for s in registry.status(None)] == [
         ("g", 1, 1024)]
     with pytest.raises(SharedMemoryError, match="device_id 2 does not exist"):
@@ -126,7 +144,29 @@ def test_cuda_regions_open_and_close_their_ipc_handles() -> None:
     with pytest.raises(SharedMemoryError, match="raw_handle has 3 bytes"):
         registry.register("h", b"abc", 0, 1024)
     registry.unregister(None)
-    assert runtime.closed == [0x1000] and registry.status(None) == []
+    assert runtime.closed == [0x100000] and registry.status(None) == []
+
+
+def test_tensors_in_cuda_regions_are_copied_through_the_runtime(directory: Path) -> None:
+    runtime = FakeRuntime(devices=1)
+    cuda = CudaSharedMemory(lambda: CudaRuntime(runtime))
+    cuda.register("g", b"\x02" * 64, 0, 1024)
+    use = ShmUse(SystemSharedMemory(directory), cuda)
+    params = {"shared_memory_region": "g", "shared_memory_byte_size": 4,
+              "shared_memory_offset": 8}
+    array = ShmUse.read(use, "x", dtypes.BY_NAME["UINT8"], [4], 4, params, TensorLimits())
+    assert array.tolist() == [8, 9, 10, 11]
+    use.output("y", {"shared_memory_region": "g", "shared_memory_byte_size": 8,
+                     "shared_memory_offset": 16})
+    cuda.unregister("g")  # in use: the handle stays open until the request ends
+    use.write_outputs(InferResponse("m", "1", {"y": np.array([7.0, 8.0], np.float32)},
+                                    {"y": "FP32"}))
+    assert bytes(runtime.memory[0x100000][16:24]) == np.array([7, 8], np.float32).tobytes()
+    assert runtime.closed == []
+    use.close()
+    assert runtime.closed == [0x100000]
+    with pytest.raises(UnknownRegion):
+        ShmUse(SystemSharedMemory(directory), cuda).output("y", params)
 
 
 def test_cuda_without_a_gpu_is_a_failed_precondition() -> None:
