@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import re
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from app.api.compression import chosen_encoding
 from app.api.grpc_compression import SmallAnswers
 from app.settings import GrpcSettings
 from tests.integration.conftest import build_repository
-from tests.support.server import Endpoints, running_server
+from tests.support.server import Endpoints, running_server, start_server
 
 BIG = np.arange(9000, dtype=np.float32).reshape(1, 9000)  # 36 KB of output
 SMALL = np.ones((1, 3), np.float32)
@@ -98,3 +100,29 @@ def test_small_grpc_answers_are_left_uncompressed(tmp_path: Path) -> None:
     SmallAnswers(GrpcSettings(response_compression_level="low"))(context, 5000)
     SmallAnswers(GrpcSettings())(context, 100)  # compression off: nothing to turn off
     assert context.disabled == 1
+
+
+def test_grpc_core_compresses_big_answers_only(tmp_path: Path) -> None:
+    """Seen from inside: gRPC core's compression trace in a real server process, at Triton's
+    level high (deflate when the client accepts it) and the 4096-byte threshold."""
+    repo = build_repository(tmp_path / "repo")
+    started = start_server(
+        lambda http, grpc: [sys.executable, "-m", "app", "--model-repository", str(repo),
+                            "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port",
+                            str(grpc), "--log-level", "warning",
+                            "--grpc-infer-response-compression-level", "high"],
+        env={"GRPC_TRACE": "compression", "GRPC_VERBOSITY": "debug"})
+    try:
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{started.grpc_port}")
+        for x in (BIG, SMALL):
+            tensor = triton_grpc.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            np.testing.assert_array_equal(client.infer("id_wide", [tensor]).as_numpy("y"), x)
+        client.close()
+    finally:
+        started.stop()
+    log = started.stderr()
+    assert re.search(r"Compressed\[deflate\] 360\d\d bytes", log), log[-3000:]
+    small = re.findall(r"CompressMessage: len=(\d+) alg=1 flags=(\d+)", log)
+    # The small answer went with GRPC_WRITE_NO_COMPRESS (flags 2): not compressed.
+    assert "2" in [flags for size, flags in small if int(size) < 4096], log[-3000:]
