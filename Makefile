@@ -15,7 +15,7 @@ GRPC_PORT ?= 8001
 # jemalloc returns memory freed by unloaded models; glibc keeps ~4 copies (bench/reload_rss.py).
 JEMALLOC := $(firstword $(wildcard /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2))
 
-.PHONY: serve test lint check models protos bench image clean gpu-env devices
+.PHONY: serve test lint check models protos bench image clean gpu-env devices perf-analyzer
 
 # `pip install -e .` puts CPU onnxruntime back (a dependency): take out both builds, which share
 # their files, then install the GPU one alone.
@@ -74,6 +74,19 @@ $(VENV)/.azurite: | $(VENV)/.runtime
 	rm -rf $(VENV)/azurite && mkdir -p $(VENV)/azurite
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite $(AZURITE_NPM)
 	touch $@
+
+# perf_analyzer for its tests (pytest -m perf_analyzer): only tritonclient wheels <= 2.60 ship
+# the binary, and 2.51.0 is the newest that runs on Debian 12 (glibc 2.36); it needs libb64
+# (apt) and libcudart (NVIDIA's pip wheel), in a venv of its own (its pins are not ours).
+$(VENV)/.perf-analyzer: | $(VENV)/.runtime
+	test -x $(VENV)/perf-analyzer/bin/python || $(PYTHON) -m venv $(VENV)/perf-analyzer
+	$(VENV)/perf-analyzer/bin/pip install --quiet 'tritonclient[all]==2.51.0' nvidia-cuda-runtime-cu12
+	ldconfig -p | grep -q libb64.so.0d || apt-get install -y -qq libb64-0d \
+		|| (apt-get update -qq && apt-get install -y -qq libb64-0d)
+	touch $@
+
+perf-analyzer: $(VENV)/.perf-analyzer ## perf_analyzer (shared memory, HTTP and gRPC) against a real server
+	$(PY) -m pytest -m perf_analyzer tests/e2e/test_perf_analyzer.py
 
 serve: $(VENV)/.runtime ## serve model_repository/ on HTTP 8000 / gRPC 8001
 	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC)) $(PY) -m app --model-repository model_repository \

@@ -19,6 +19,7 @@ SETTING_FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--allow-metrics", "metrics.enabled", "BOOL"),
     ("--http-address", "http.address", "ADDRESS"),
     ("--grpc-address", "grpc.address", "ADDRESS"),
+    ("--grpc-infer-response-compression-level", "grpc.response_compression_level", "LEVEL"),
     ("--metrics-port", "metrics.port", "PORT"),
     ("--metrics-address", "metrics.address", "ADDRESS"),
     ("--metrics-interval-ms", "metrics.interval_ms", "MS"),
@@ -70,8 +71,6 @@ UNSUPPORTED: dict[str, tuple[str, str | None]] = {
     "--grpc-root-cert": ("mutual TLS is configured by a CA file", "grpc.tls_client_ca_path"),
     "--grpc-infer-allocation-pool-size": ("gRPC messages are not pooled", None),
     "--grpc-max-response-pool-size": ("gRPC messages are not pooled", None),
-    "--grpc-infer-response-compression-level": ("response compression is chosen by "
-                                                "algorithm", "grpc.response_compression"),
     "--grpc-keepalive-time": _KEEPALIVE,
     "--grpc-keepalive-timeout": ("gRPC keepalive is configured in seconds",
                                  "grpc.keepalive_timeout_s"),

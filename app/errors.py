@@ -19,6 +19,8 @@ class ErrorCode(enum.Enum):
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION_DENIED = "permission_denied"
     CONFLICT = "conflict"
+    #: the server cannot do this in its present state (CUDA shared memory without a GPU)
+    FAILED_PRECONDITION = "failed_precondition"
     INTERNAL = "internal"
 
 

@@ -32,6 +32,7 @@ from app.repository.view import RepositoryView
 from app.repository.watcher import RepositoryWatcher
 from app.service import InferenceService
 from app.settings import Settings
+from app.shm.registries import SharedMemory
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,8 @@ class Server:
         self.settings = settings
         self.manager = build_manager(settings)
         self.service = InferenceService(self.manager, settings.repository.control_mode,
-                                        ResponseCache(settings.cache.size_bytes))
+                                        ResponseCache(settings.cache.size_bytes),
+                                        SharedMemory(settings.shared_memory))
         self.authenticator = Authenticator(settings.auth) if settings.auth.enabled else None
         self.registry = (build_registry(self.manager, self.service, self.authenticator,
                                         settings.metrics.interval_ms,
@@ -229,6 +231,7 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
             await self.manager.close()
+            self.service.shared_memory.close()  # every request is answered: unmap regions
 
     async def _drain_when_asked(self, grpc: GrpcFrontend, asked: asyncio.Event) -> None:
         """The shutdown: readiness off and the listeners closed at once, idle connections

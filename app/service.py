@@ -27,6 +27,7 @@ from app.models.manager import ModelManager
 from app.models.version import LoadedModel, ModelState
 from app.repository.config import ConfigError, parse_config_json
 from app.repository.paths import check_model_name
+from app.shm.registries import SharedMemory
 from app.statistics import model_statistics
 from app.types import Array, InferRequest, InferResponse, Parameters, TensorSpec
 
@@ -37,7 +38,7 @@ SERVER_NAME = "onnx-serve"
 PLATFORM = "onnxruntime_onnx"
 #: Only what is implemented; later features add themselves here when they land.
 EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration",
-              "model_repository", "schedule_policy", "statistics")
+              "model_repository", "schedule_policy", "statistics", "system_shared_memory")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +82,11 @@ class InferenceService:
     """Transport-neutral operations; raises ServingError subclasses for every client failure."""
 
     def __init__(self, manager: ModelManager, control_mode: str = "none",
-                 cache: ResponseCache | None = None) -> None:
+                 cache: ResponseCache | None = None,
+                 shared_memory: SharedMemory | None = None) -> None:
         self._manager = manager
+        #: the shared-memory regions both transports read inputs from and write outputs to
+        self.shared_memory = shared_memory if shared_memory is not None else SharedMemory()
         #: every model's cached answers (app/cache.py); without one, nothing is cached
         self.cache = cache if cache is not None else ResponseCache(0)
         self._control_mode = control_mode

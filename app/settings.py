@@ -113,6 +113,11 @@ class HttpSettings(_Tls, _TensorLimits):
     address: str | None = Field(
         None, description="Address the HTTP listener binds (Triton's --http-address); unset: "
         "`host`.")
+    # Response compression (README.md, Compression; app/api/compression.py).
+    response_compression_min_bytes: int = Field(
+        4096, ge=0, description="Compress an answer (gzip or deflate, as the client's "
+        "Accept-Encoding asks) only when its body has at least this many bytes; smaller ones "
+        "go as they are, where compressing costs more than it saves.")
 
 
 class GrpcSettings(_Tls, _TensorLimits):
@@ -131,6 +136,14 @@ class GrpcSettings(_Tls, _TensorLimits):
     response_compression: Literal["none", "gzip", "deflate"] = Field(
         "none", description="Compress responses (requests a client compressed are always "
         "accepted).")
+    # Triton's --grpc-infer-response-compression-level (README.md, Compression).
+    response_compression_level: Literal["none", "low", "medium", "high"] = Field(
+        "none", description="Compress responses at this level, with the strongest algorithm "
+        "the client accepts (gRPC core's choice: low gzip, high deflate); not with "
+        "response_compression. A compressed request (grpc-encoding) is always accepted.")
+    response_compression_min_bytes: int = Field(
+        4096, ge=0, description="With response compression on, inference answers smaller "
+        "than this go uncompressed.")
     # Connection limits and timeouts (README.md), handed to gRPC's own transport.
     max_connections: int = Field(
         1000, ge=1, le=1_000_000,
@@ -160,6 +173,13 @@ class GrpcSettings(_Tls, _TensorLimits):
     address: str | None = Field(
         None, description="Address the gRPC listener binds (Triton's --grpc-address); unset: "
         "`host`.")
+
+    @model_validator(mode="after")
+    def _one_compression(self) -> GrpcSettings:
+        if self.response_compression != "none" and self.response_compression_level != "none":
+            raise ValueError("set response_compression (an algorithm) or "
+                             "response_compression_level (Triton's level), not both")
+        return self
 
 
 def default_cache_dir() -> Path:
@@ -431,6 +451,18 @@ class ShutdownSettings(_Group):
     )
 
 
+class SharedMemorySettings(_Group):
+    """Triton's shared-memory extensions (README.md, Shared memory; app/shm/)."""
+
+    system_directory: Path = Field(
+        Path("/dev/shm"),  # nosec B108 # where POSIX shm lives; keys are plain names only
+        description="Where POSIX shared memory objects live: key '/name' is the file "
+        "<directory>/name (a plain name, never a path).")
+    max_regions: int = Field(
+        1024, ge=0, le=1_000_000, description="Most regions registered at once (each holds "
+        "an open mapping); registering one more is refused (400 / INVALID_ARGUMENT).")
+
+
 class AuthSettings(_Group):
     """API keys (README.md, Security). Setting either source turns authentication on."""
 
@@ -525,6 +557,7 @@ class Settings(BaseSettings):
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
+    shared_memory: SharedMemorySettings = Field(default_factory=SharedMemorySettings)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -15,6 +15,8 @@
 3. Latency and throughput at concurrency 1/8/32 over HTTP (binary tensors) per model, beside
    in-process onnxruntime on the same device and providers at batch 1 (through the server's
    own IO-binding runner), written as a markdown table.
+4. CUDA shared memory (issue 19), with tritonclient and cuda-python installed: a region on
+   GPU 0 registers (cudaIpcOpenMemHandle in the server), shows in the status and unregisters.
 Never run on a GPU by its authors (no GPU machine was available): its first run is the check.
 """
 
@@ -141,7 +143,32 @@ def serve(root: Path, cache: Path, chosen: dict[str, tuple[Any, str, str]],
         failures = [problem for entry in index
                     for problem in check(server.http, entry, chosen[entry["name"]][2])]
         rows = [] if failures or seconds <= 0 else measure(server.http, chosen, seconds)
+        if not failures and seconds > 0:
+            failures += _cuda_shared_memory(server.http)
     return ready, failures, rows
+
+
+def _cuda_shared_memory(url: str) -> list[str]:
+    """Register, list and unregister a CUDA region through tritonclient; [] when it works
+    (or cannot be tried: tritonclient or cuda-python missing, said on stderr)."""
+    try:
+        import tritonclient.http as triton_http
+        import tritonclient.utils.cuda_shared_memory as cudashm
+    except ImportError as err:
+        print(f"gpu_check: CUDA shared memory not checked: {err}", file=sys.stderr)
+        return []
+    client = triton_http.InferenceServerClient(url.removeprefix("http://"))
+    handle = cudashm.create_shared_memory_region("gpu_check", 1024, 0)
+    try:
+        client.register_cuda_shared_memory("gpu_check", cudashm.get_raw_handle(handle).decode(),
+                                           0, 1024)
+        names = [r["name"] for r in client.get_cuda_shared_memory_status()]
+        client.unregister_cuda_shared_memory("gpu_check")
+    except Exception as err:  # the server's refusal, said as it said it
+        return [f"CUDA shared memory: {err}"]
+    finally:
+        cudashm.destroy_shared_memory_region(handle)
+    return [] if names == ["gpu_check"] else [f"CUDA shared memory: status listed {names}"]
 
 
 def check(url: str, entry: dict[str, str], wanted: str) -> list[str]:

@@ -17,12 +17,16 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 
 from app.api import offload
 from app.api.grpc_auth import AuthInterceptor
+from app.api.grpc_compression import SmallAnswers, compression_options
 from app.api.grpc_drain import GrpcCalls, GrpcFrontend, channelz_ids, new_channelz_id
+from app.api.grpc_shm import install_shared_memory
+from app.api.shm_infer import leases, write_outputs
 from app.api.status import GRPC_STATUS
 from app.auth import Authenticator
 from app.codecs.checks import unimplemented
 from app.codecs.grpc import answers_raw, decode_request, parameters_to_proto
 from app.codecs.grpc_wire import WireError, infer_response_bytes, split_raw_inputs
+from app.codecs.shm import ShmUse, shm_outputs
 from app.codecs.tensors import TensorLimits
 from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
@@ -213,6 +217,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._service = service
         self._limits = TensorLimits.of(settings, "grpc")
         self._max_message_bytes = settings.max_message_bytes
+        self._small_answers = SmallAnswers(settings)  # left uncompressed
         self._idle_streams: set[asyncio.Task[Any]] = set()
         self._ending: set[asyncio.Task[Any]] = set()  # idle streams the drain cancelled
 
@@ -251,10 +256,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: bytes, context: Any) -> bytes:
         """Takes and returns serialized messages (RAW_METHODS)."""
         message, raw_inputs = await self._parsed(request)
-        decoded = await self._decoded(request, message, raw_inputs)
-        response = await self._service.infer(decoded, "grpc")
-        return await offload.by_size(_output_bytes(response), infer_response_bytes, response,
-                                     answers_raw(message, raw_inputs))
+        with leases(self._service.shared_memory) as shm:  # regions leased until answered
+            decoded = await self._decoded(request, message, raw_inputs, shm)
+            response = await self._service.infer(decoded, "grpc")
+            await write_outputs(shm, response)
+            answer = await offload.by_size(_output_bytes(response), infer_response_bytes,
+                                           response, answers_raw(message, raw_inputs), False,
+                                           False, shm_outputs(decoded))
+        self._small_answers(context, len(answer))
+        return answer
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[bytes], context: Any
@@ -269,15 +279,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 self._idle_streams.discard(task)
                 message, raw_inputs = await self._parsed(data)  # unparsable: the stream ends
                 try:
-                    decoded = await self._decoded(data, message, raw_inputs)
-                    response = await self._service.infer(decoded, "grpc")
+                    with leases(self._service.shared_memory) as shm:
+                        decoded = await self._decoded(data, message, raw_inputs, shm)
+                        response = await self._service.infer(decoded, "grpc")
+                        await write_outputs(shm, response)
                     # Triton's flag for decoupled clients; no model here is decoupled, so
                     # each request's one answer is its final one.
                     final = _FINAL_FLAG in message.parameters \
                         and message.parameters[_FINAL_FLAG].bool_param
-                    yield await offload.by_size(_output_bytes(response), infer_response_bytes,
-                                                response, answers_raw(message, raw_inputs),
-                                                True, final)
+                    answer = await offload.by_size(
+                        _output_bytes(response), infer_response_bytes, response,
+                        answers_raw(message, raw_inputs), True, final, shm_outputs(decoded))
+                    self._small_answers(context, len(answer))
+                    yield answer
                 except ServingError as err:
                     # A failed request is reported on its own message; the stream goes on.
                     failed = pb.ModelInferResponse(model_name=message.model_name,
@@ -322,13 +336,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise
 
     async def _decoded(self, data: bytes, message: pb.ModelInferRequest,
-                       raw_inputs: list[memoryview]) -> InferRequest:
+                       raw_inputs: list[memoryview], shm: ShmUse) -> InferRequest:
         """Check and decode a parsed message (off the loop when big); a refusal here is
         answered without the service, so it is counted here, under the model it names."""
         try:
             self._check_size(len(data))
             return await offload.by_size(len(data), decode_request, message, self._limits,
-                                         raw_inputs)
+                                         raw_inputs, shm)
         except BaseException as err:
             self._service.refused("grpc", message.model_name, message.model_version or None,
                                   err)
@@ -400,6 +414,9 @@ for _name, _feature in {
     setattr(InferenceServicer, _name, _unsupported(_feature))
 
 
+install_shared_memory(InferenceServicer)  # the shared-memory RPCs (api/grpc_shm.py)
+
+
 class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     """grpc.health.v1 from live readiness: '' and the inference service follow server
     readiness; a model name follows that model's readiness."""
@@ -464,7 +481,7 @@ def create_grpc_server(service: InferenceService, settings: GrpcSettings,
                  ("grpc.keepalive_permit_without_calls", 1),
                  ("grpc.http2.min_ping_interval_without_data_ms",
                   int(settings.keepalive_min_client_ping_interval_s * 1000)),
-                 *_connection_options(settings)],
+                 *_connection_options(settings), *compression_options(settings)],
         compression=_COMPRESSION[settings.response_compression],
     )
     calls = GrpcCalls(new_channelz_id(existing))

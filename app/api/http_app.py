@@ -10,6 +10,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.compression import CompressResponses
 from app.api.http_security import secure
 from app.api.rest import (
     CLIENT_CLOSED,
@@ -46,8 +47,10 @@ def create_app(service: InferenceService, settings: HttpSettings,
         if target is not None and scope.get("method") == "POST":
             api.refused(*target, err)
 
+    answers = CompressResponses(InferFastPath(routes, api),  # Accept-Encoding: gzip/deflate
+                                settings.response_compression_min_bytes)
     return CloseWhenDraining(
-        secure(InferFastPath(routes, api), routes, lambda path: infer_target(path) is not None,
+        secure(answers, routes, lambda path: infer_target(path) is not None,
                authenticator, cors or CorsSettings(), refused),
         service)
 

@@ -21,11 +21,14 @@ from starlette.types import Receive
 from app import __version__
 from app.api import offload
 from app.api.body import BodyBuffer
+from app.api.http_shm import add_shared_memory_routes
 from app.api.openapi import INFER_OPENAPI, error_responses
+from app.api.shm_infer import leases, write_outputs
 from app.api.status import HTTP_STATUS
 from app.codecs.checks import unimplemented
 from app.codecs.json_request import parse_json_object
 from app.codecs.rest import RestLimits, decode_raw_request, decode_request, encode_response
+from app.codecs.shm import ShmUse
 from app.codecs.tensors import TensorLimits
 from app.errors import ErrorCode, InvalidInput, ServingError, Unsupported
 from app.metrics_triton import exposition
@@ -174,21 +177,23 @@ class RestApi:
                     body: bytes) -> tuple[bytes, int | None]:
         """Decode, infer, encode: the answer's bytes, and its JSON header length when the
         answer carries binary outputs (None for plain JSON)."""
-        try:
-            request = await self._decode(header, body, name, version)
-        except BaseException as err:
-            self.refused(name, version, err)
-            raise
-        response = await self._service.infer(request)
-        size = sum(a.nbytes for a in response.outputs.values())
-        return await offload.by_size(size, encode_response, response, request)
+        with leases(self._service.shared_memory) as shm:  # regions leased until answered
+            try:
+                request = await self._decode(header, body, name, version, shm)
+            except BaseException as err:
+                self.refused(name, version, err)
+                raise
+            response = await self._service.infer(request)
+            await write_outputs(shm, response)
+            size = sum(a.nbytes for a in response.outputs.values())
+            return await offload.by_size(size, encode_response, response, request)
 
     def refused(self, name: str, version: str | None, err: BaseException) -> None:
         """Count an inference request answered before the service saw it (the metrics)."""
         self._service.refused("http", name, version, err)
 
     async def _decode(
-        self, header: str | None, body: bytes, name: str, version: str | None
+        self, header: str | None, body: bytes, name: str, version: str | None, shm: ShmUse
     ) -> InferRequest:
         header_length = None
         if header is not None:
@@ -204,7 +209,7 @@ class RestApi:
             return decode_raw_request(name, version, body, target.spec, target.batched,
                                       self._limits)
         return await offload.by_size(len(body), decode_request, name, version, body,
-                                     header_length, self._limits)
+                                     header_length, self._limits, shm)
 
     def body_buffer(self, content_length: bytes | str | None,
                     content_encoding: bytes | str | None) -> BodyBuffer:
@@ -281,6 +286,7 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
                 path.replace("/v2", prefix, 1) + "/infer", handler, methods=["POST"],
                 tags=["inference"], responses=infer_errors, openapi_extra=INFER_OPENAPI,
             )
+    add_shared_memory_routes(app, api, api._service.shared_memory, api._limits.max_json_depth)
     _add_unimplemented_routes(app)
 
 

@@ -20,18 +20,19 @@ REQUEST_PARAMETERS: dict[str, frozenset[str]] = {
     "http": frozenset({"priority", "timeout", "binary_data_output"}),
     "grpc": frozenset({"priority", "timeout", "triton_enable_empty_final_response"}),
 }
+SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
+#: System shared memory (app/shm/): a tensor read from, or written to, a registered region.
+SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_offset",
+                            "shared_memory_byte_size")
 INPUT_PARAMETERS: dict[str, frozenset[str]] = {
-    "http": frozenset({"binary_data_size"}),
-    "grpc": frozenset(),
+    "http": frozenset({"binary_data_size", *SHARED_MEMORY_PARAMETERS}),
+    "grpc": frozenset(SHARED_MEMORY_PARAMETERS),
 }
 #: `classification`: Triton's classification extension (codecs/classification.py).
 OUTPUT_PARAMETERS: dict[str, frozenset[str]] = {
-    "http": frozenset({"binary_data", "classification"}),
-    "grpc": frozenset({"classification"}),
+    "http": frozenset({"binary_data", "classification", *SHARED_MEMORY_PARAMETERS}),
+    "grpc": frozenset({"classification", *SHARED_MEMORY_PARAMETERS}),
 }
-SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
-SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_offset",
-                            "shared_memory_byte_size")
 #: The binary tensor extension's parameters: HTTP's way of sending raw bytes.
 BINARY_PARAMETERS = ("binary_data_output", "binary_data", "binary_data_size")
 #: Declared by the protocol, not implemented yet: one message per feature, the same over
@@ -116,11 +117,6 @@ def check_output_parameters(name: str, parameters: Mapping[str, ParamValue],
 
 def _check_tensor(role: str, name: str, parameters: Mapping[str, ParamValue],
                   table: Mapping[str, frozenset[str]], transport: str) -> None:
-    for key in SHARED_MEMORY_PARAMETERS:  # in a fixed order, as above
-        if key in parameters:
-            raise InvalidInput(
-                f"{role} '{name}': parameter '{key}': shared memory is not supported by "
-                "onnx-serve yet; send the tensor in the request instead")
     for key in sorted(parameters):
         if key not in table[transport]:
             raise InvalidInput(_unknown(f"{role} '{name}': parameter", key, table, transport))

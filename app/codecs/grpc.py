@@ -13,6 +13,7 @@ from app.codecs.checks import (
     check_output_parameters,
     check_request_parameters,
 )
+from app.codecs.shm import ShmUse, lease_outputs, uses_shm
 from app.codecs.tensors import (
     TensorLimits,
     array_from_buffer,
@@ -52,20 +53,25 @@ def parameters_to_proto(values: Mapping[str, ParamValue]) -> dict[str, pb.InferP
 
 
 def decode_request(message: pb.ModelInferRequest, limits: TensorLimits,
-                   raw_inputs: Sequence[bytes | memoryview] = ()) -> InferRequest:
-    """Decode a ModelInferRequest; raw_input_contents, when used, covers every input.
-    `raw_inputs` stands for the message's raw_input_contents when it was split off
-    (codecs/grpc_wire.py)."""
+                   raw_inputs: Sequence[bytes | memoryview] = (),
+                   shm: ShmUse | None = None) -> InferRequest:
+    """Decode a ModelInferRequest; raw_input_contents, when used, covers every input not in
+    shared memory (read through `shm`). `raw_inputs` stands for the message's
+    raw_input_contents when it was split off (codecs/grpc_wire.py)."""
     parameters = parameters_from_proto(message.parameters)
     check_request_parameters(parameters, "grpc")
     outputs = _requested_outputs(message)
+    lease_outputs(shm, outputs)
     limits.check_inputs(len(message.inputs))
     raw: Sequence[bytes | memoryview] = raw_inputs or message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
+    in_shm = [uses_shm(parameters_from_proto(t.parameters)) for t in message.inputs]
+    if raw and len(raw) != len(message.inputs) - sum(in_shm):
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries but the request has "
-            f"{len(message.inputs)} inputs; give one raw entry per input, in order"
+            f"{len(message.inputs) - sum(in_shm)} inputs outside shared memory; give one "
+            "raw entry per input, in order"
         )
+    raw_index = 0
     inputs: dict[str, Array] = {}
     datatypes: dict[str, str] = {}
     total = 0
@@ -75,7 +81,8 @@ def decode_request(message: pb.ModelInferRequest, limits: TensorLimits,
             raise InvalidInput(f"inputs[{position}] has no name")
         if name in inputs:
             raise InvalidInput(f"input '{name}' appears more than once")
-        check_input_parameters(name, parameters_from_proto(tensor.parameters), "grpc")
+        tensor_parameters = parameters_from_proto(tensor.parameters)
+        check_input_parameters(name, tensor_parameters, "grpc")
         dt = dtypes.by_name(tensor.datatype)
         if dt is None:
             known = ", ".join(dtypes.BY_NAME)
@@ -86,12 +93,18 @@ def decode_request(message: pb.ModelInferRequest, limits: TensorLimits,
         count = element_count(name, shape, limits)
         total += count
         limits.check_total(total)
-        if raw:
+        if in_shm[position]:
+            if tensor.HasField("contents"):
+                raise InvalidInput(f"input '{name}': give either its data or a shared memory "
+                                   "region, not both")
+            inputs[name] = ShmUse.read(shm, name, dt, shape, count, tensor_parameters, limits)
+        elif raw:
             if tensor.HasField("contents"):
                 raise InvalidInput(
                     f"input '{name}': set either contents or raw_input_contents, not both"
                 )
-            inputs[name] = array_from_buffer(name, dt, shape, raw[position], count, limits)
+            inputs[name] = array_from_buffer(name, dt, shape, raw[raw_index], count, limits)
+            raw_index += 1
         else:
             inputs[name] = _from_contents(name, dt, tensor.contents, shape, count, limits)
         datatypes[name] = dt.name
@@ -172,16 +185,19 @@ def _from_contents(
 def answers_raw(message: pb.ModelInferRequest, raw_inputs: Sequence[object] = ()) -> bool:
     """Outputs go raw when the inputs came raw (`raw_inputs` when they were split off the
     message), and when there were none to tell: Triton always answers raw, and
-    tritonclient reads nothing else."""
-    return bool(raw_inputs or message.raw_input_contents) or not message.inputs
+    tritonclient reads nothing else; so too when inputs came in shared memory."""
+    return bool(raw_inputs or message.raw_input_contents) or not message.inputs \
+        or any(uses_shm(t.parameters) for t in message.inputs)
 
 
 def encode_response(
-    response: InferResponse, raw: bool, raw_into: list[memoryview] | None = None
+    response: InferResponse, raw: bool, raw_into: list[memoryview] | None = None,
+    shm_outputs: Mapping[str, Mapping[str, ParamValue]] | None = None,
 ) -> pb.ModelInferResponse:
     """Encode outputs typed, or all raw when `raw` (or when an output has no typed field).
     With `raw_into`, raw outputs go there (views of the arrays, not copies) instead of
-    into the message's raw_output_contents (codecs/grpc_wire.py frames them)."""
+    into the message's raw_output_contents (codecs/grpc_wire.py frames them).
+    `shm_outputs` (name -> requested parameters) were written to regions: no data."""
     raw = raw or any(dtypes.BY_NAME[d].contents_field is None
                      for d in response.output_datatypes.values())
     message = pb.ModelInferResponse(
@@ -193,6 +209,13 @@ def encode_response(
         datatype = response.output_datatypes[name]
         tensor = message.outputs.add(name=name, datatype=datatype, shape=array.shape)
         dt = dtypes.BY_NAME[datatype]
+        if shm_outputs and name in shm_outputs:  # written to its region: no data
+            # An empty raw entry keeps raw_output_contents aligned with outputs (Triton's way).
+            if raw and raw_into is not None:
+                raw_into.append(memoryview(b""))
+            elif raw:
+                message.raw_output_contents.append(b"")
+            continue
         if raw and raw_into is not None:
             raw_into.append(array_view(array, dt))
             continue

@@ -8,8 +8,10 @@ fields themselves and leave the small rest of each message to protobuf.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from app.codecs.grpc import encode_response
-from app.types import InferResponse
+from app.types import InferResponse, ParamValue
 
 #: Field numbers in protos/inference.proto.
 RAW_INPUT_CONTENTS = 7  # ModelInferRequest.raw_input_contents
@@ -62,12 +64,15 @@ def split_raw_inputs(data: bytes) -> tuple[bytes, list[memoryview]]:
 
 
 def infer_response_bytes(response: InferResponse, raw: bool, streamed: bool = False,
-                         final: bool = False) -> bytes:
+                         final: bool = False,
+                         shm_outputs: Mapping[str, Mapping[str, ParamValue]] | None = None
+                         ) -> bytes:
     """The serialized ModelInferResponse (a ModelStreamInferResponse around it when
     `streamed`), its raw outputs copied once, straight from the arrays; `final` marks it
-    as its request's last answer (Triton's `triton_final_response`)."""
+    as its request's last answer (Triton's `triton_final_response`); `shm_outputs` as
+    codecs.grpc.encode_response takes them."""
     buffers: list[memoryview] = []
-    message = encode_response(response, raw, raw_into=buffers)
+    message = encode_response(response, raw, raw_into=buffers, shm_outputs=shm_outputs)
     if final:
         message.parameters["triton_final_response"].bool_param = True
     head = message.SerializeToString()

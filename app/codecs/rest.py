@@ -18,6 +18,7 @@ from app.codecs.checks import (
 )
 from app.codecs.dtypes import JsonKind
 from app.codecs.json_request import TensorData, parse_request_document
+from app.codecs.shm import ShmUse, lease_outputs, shm_output, uses_shm
 from app.codecs.tensors import (
     TensorLimits,
     array_from_buffer,
@@ -51,8 +52,10 @@ def decode_request(
     body: bytes,
     header_length: int | None,
     limits: RestLimits,
+    shm: ShmUse | None = None,
 ) -> InferRequest:
-    """Decode a JSON body, or a JSON header followed by binary tensor chunks."""
+    """Decode a JSON body, or a JSON header followed by binary tensor chunks; tensors in
+    system shared memory through `shm`."""
     json_end = len(body) if header_length is None else header_length
     if json_end > len(body):
         raise InvalidInput(
@@ -66,6 +69,7 @@ def decode_request(
     parameters = _parameters(document.get("parameters"), "request")
     check_request_parameters(parameters, "http")
     outputs = _requested_outputs(document.get("outputs"))
+    lease_outputs(shm, outputs)
     limits.tensors.check_inputs(len(raw_inputs))
     inputs: dict[str, Array] = {}
     datatypes: dict[str, str] = {}
@@ -76,7 +80,7 @@ def decode_request(
         name = _string(tensor, "name", f"inputs[{position}]")
         if name in inputs:
             raise InvalidInput(f"input '{name}' appears more than once")
-        array, dt, used = _decode_input(name, tensor, binary, offset, total, limits)
+        array, dt, used = _decode_input(name, tensor, binary, offset, total, limits, shm)
         offset += used
         total += array.size
         inputs[name] = array
@@ -142,6 +146,11 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
         dt = dtypes.BY_NAME[response.output_datatypes[name]]
         entry: dict[str, Any] = {"name": name, "datatype": dt.name, "shape": list(array.shape)}
         wanted = per_output.get(name)
+        if wanted is not None and shm_output(wanted.parameters):
+            # Written to its region: no data, and no parameters (Triton's C++ client takes
+            # an output's parameters for binary_data_size's).
+            outputs.append(entry)
+            continue
         binary = default_binary
         if wanted is not None and BINARY_DATA in wanted.parameters:
             binary = bool(wanted.parameters[BINARY_DATA])
@@ -185,6 +194,7 @@ def _decode_input(
     offset: int,
     total: int,
     limits: RestLimits,
+    shm: ShmUse | None = None,
 ) -> tuple[Array, dtypes.DataType, int]:
     """One input; `total`: the elements of the inputs before it (for max_request_elements)."""
     where = f"input '{name}'"
@@ -199,6 +209,11 @@ def _decode_input(
     shape = _shape(tensor.get("shape"), where)
     count = element_count(name, shape, limits.tensors)
     limits.tensors.check_total(total + count)
+    if uses_shm(parameters):
+        if "data" in tensor or BINARY_DATA_SIZE in parameters:
+            raise InvalidInput(f"{where}: give either its data or a shared memory region, "
+                               "not both")
+        return ShmUse.read(shm, name, dt, shape, count, parameters, limits.tensors), dt, 0
     size = parameters.get(BINARY_DATA_SIZE)
     if size is not None:
         if "data" in tensor:

@@ -77,8 +77,9 @@ def test_errors_reach_the_client(client: triton_grpc.InferenceServerClient) -> N
     tensor.set_data_from_numpy(np.ones((1, 3), np.float32))
     with pytest.raises(triton_grpc.InferenceServerException, match="unknown model 'nope'"):
         client.infer("nope", [tensor])
-    with pytest.raises(triton_grpc.InferenceServerException, match="not supported"):
-        client.get_system_shared_memory_status()
+    with pytest.raises(triton_grpc.InferenceServerException,
+                       match="no shared memory region 'nope' is registered"):
+        client.get_system_shared_memory_status("nope")
 
 
 def grpcurl() -> str | None:

@@ -207,6 +207,13 @@ GUARDED = [
     # Declared by the protocol, answered 501 (with a key): the groups of their gRPC twins.
     ("GET", "/v2/systemsharedmemory/status"), ("POST", "/v2/cudasharedmemory/status"),
     ("GET", "/v2/trace/setting"), ("POST", "/v2/models/m/trace/setting"), ("GET", "/v2/logging"),
+    # Issue 19: the shared-memory routes (inference, as their gRPC methods).
+    *[(method, f"/v2/{kind}sharedmemory{path}")
+      for kind in ("system", "cuda")
+      for method, path in (("GET", "/region/{region_name}/status"),
+                           ("POST", "/region/{region_name}/register"),
+                           ("POST", "/unregister"),
+                           ("POST", "/region/{region_name}/unregister"))],
 ]
 OPEN = [("GET", "/v2/health/live"), ("GET", "/v2/health/ready"), ("GET", "/v2/models/m/ready"),
         ("GET", "/v2/models/m/versions/1/ready")]

@@ -111,9 +111,13 @@ def test_stream_reports_a_failed_request_and_goes_on(stub: Stub) -> None:
      grpc.StatusCode.NOT_FOUND, "unknown version '1'"),
     (lambda s: s.ModelStatistics(pb.ModelStatisticsRequest(name="nope")),
      grpc.StatusCode.NOT_FOUND, "unknown model 'nope'"),
-    (lambda s: s.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest()),
-     grpc.StatusCode.UNIMPLEMENTED, "system shared memory"),
-], ids=["unknown-model", "fp16-typed", "unknown-version", "statistics", "shared-memory"])
+    (lambda s: s.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest(name="r")),
+     grpc.StatusCode.INVALID_ARGUMENT, "no shared memory region 'r' is registered"),
+    (lambda s: s.CudaSharedMemoryRegister(pb.CudaSharedMemoryRegisterRequest(
+        name="g", raw_handle=b"\0" * 64)),
+     grpc.StatusCode.FAILED_PRECONDITION, "CUDA shared memory needs"),
+], ids=["unknown-model", "fp16-typed", "unknown-version", "statistics", "shared-memory",
+        "cuda-shared-memory"])
 def test_errors_carry_status_and_message(stub: Stub, call, code, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.RpcError) as caught:
         call(stub)

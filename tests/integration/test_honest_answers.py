@@ -48,20 +48,7 @@ def grpc_client(grpc_target: str) -> Iterator[triton_grpc.InferenceServerClient]
 
 # ---- item 16: declared routes answer 501 with gRPC's words --------------------------------
 ROUTES: list[tuple[str, str, Callable[[Stub], Any]]] = [
-    ("GET", "/v2/systemsharedmemory/status",
-     lambda s: s.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest())),
-    ("GET", "/v2/systemsharedmemory/region/r/status",
-     lambda s: s.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest(name="r"))),
-    ("POST", "/v2/systemsharedmemory/region/r/register",
-     lambda s: s.SystemSharedMemoryRegister(pb.SystemSharedMemoryRegisterRequest(name="r"))),
-    ("POST", "/v2/systemsharedmemory/unregister",
-     lambda s: s.SystemSharedMemoryUnregister(pb.SystemSharedMemoryUnregisterRequest())),
-    ("GET", "/v2/cudasharedmemory/status",
-     lambda s: s.CudaSharedMemoryStatus(pb.CudaSharedMemoryStatusRequest())),
-    ("POST", "/v2/cudasharedmemory/region/r/register",
-     lambda s: s.CudaSharedMemoryRegister(pb.CudaSharedMemoryRegisterRequest(name="r"))),
-    ("POST", "/v2/cudasharedmemory/region/r/unregister",
-     lambda s: s.CudaSharedMemoryUnregister(pb.CudaSharedMemoryUnregisterRequest(name="r"))),
+    # Issue 19: the shared-memory routes exist (tests/integration/test_shared_memory.py).
     ("GET", "/v2/trace/setting", lambda s: s.TraceSetting(pb.TraceSettingRequest())),
     ("POST", "/v2/models/plus/trace/setting",
      lambda s: s.TraceSetting(pb.TraceSettingRequest(model_name="plus"))),
@@ -81,15 +68,12 @@ def test_unimplemented_apis_answer_501_as_grpc_answers_unimplemented(
     assert "is not supported by onnx-serve yet" in caught.value.details()
 
 
-def test_tritonclient_shared_memory_calls_are_refused_by_name(
+def test_tritonclient_shared_memory_status_answers(
         http_client: triton_http.InferenceServerClient,
         grpc_client: triton_grpc.InferenceServerClient) -> None:
-    for call in (http_client.get_system_shared_memory_status,
-                 grpc_client.get_system_shared_memory_status,
-                 http_client.get_cuda_shared_memory_status,
-                 grpc_client.get_cuda_shared_memory_status):
-        with pytest.raises(InferenceServerException, match="shared memory is not supported"):
-            call()
+    """Issue 19: the extensions exist (tests/integration/test_shared_memory.py)."""
+    assert http_client.get_system_shared_memory_status() == []
+    assert grpc_client.get_system_shared_memory_status(as_json=True) == {}
 
 
 # ---- item 16: tritonclient's options ------------------------------------------------------
@@ -144,7 +128,7 @@ def test_tritonclient_sequences_are_refused(
         assert "'sequence_id': model 'id_fp32' is not a sequence model" in message
 
 
-def test_tritonclient_shared_memory_tensors_are_refused(
+def test_tritonclient_shared_memory_tensors_need_a_region(
         http_client: triton_http.InferenceServerClient,
         grpc_client: triton_grpc.InferenceServerClient) -> None:
     """Before, an output asked for in a region came back as JSON data (and an input in one
@@ -163,11 +147,8 @@ def test_tritonclient_shared_memory_tensors_are_refused(
         refusal(lambda: http_client.infer("id_fp32", [in_http])),
         refusal(lambda: grpc_client.infer("id_fp32", [in_grpc])),
     ]
-    for message in messages[:2]:
-        assert "output 'y': parameter 'shared_memory_" in message
-    for message in messages[2:]:
-        assert "input 'x': parameter 'shared_memory_" in message
-    assert all("shared memory is not supported by onnx-serve yet" in m for m in messages)
+    # Issue 19: shared memory works; a region nobody registered is refused by name.
+    assert all("no shared memory region 'region' is registered" in m for m in messages)
 
 
 def test_tritonclient_custom_parameters_are_refused(

@@ -113,15 +113,21 @@ TABLE: dict[str, Case] = {
                            parameters={"sequence_start": True},
                            message="request parameter 'sequence_start' needs a 'sequence_id'"),
     "not a sequence": Case("id_fp32", [X], None, parameters={"sequence_id": 0}),
+    # Issue 19: shared memory works; a region nobody registered is refused by name.
     "shared memory input": Case(
         "id_fp32", [X], ErrorCode.INVALID_INPUT,
         input_parameters={"shared_memory_region": "r", "shared_memory_byte_size": 12},
-        message="input 'x': parameter 'shared_memory_region': shared memory is not supported "
-                "by onnx-serve yet; send the tensor in the request instead"),
+        message="input 'x': give either its data or a shared memory region, not both"),
     "shared memory output": Case(
         "id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y"],
         output_parameters={"shared_memory_region": "r", "shared_memory_byte_size": 12},
-        message="output 'y': parameter 'shared_memory_region': shared memory is not supported"),
+        message="no shared memory region 'r' is registered (register it first: "
+                "/v2/systemsharedmemory/region/<name>/register)"),
+    "shared memory size without a region": Case(
+        "id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y"],
+        output_parameters={"shared_memory_byte_size": 12},
+        message="output 'y': 'shared_memory_byte_size' need parameter 'shared_memory_region' "
+                "(a registered region's name)"),
     "classification of no classes": Case(
         "id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y"],
         output_parameters={"classification": 0},
@@ -142,7 +148,9 @@ TABLE: dict[str, Case] = {
                                      output_parameters={"custom": 1},
                                      message="output 'y': parameter 'custom' is not supported"),
 }
-HTTP_TO_CODE = {status: code for code, status in HTTP_STATUS.items()}
+# FAILED_PRECONDITION (CUDA shared memory without a GPU) is HTTP 400, as INVALID_INPUT.
+HTTP_TO_CODE = {status: code for code, status in HTTP_STATUS.items()
+                if code is not ErrorCode.FAILED_PRECONDITION}
 # Codes that share a gRPC status with another: TOO_LARGE (RESOURCE_EXHAUSTED, as OVERLOADED)
 # and UNSUPPORTED_MEDIA (HTTP's Content-Encoding only; INVALID_ARGUMENT on gRPC).
 GRPC_TO_CODE = {status: code for code, status in GRPC_STATUS.items()

@@ -158,3 +158,10 @@ def test_a_triton_command_line_has_tritons_default_max_batch_size(
     assert settings(given).batching.default_max_batch_size == 16
     monkeypatch.setenv("ONNX_SERVE_BATCHING__DEFAULT_MAX_BATCH_SIZE", "8")
     assert settings(KSERVE).batching.default_max_batch_size == 8
+
+
+@pytest.mark.parametrize("level", ["none", "low", "medium", "high"])
+def test_grpc_response_compression_level(level: str) -> None:
+    """Issue 19: Triton's flag sets the level (it was refused)."""
+    got = settings([f"--grpc-infer-response-compression-level={level}"])
+    assert got.grpc.response_compression_level == level

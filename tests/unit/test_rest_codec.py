@@ -139,7 +139,8 @@ def test_json_output_is_flat_and_fp16_exact() -> None:
      r"request parameter 'p' is not supported \(supported: binary_data_output, priority, "),
     ({"inputs": [tensor()], "parameters": {"binary_data_output": "yes"}}, "true or false"),
     ({"inputs": [tensor(parameters={"p": 1})]},
-     r"input 'x': parameter 'p' is not supported \(supported: binary_data_size\)"),
+     r"input 'x': parameter 'p' is not supported \(supported: binary_data_size, "
+     r"shared_memory_byte_size, shared_memory_offset, shared_memory_region\)"),
     ({"inputs": [tensor()], "outputs": [{"name": "y", "parameters": {"binary_data": 1}}]},
      "output 'y': parameter 'binary_data' must be true or false"),
     ({"inputs": [tensor()], "model_name": "m"}, "request: field 'model_name' is not part"),

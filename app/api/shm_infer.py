@@ -1,0 +1,28 @@
+"""The inference side of shared memory that both transports share: outputs into regions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from app.api import offload
+from app.codecs.shm import ShmUse
+from app.shm.registries import SharedMemory
+from app.types import InferResponse
+
+
+@contextmanager
+def leases(shared_memory: SharedMemory) -> Iterator[ShmUse]:
+    """The regions one request uses, released when it has been answered."""
+    use = ShmUse(shared_memory.system, shared_memory.cuda)
+    try:
+        yield use
+    finally:
+        use.close()
+
+
+async def write_outputs(shm: ShmUse, response: InferResponse) -> None:
+    """Copy the outputs a region was requested for into it, off the loop when big."""
+    size = shm.output_bytes
+    if size:
+        await offload.by_size(size, shm.write_outputs, response)
