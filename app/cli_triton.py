@@ -111,7 +111,8 @@ UNSUPPORTED: dict[str, tuple[str, str | None]] = {
 #: --backend-config keys (onnxruntime's, or global ones) and the setting each sets.
 BACKEND_KEYS = {"default-max-batch-size": "batching.default_max_batch_size",
                 "intra_op_thread_count": "devices.intra_op_threads",
-                "inter_op_thread_count": "devices.inter_op_threads"}
+                "inter_op_thread_count": "devices.inter_op_threads",
+                "enable-global-threadpool": "devices.global_thread_pool"}
 _BOOL: TypeAdapter[bool] = TypeAdapter(bool)
 _INT: TypeAdapter[int] = TypeAdapter(int)
 END_OF_OPTIONS = "--"  # nosec B105 # argparse's marker, not a password
@@ -149,8 +150,8 @@ def add_triton_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(BACKEND_CONFIG, dest="triton_backend_config", action="append",
                        metavar="onnxruntime,KEY=VALUE",
                        help="Triton's backend settings: default-max-batch-size, "
-                       "intra_op_thread_count, inter_op_thread_count; "
-                       "enable-global-threadpool=0. Repeatable.")
+                       "intra_op_thread_count, inter_op_thread_count, "
+                       "enable-global-threadpool. Repeatable.")
     group.add_argument(METRICS_CONFIG, dest="triton_metrics_config", action="append",
                        metavar="KEY=VALUE",
                        help=f"Triton's metrics settings: {', '.join(METRICS_KEYS)}. "
@@ -185,17 +186,16 @@ def apply(args: argparse.Namespace, data: dict[str, Any]) -> None:
                               "supported; onnx-serve writes text (Triton's default) or json")
     settings = [_backend_setting(entry) for entry in
                 getattr(args, "triton_backend_config", None) or []]
-    for setting in settings:
-        if setting is not None:
-            group, _, name = setting[0].rpartition(".")
-            (data[group] if group else data)[name] = setting[1]
+    for path, value in settings:
+        group, _, name = path.rpartition(".")
+        (data[group] if group else data)[name] = value
     for entry in getattr(args, "triton_metrics_config", None) or []:
         path, value = _metrics_setting(entry)
         data["metrics"][path.rpartition(".")[2]] = value
     if getattr(args, "triton_no_auto_complete", None):
         data["repository"]["auto_complete_config"] = False
     if getattr(args, "triton_command_line", False):
-        _triton_defaults(data, {s[0] for s in settings if s is not None})
+        _triton_defaults(data, {path for path, _ in settings})
 
 
 def _triton_defaults(data: dict[str, Any], given: set[str]) -> None:
@@ -221,9 +221,8 @@ def _log_level(levels: dict[str, str | None]) -> str:
     raise TritonFlagError("--log-error=false: onnx-serve always logs errors")
 
 
-def _backend_setting(entry: str) -> tuple[str, str] | None:
-    """(settings path, value) for one --backend-config; None for one that asks for what
-    onnx-serve does anyway."""
+def _backend_setting(entry: str) -> tuple[str, str]:
+    """(settings path, value) for one --backend-config."""
     backend, _, setting = entry.rpartition(",")
     key, equals, value = setting.partition("=")
     if not equals or not key:
@@ -233,18 +232,11 @@ def _backend_setting(entry: str) -> tuple[str, str] | None:
         raise TritonFlagError(f"--backend-config={entry}: backend '{backend}' is a Triton "
                               "backend onnx-serve does not have (it runs ONNX models with "
                               "onnxruntime only)")
-    if key == "enable-global-threadpool":
-        if not _value(_BOOL, "--backend-config enable-global-threadpool", value):
-            return None  # a thread pool per session: what onnx-serve does
-        raise TritonFlagError(
-            f"--backend-config={entry}: onnx-serve does not support onnxruntime's global "
-            "thread pool; each session has its own, sized so all of them fit the CPUs "
-            f"({env_var('devices.intra_op_threads')})")
     path = BACKEND_KEYS.get(key)
     if path is None:
         raise TritonFlagError(f"--backend-config={entry}: onnx-serve does not support the "
                               f"backend setting '{key}' (it has "
-                              f"{', '.join(BACKEND_KEYS)}, enable-global-threadpool=0)")
+                              f"{', '.join(BACKEND_KEYS)})")
     return path, value
 
 

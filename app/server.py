@@ -44,6 +44,7 @@ def build_manager(settings: Settings) -> ModelManager:
                               devices.inter_op_threads, devices.strict_providers,
                               settings.batching.default_max_queue_size,
                               devices.intra_op_spinning,
+                              global_thread_pool=devices.global_thread_pool,
                               cache_dir=settings.repository.cache_dir,
                               latency_quantiles=settings.metrics.latency_quantiles,
                               auto_complete=settings.repository.auto_complete_config

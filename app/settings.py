@@ -348,6 +348,16 @@ class DeviceSettings(_Group):
         "by default: spinning threads take the CPU the event loop needs (bench/README.md); "
         "a model's session.intra_op.allow_spinning parameter wins.",
     )
+    global_thread_pool: bool = Field(
+        False,
+        description="Run every session on onnxruntime's process-wide thread pools (Triton's "
+        "--backend-config=onnxruntime,enable-global-threadpool=1), sized by intra_op_threads "
+        "(0: every CPU this process may use) and inter_op_threads: an idle model holds no "
+        "threads and a busy one gets all of them. Process-wide: onnxruntime then allows no "
+        "session pools of its own, so a model with an intra_op_thread_count or "
+        "inter_op_thread_count parameter is refused. The global pools always spin-wait "
+        "(intra_op_spinning does not reach them); off by default, measured in bench/README.md.",
+    )
     strict_providers: bool = Field(
         False,
         description="A GPU/TensorRT instance that this onnxruntime build cannot run fails the "

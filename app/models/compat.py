@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import onnxruntime as ort
 
 from app.models.onnx_file import ONNX_DOMAIN, OnnxHeader
+from app.models.threads import session_options
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def _highest(accepts: Callable[[int], bool], low: int) -> int:
 
 
 def _loads(ir_version: int, opset: int, ml: int | None = None) -> bool:
-    options = ort.SessionOptions()
+    options = session_options()  # on the global thread pools when the process has them
     options.log_severity_level = 4  # the refusals are the point: keep them out of the log
     try:
         ort.InferenceSession(_probe_model(ir_version, opset, ml), options,

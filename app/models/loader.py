@@ -41,7 +41,7 @@ from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
 from app.models.scheduling import batch_layout, batch_policy
 from app.models.sequence_plan import sequence_plan
 from app.models.signature import Signature
-from app.models.threads import ThreadBudget
+from app.models.threads import ThreadBudget, session_options
 from app.repository.config import ModelConfig
 from app.repository.execution_config import ParameterValue, Warmup
 from app.repository.file_options import SESSION_OPTIONS, FileOption
@@ -83,6 +83,7 @@ class ServerDefaults:
     strict_providers: bool = False
     max_queue_size: int = 1024  # per priority level, when the model's policy does not say
     intra_op_spinning: bool = False
+    global_thread_pool: bool = False  # onnxruntime's process-wide pools (threads.py)
     cache_dir: Path | None = None  # where files the server writes go; None: nowhere
     #: Triton's latency summaries' (quantile, error) pairs; None: no summaries
     latency_quantiles: tuple[tuple[float, float], ...] | None = None
@@ -178,9 +179,11 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
     threads, why = _intra_threads(config.parameters, budget, budget_key, cpu_count)
     log.info("%s: %d instance(s) %s; intra-op threads %d per session (%s)", files.folder,
              len(placements), [list(p.names) for p in placements], threads, why)
+    options = _options(config, defaults, threads, files, header)
+    budget.use_shared(options, config.parameters)  # onnxruntime's global pools, if on
     placements, runners = _start_sessions(
         str(path), [cuda_streams.with_stream(p) for p in placements],  # a stream per GPU one
-        _options(config, defaults, threads, files, header), defaults.strict_providers)
+        options, defaults.strict_providers)
     try:
         return _finish(runners, placements, config, defaults, files, header, threads,
                        default_max_batch_size, model_folder)
@@ -280,7 +283,7 @@ def _options(config: ModelConfig, defaults: ServerDefaults, threads: int,
     through as onnxruntime session config entries; anything else is refused by name.
     Files a session writes go under the cache (`files.cache_file`), never where the
     config says."""
-    options = ort.SessionOptions()
+    options = session_options()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = defaults.inter_op_threads
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -329,7 +332,7 @@ def _probe(files: VersionFiles, config: ModelConfig, default_max_batch_size: int
            header: OnnxHeader | None, extensions: bool,
            rules: Rules) -> tuple[list[TensorSpec], Signature]:
     """The model's own input shapes, and its signature as the server will serve it."""
-    options = ort.SessionOptions()
+    options = session_options()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     custom_ops.register(options, header, config.model_operations.op_library_filename, files,
                         extensions)

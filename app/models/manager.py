@@ -37,7 +37,9 @@ class ModelManager(RepositorySync):
         self.view: RepositorySource = RepositoryView(root) if isinstance(root, Path) else root
         self.root = self.view.root
         self._defaults = defaults
-        self.threads = ThreadBudget(available_cpus(), defaults.intra_op_threads)
+        self.threads = ThreadBudget.for_settings(available_cpus(), defaults.intra_op_threads,
+                                                 defaults.inter_op_threads,
+                                                 defaults.global_thread_pool)
         self._default_max_batch_size = default_max_batch_size
         self._strict = strict_readiness
         self._records: dict[str, ModelRecord] = {}

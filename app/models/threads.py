@@ -1,13 +1,20 @@
 """How many CPUs this process may really use (cgroup quota, affinity), and intra-op thread sizing
-across every CPU instance of every loaded model, so sessions do not oversubscribe them."""
+across every CPU instance of every loaded model (or onnxruntime's one global pool for all of
+them), so sessions do not oversubscribe them."""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import onnxruntime as ort
+
+from app.models.errors import UnsupportedModel
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +78,102 @@ def _v1_quota(folder: Path) -> list[float]:
     return [quota / period] if quota > 0 and period > 0 else []
 
 
+@dataclass(frozen=True, slots=True)
+class GlobalPools:
+    """onnxruntime's process-wide intra-op and inter-op thread pools (Triton's
+    enable-global-threadpool): every session that opts in shares them."""
+
+    intra: int
+    inter: int
+
+
+#: Model parameters that size a session's own pools: none exist once the global ones do.
+OWN_POOL_PARAMETERS = ("intra_op_thread_count", "inter_op_thread_count")
+
+_global_lock = threading.Lock()
+_global: GlobalPools | None = None
+
+
+def session_options() -> ort.SessionOptions:
+    """New session options; on the global pools when this process has them, because
+    onnxruntime then refuses every session that asks for pools of its own."""
+    options = ort.SessionOptions()
+    if _global is not None:
+        options.use_per_session_threads = False
+    return options
+
+
+def global_pools(intra: int, inter: int) -> GlobalPools:
+    """Create onnxruntime's global pools once per process and return them.
+
+    onnxruntime cannot replace them once made, so a second server in the same process that
+    asks for other sizes gets the first sizes (with a warning): the pools are the process's.
+    """
+    global _global  # one set of pools per process, as onnxruntime has
+    with _global_lock:
+        if _global is None:
+            try:
+                ort.set_global_thread_pool_sizes(intra, inter)
+            except Exception as err:
+                raise RuntimeError(
+                    f"devices.global_thread_pool: onnxruntime {ort.__version__} cannot create "
+                    f"its global thread pools in this process ({' '.join(str(err).split())})"
+                ) from err
+            _global = GlobalPools(intra, inter)
+            log.info("onnxruntime global thread pools: %d intra-op, %d inter-op threads",
+                     intra, inter)
+        elif (_global.intra, _global.inter) != (intra, inter):
+            log.warning("onnxruntime's global thread pools already exist in this process with "
+                        "%d intra-op / %d inter-op threads; %d / %d cannot replace them",
+                        _global.intra, _global.inter, intra, inter)
+        return _global
+
+
 @dataclass
 class ThreadBudget:
     """Shares the CPUs among the CPU instances of every loaded model version.
 
     `configured` > 0 fixes the thread count; 0 sizes it: CPUs // (CPU instances loaded,
     including the newcomer), at least 1. Instances already running keep their count.
+    With `shared` pools every session runs on onnxruntime's global pools instead: an idle
+    model holds no threads, a busy one gets them all.
     """
 
     budget: CpuBudget
     configured: int = 0
+    shared: GlobalPools | None = None
     _instances: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def for_settings(cls, budget: CpuBudget, intra: int, inter: int,
+                     use_global: bool) -> ThreadBudget:
+        """As the devices settings say: with the global pool, `intra` (0: every CPU) and
+        `inter` size it, as Triton's intra_op_thread_count does with enable-global-threadpool."""
+        if not use_global:
+            return cls(budget, intra)
+        return cls(budget, intra, global_pools(intra or budget.cpus, max(1, inter)))
+
+    def use_shared(self, options: ort.SessionOptions, parameters: Mapping[str, object]) -> None:
+        """Point `options` at the global pools, if on; a model that sizes its own threads is
+        refused, as onnxruntime allows no session its own pools beside the global ones."""
+        if self.shared is None:
+            return
+        for key in OWN_POOL_PARAMETERS:
+            if key in parameters:
+                raise UnsupportedModel(
+                    f"model parameter '{key}': every session runs on onnxruntime's global "
+                    f"thread pool ({self.shared.intra} intra-op, {self.shared.inter} inter-op "
+                    "threads; devices.global_thread_pool), so a model cannot size its own")
+        options.use_per_session_threads = False
+        # onnxruntime warns when a session that uses the global pools also sizes its own
+        options.intra_op_num_threads = 0
+        options.inter_op_num_threads = 0
 
     def threads_for(self, key: str, cpu_instances: int) -> tuple[int, str]:
         """Intra-op threads for each of `cpu_instances` new sessions, and why."""
+        if self.shared is not None:
+            return self.shared.intra, (f"onnxruntime's global thread pool of {self.shared.intra}, "
+                                       "shared by every session")
         if self.configured > 0:
             return self.configured, f"configured {self.configured}"
         others = sum(n for k, n in self._instances.items() if k != key)

@@ -65,7 +65,9 @@ def test_tritons_default_log_format_is_text() -> None:
     ("default-max-batch-size=0", ("batching", "default_max_batch_size"), 0),
     ("onnxruntime,intra_op_thread_count=3", ("devices", "intra_op_threads"), 3),
     ("onnxruntime,inter_op_thread_count=2", ("devices", "inter_op_threads"), 2),
-    ("onnxruntime,enable-global-threadpool=0", ("devices", "intra_op_threads"), 0),
+    ("onnxruntime,enable-global-threadpool=0", ("devices", "global_thread_pool"), False),
+    # Issue 21, target 4: it was refused ("no global thread pool").
+    ("onnxruntime,enable-global-threadpool=1", ("devices", "global_thread_pool"), True),
 ])
 def test_backend_config(entry: str, path: tuple[str, str], value: int) -> None:
     got = settings([f"--backend-config={entry}"])
@@ -94,7 +96,8 @@ def test_metrics_config_sets_tritons_latency_families() -> None:
     (["--metrics-config=summary_quantiles=0.5:0.05,1.5:0.01"], "summary_quantiles: '1.5:0.01'"),
     (["--host-policy=numa0"], "--host-policy is a Triton flag onnx-serve does not support"),
     (["--http-thread-count=8"], "--http-thread-count is a Triton flag onnx-serve does not"),
-    (["--backend-config=onnxruntime,enable-global-threadpool=1"], "global thread pool"),
+    (["--backend-config=onnxruntime,enable-global-threadpool=often"],
+     "devices.global_thread_pool: Input should be a valid boolean"),
     (["--backend-config=tensorrt,coalesce-request-input=true"], "backend 'tensorrt' is a "
      "Triton backend onnx-serve does not have"),
     (["--backend-config=onnxruntime,session-pool=4"], "the backend setting 'session-pool'"),

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.models.threads import CpuBudget, ThreadBudget, available_cpus
+import onnxruntime as ort
+import pytest
+
+from app.models.errors import UnsupportedModel
+from app.models.threads import CpuBudget, GlobalPools, ThreadBudget, available_cpus
 
 
 def cgroup(tmp_path: Path, lines: str, files: dict[str, str]) -> tuple[Path, Path]:
@@ -65,3 +69,21 @@ def test_budget_is_shared_by_every_cpu_instance() -> None:
 def test_never_below_one_and_configured_wins() -> None:
     assert ThreadBudget(CpuBudget(2, "t")).threads_for("a", 6)[0] == 1
     assert ThreadBudget(CpuBudget(2, "t"), configured=3).threads_for("a", 6) == (3, "configured 3")
+
+
+def test_the_global_pool_sizes_every_session_and_refuses_a_models_own() -> None:
+    # Issue 21, target 4: there was no global pool; sessions always had their own.
+    budget = ThreadBudget(CpuBudget(8, "t"), 0, GlobalPools(8, 1))
+    budget.register("a", 4)
+    assert budget.threads_for("b", 4) == (
+        8, "onnxruntime's global thread pool of 8, shared by every session")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 3
+    budget.use_shared(options, {})
+    assert (options.use_per_session_threads, options.intra_op_num_threads) == (False, 0)
+    with pytest.raises(UnsupportedModel, match="model parameter 'inter_op_thread_count': "
+                       "every session runs on onnxruntime's global thread pool"):
+        budget.use_shared(ort.SessionOptions(), {"inter_op_thread_count": "2"})
+    alone = ort.SessionOptions()
+    ThreadBudget(CpuBudget(8, "t")).use_shared(alone, {"intra_op_thread_count": "2"})
+    assert alone.use_per_session_threads  # without the global pool nothing changes
