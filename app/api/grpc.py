@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from app.api import offload
+from app.api import grpc_observe, offload
 from app.api.grpc_auth import AuthInterceptor
 from app.api.grpc_drain import GrpcCalls, GrpcFrontend, channelz_ids, new_channelz_id
 from app.api.status import GRPC_STATUS
@@ -24,7 +24,7 @@ from app.codecs.checks import unimplemented
 from app.codecs.grpc import answers_raw, decode_request, parameters_to_proto
 from app.codecs.grpc_wire import WireError, infer_response_bytes, split_raw_inputs
 from app.codecs.tensors import TensorLimits
-from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
+from app.errors import ErrorCode, InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
 from app.service import InferenceService
@@ -41,6 +41,8 @@ ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: Exception) -> None:
     """Turn an exception into the RPC's status: ServingErrors by code, the rest INTERNAL."""
     if isinstance(err, ServingError):
+        if err.code is ErrorCode.INTERNAL:  # as HTTP logs it; the line names the request
+            log.error("request failed: %s", err.message)
         await context.abort(GRPC_STATUS[err.code], err.message)
     log.exception("unexpected error in a gRPC call", exc_info=err)
     await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
@@ -250,6 +252,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: bytes, context: Any) -> bytes:
         """Takes and returns serialized messages (RAW_METHODS)."""
+        if self._service.tracer.on:  # the service samples it (app/tracing/)
+            return await grpc_observe.traced(context, self._model_infer(request, context))
+        return await self._model_infer(request, context)
+
+    async def _model_infer(self, request: bytes, context: Any) -> bytes:
         message, raw_inputs = await self._parsed(request)
         decoded = await self._decoded(request, message, raw_inputs)
         response = await self._service.infer(decoded, "grpc")
@@ -356,6 +363,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self._service.repository_load(request.model_name, config)
         return pb.RepositoryModelLoadResponse()
 
+    async def TraceSetting(self, request: pb.TraceSettingRequest, context: Any) -> Any:
+        return grpc_observe.trace_setting(self._service, request)
+
+    async def LogSettings(self, request: pb.LogSettingsRequest, context: Any) -> Any:
+        return grpc_observe.log_settings(self._service, request)
+
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
                                     context: Any) -> Any:
         await self._service.repository_unload(request.model_name)
@@ -394,8 +407,6 @@ for _name, _feature in {
     "CudaSharedMemoryStatus": "CUDA shared memory",
     "CudaSharedMemoryRegister": "CUDA shared memory",
     "CudaSharedMemoryUnregister": "CUDA shared memory",
-    "TraceSetting": "the trace extension",
-    "LogSettings": "the logging extension",
 }.items():
     setattr(InferenceServicer, _name, _unsupported(_feature))
 

@@ -21,6 +21,8 @@ from starlette.types import Receive
 from app import __version__
 from app.api import offload
 from app.api.body import BodyBuffer
+from app.api.http_observe import add_observe_routes
+from app.api.http_probes import add_probe_methods, allowed
 from app.api.openapi import INFER_OPENAPI, error_responses
 from app.api.status import HTTP_STATUS
 from app.codecs.checks import unimplemented
@@ -79,6 +81,15 @@ class RestApi:
         self._limits = RestLimits(
             TensorLimits.of(settings, "http"),
             settings.json_half_precision, settings.max_json_depth)
+
+    @property
+    def service(self) -> InferenceService:
+        return self._service
+
+    @property
+    def tracing(self) -> bool:
+        """Whether requests may be sampled for tracing now (the fast path's one check)."""
+        return self._service.tracer.on
 
     async def live(self) -> Response:
         return _json({"live": True})
@@ -281,6 +292,8 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
                 path.replace("/v2", prefix, 1) + "/infer", handler, methods=["POST"],
                 tags=["inference"], responses=infer_errors, openapi_extra=INFER_OPENAPI,
             )
+    add_observe_routes(app, api.service)  # the trace and logging extensions
+    add_probe_methods(app)  # HEAD and OPTIONS where probes ask
     _add_unimplemented_routes(app)
 
 
@@ -289,9 +302,6 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
 _UNIMPLEMENTED_ROUTES = (
     ("/v2/systemsharedmemory/{path:path}", "system shared memory", "inference"),
     ("/v2/cudasharedmemory/{path:path}", "CUDA shared memory", "inference"),
-    ("/v2/trace/setting", "the trace extension", "repository"),
-    ("/v2/models/{model_name}/trace/setting", "the trace extension", "repository"),
-    ("/v2/logging", "the logging extension", "repository"),
 )
 
 
@@ -325,9 +335,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(400, f"{where}: {first.get('msg', 'invalid request')}")
 
-    async def http_error(_: Request, err: Exception) -> Response:
+    async def http_error(request: Request, err: Exception) -> Response:
         assert isinstance(err, HTTPException)  # nosec B101 # as above
-        return _error(err.status_code, str(err.detail))
+        answer = _error(err.status_code, str(err.detail))
+        if err.status_code == 405:  # every method the path has, not one route's
+            answer.headers["Allow"] = allowed(request.app.router.routes, request.scope)
+        return answer
 
     async def client_gone(request: Request, _: Exception) -> Response:
         # A client that leaves before its body is sent is not an error: nobody to answer.

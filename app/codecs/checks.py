@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from app.errors import InvalidInput, Unsupported
-from app.settings import env_var
 from app.types import ParamValue
 
 #: int() of more digits than this is slow (and no version folder has them); 19 fit an int64.
@@ -45,8 +44,6 @@ UNIMPLEMENTED: dict[str, str] = {
                             "HTTP, raw_input_contents over gRPC)",
     "CUDA shared memory": "send tensors in the request instead (binary tensor data over "
                           "HTTP, raw_input_contents over gRPC)",
-    "the trace extension": "onnx-serve exports metrics and statistics instead",
-    "the logging extension": f"set the log level with {env_var('log_level')}",
 }
 
 

@@ -62,10 +62,6 @@ ROUTES: list[tuple[str, str, Callable[[Stub], Any]]] = [
      lambda s: s.CudaSharedMemoryRegister(pb.CudaSharedMemoryRegisterRequest(name="r"))),
     ("POST", "/v2/cudasharedmemory/region/r/unregister",
      lambda s: s.CudaSharedMemoryUnregister(pb.CudaSharedMemoryUnregisterRequest(name="r"))),
-    ("GET", "/v2/trace/setting", lambda s: s.TraceSetting(pb.TraceSettingRequest())),
-    ("POST", "/v2/models/plus/trace/setting",
-     lambda s: s.TraceSetting(pb.TraceSettingRequest(model_name="plus"))),
-    ("GET", "/v2/logging", lambda s: s.LogSettings(pb.LogSettingsRequest())),
 ]
 
 
