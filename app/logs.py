@@ -15,6 +15,8 @@ from app.errors import InvalidInput, Unsupported
 #: LogRecord attributes that every record has; anything else came in through `extra=`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 _TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_TEXT_BOUND = ("%(asctime)s %(levelname)s %(name)s: [model=%(model)s version=%(model_version)s "
+               "request_id=%(request_id)s] %(message)s")
 _HANDLER = "onnx-serve"
 #: (model, version, request id) of the request this task serves, for every line it logs.
 REQUEST: ContextVar[tuple[str, str, str] | None] = ContextVar("onnx_serve_request",
@@ -46,18 +48,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """People's lines; a request's end with `[model=... version=... request_id=...]`."""
+    """People's lines; a request's say `[model=... version=... request_id=...]` first (a
+    message may run over several lines)."""
 
     def __init__(self) -> None:
         super().__init__(_TEXT)
+        self._bound = logging.Formatter(_TEXT_BOUND)
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        model = getattr(record, "model", None)
-        if model is None:
-            return line
-        return (f"{line} [model={model} version={getattr(record, 'model_version', '')} "
-                f"request_id={getattr(record, 'request_id', '')}]")
+        if getattr(record, "model", None) is None:
+            return super().format(record)
+        return self._bound.format(record)
 
 
 class _RequestFields(logging.Filter):
@@ -160,6 +161,6 @@ def control(level: str = "info", fmt: str = "text") -> LogControl:
 
 def log_access(protocol: str, model: str, version: str, request_id: str, outcome: str,
                seconds: float) -> None:
-    """One access-log line (the access_log setting)."""
-    access.info("%s %s:%s request_id=%s outcome=%s duration_ms=%.3f", protocol, model,
-                version, request_id, outcome, seconds * 1000)
+    """One access-log line (the access_log setting), with the request's fields."""
+    access.info("%s %s duration_ms=%.3f", protocol, outcome, seconds * 1000,
+                extra={"model": model, "model_version": version, "request_id": request_id})
