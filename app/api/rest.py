@@ -23,6 +23,7 @@ from app.api import offload
 from app.api.body import BodyBuffer
 from app.api.http_observe import add_observe_routes
 from app.api.http_probes import add_probe_methods, allowed
+from app.api.kserve_v1 import add_v1_routes
 from app.api.openapi import INFER_OPENAPI, error_responses
 from app.api.status import HTTP_STATUS
 from app.codecs.checks import unimplemented
@@ -85,6 +86,10 @@ class RestApi:
     @property
     def service(self) -> InferenceService:
         return self._service
+
+    @property
+    def max_json_depth(self) -> int:
+        return self._limits.max_json_depth
 
     @property
     def tracing(self) -> bool:
@@ -294,6 +299,7 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
             )
     add_observe_routes(app, api.service)  # the trace and logging extensions
     add_probe_methods(app)  # HEAD and OPTIONS where probes ask
+    add_v1_routes(app, api.service, api.body_buffer, api.max_json_depth)  # KServe V1
     _add_unimplemented_routes(app)
 
 
