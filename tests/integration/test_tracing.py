@@ -217,3 +217,17 @@ def test_tracing_turned_on_at_run_time_exports_to_the_configured_endpoint(repo: 
     assert tensor["datatype"] == "FP32" and tensor["shape"] == [1, 3]
     assert tensor["data"] == "1.0,1.0,1.0"
     assert ("tensor output", "y") in events
+
+
+def test_kserve_v1_predict_is_traced_too(repo: Path) -> None:
+    trace_id = "1" * 32
+    with http_receiver() as (url, collected), \
+            running_server(repo, tracing=tracing(url)) as (base, _):
+        answer = httpx.post(f"{base}/v1/models/small:predict",
+                            json={"instances": [[1, 2, 3], [4, 5, 6]]},
+                            headers={"traceparent": traceparent(trace_id)})
+        assert answer.status_code == 200
+        spans = one_trace(collected.wait(complete(trace_id), "the V1 request's spans"),
+                          trace_id)
+    assert_structure(spans, PARENT_ID, "http", "")
+    assert spans["InferRequest"][0].attributes["status"] == "200"
