@@ -56,6 +56,7 @@ CURRENT: ContextVar[RequestTrace | None] = ContextVar("onnx_serve_trace", defaul
 
 def finish(status: str, error: str | None = None) -> None:
     """A transport's answer went out: end this task's trace, if its request was sampled."""
+    ARMED.set(None)  # a request refused before the service saw it was armed, not sampled
     trace = CURRENT.get()
     if trace is not None:
         CURRENT.set(None)
