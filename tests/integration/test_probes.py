@@ -43,3 +43,14 @@ def test_every_405_carries_allow(base_url: str, method: str, path: str, allow: s
     assert answer.status_code == 405
     assert answer.headers["allow"] == allow
     assert "error" in answer.json()
+
+
+async def test_the_metrics_ports_405_carries_allow_too() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from app.api.metrics_port import MetricsApp
+
+    transport = httpx.ASGITransport(app=MetricsApp(CollectorRegistry()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://metrics") as client:
+        answer = await client.post("/metrics")
+    assert answer.status_code == 405 and answer.headers["allow"] == "GET, HEAD"
