@@ -61,7 +61,7 @@ class TextFormatter(logging.Formatter):
         return self._bound.format(record)
 
 
-class _RequestFields(logging.Filter):
+class RequestFields(logging.Filter):
     """Adds the bound request's fields to each record logged while serving it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -146,7 +146,7 @@ def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler()
     handler.set_name(_HANDLER)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(_RequestFields())
+    handler.addFilter(RequestFields())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 

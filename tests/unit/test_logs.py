@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from app.errors import InvalidInput, Unsupported
-from app.logs import REQUEST, LogControl, TextFormatter, _RequestFields, bind
+from app.logs import REQUEST, LogControl, RequestFields, TextFormatter, bind
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def output() -> Iterator[tuple[logging.Logger, io.StringIO, LogControl]]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(TextFormatter())
-    handler.addFilter(_RequestFields())
+    handler.addFilter(RequestFields())
     logger = logging.getLogger("test_logs")
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
@@ -45,17 +45,19 @@ def test_severities_and_verbose_level_switch_at_run_time(
 
 def test_lines_logged_for_a_request_name_it_and_json_carries_fields(
         output: tuple[logging.Logger, io.StringIO, LogControl]) -> None:
-    logger, stream, control = output
+    logger, stream, _ = output
+    handler = logger.handlers[0]
+    root_level = logging.getLogger().level
+    owned = LogControl(handler, "info", "text", owned=True)  # the process's: format switches
     token = REQUEST.set(None)
     try:
         bind("small", "2", "r-9")
         logger.error("boom\nsecond line")
-        control._owned = True  # the process's handler: the format switches
-        control.update({"log_format": "json"})
+        owned.update({"log_format": "json"})
         logger.error("again")
     finally:
         REQUEST.reset(token)
-        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger().setLevel(root_level)
     first, *_, last = stream.getvalue().splitlines()
     assert first.endswith("ERROR test_logs: [model=small version=2 request_id=r-9] boom")
     entry = json.loads(last)
