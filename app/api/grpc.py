@@ -274,6 +274,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             async for data in request_iterator:
                 self._idle_streams.discard(task)
+                if self._service.tracer.on:  # each message its own trace (app/tracing/)
+                    grpc_observe.arm(context)
                 message, raw_inputs = await self._parsed(data)  # unparsable: the stream ends
                 try:
                     decoded = await self._decoded(data, message, raw_inputs)
@@ -285,7 +287,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     yield await offload.by_size(_output_bytes(response), infer_response_bytes,
                                                 response, answers_raw(message, raw_inputs),
                                                 True, final)
+                    grpc_observe.answered()
                 except ServingError as err:
+                    grpc_observe.answered(err)
                     # A failed request is reported on its own message; the stream goes on.
                     failed = pb.ModelInferResponse(model_name=message.model_name,
                                                    model_version=message.model_version,

@@ -52,12 +52,26 @@ def log_settings(service: InferenceService,
     return answer
 
 
-async def traced(context: Any, call: Awaitable[T]) -> T:
-    """Run one ModelInfer while tracing is on: armed with the call's metadata (W3C
-    traceparent), its trace ended with the call's status."""
+def arm(context: Any) -> None:
+    """Arm the request about to be read (the service samples it) with the call's metadata,
+    which holds the client's W3C traceparent; a stream's messages share it."""
     metadata = {key.lower(): value for key, value in (context.invocation_metadata() or ())
                 if isinstance(value, str)}
     ARMED.set(Armed("grpc", metadata.get, time.perf_counter_ns()))
+
+
+def answered(error: ServingError | None = None) -> None:
+    """A stream's answer to one message went out (or `error` was reported on it)."""
+    if error is None:
+        finish(grpc.StatusCode.OK.name)
+    else:
+        finish(GRPC_STATUS[error.code].name, error.message)
+
+
+async def traced(context: Any, call: Awaitable[T]) -> T:
+    """Run one ModelInfer while tracing is on: armed with the call's metadata, its trace
+    ended with the call's status."""
+    arm(context)
     try:
         result = await call
     except ServingError as err:

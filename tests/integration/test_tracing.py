@@ -231,3 +231,27 @@ def test_kserve_v1_predict_is_traced_too(repo: Path) -> None:
                           trace_id)
     assert_structure(spans, PARENT_ID, "http", "")
     assert spans["InferRequest"][0].attributes["status"] == "200"
+
+
+def test_each_message_of_a_grpc_stream_is_traced(repo: Path) -> None:
+    trace_id = "2" * 32
+    with http_receiver() as (url, collected), \
+            running_server(repo, tracing=tracing(url)) as (_, grpc_target):
+        client = triton_grpc.InferenceServerClient(grpc_target)
+        answers: list[Any] = []
+        client.start_stream(lambda result, error: answers.append(error or result),
+                            headers={"traceparent": traceparent(trace_id)})
+        x = triton_grpc.InferInput("x", [2, 3], "FP32")
+        x.set_data_from_numpy(np.ones((2, 3), np.float32))
+        for request_id in ("s-1", "s-2"):
+            client.async_stream_infer("small", [x], request_id=request_id)
+        wait_for(lambda: len(answers) == 2, what="two streamed answers")
+        client.stop_stream()
+        client.close()
+        spans = collected.wait(lambda spans: sum(
+            s.name == "InferRequest" and s.trace_id == trace_id for s in spans) == 2,
+            "both messages' spans")
+    roots = sorted((s for s in spans if s.name == "InferRequest"),
+                   key=lambda s: s.attributes["request_id"])
+    assert [r.attributes["request_id"] for r in roots] == ["s-1", "s-2"]
+    assert all(r.parent_id == PARENT_ID and r.attributes["status"] == "OK" for r in roots)
