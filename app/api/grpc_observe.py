@@ -3,6 +3,7 @@ tracing hook: the same settings and refusals as HTTP's routes (api/http_observe.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -77,9 +78,11 @@ async def traced(context: Any, call: Awaitable[T]) -> T:
     except ServingError as err:
         finish(GRPC_STATUS[err.code].name, err.message)
         raise
-    except BaseException as err:
-        finish(grpc.StatusCode.INTERNAL.name if not isinstance(err, grpc.aio.AbortError)
-               else "ABORTED", str(err))
+    except asyncio.CancelledError:
+        finish(grpc.StatusCode.CANCELLED.name, "the call was cancelled")
+        raise
+    except BaseException as err:  # unexpected: answered INTERNAL by the handler wrapper
+        finish(grpc.StatusCode.INTERNAL.name, str(err))
         raise
     finish(grpc.StatusCode.OK.name)
     return result

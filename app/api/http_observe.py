@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.types import Message, Scope, Send
 
 from app.codecs.json_request import parse_json_object
-from app.errors import InvalidInput
+from app.errors import RequestTooLarge
 from app.repository.paths import check_model_name
 from app.service import InferenceService
 from app.tracing import config as trace_config
@@ -30,7 +30,7 @@ async def _document(request: Request) -> dict[str, Any]:
     async for chunk in request.stream():
         body += chunk
         if len(body) > _MAX_BODY:
-            raise InvalidInput(f"a settings body is at most {_MAX_BODY} bytes")
+            raise RequestTooLarge(f"a settings body is at most {_MAX_BODY} bytes")
     return parse_json_object(body, _DEPTH) if body.strip() else {}
 
 

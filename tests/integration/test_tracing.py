@@ -182,6 +182,8 @@ def test_trace_settings_through_http_and_grpc(repo: Path) -> None:
             assert message in str(caught.value)
         missing = httpx.post(f"{base}/v2/models/nope/trace/setting", json={})
         assert missing.status_code == 404
+        huge = httpx.post(f"{base}/v2/trace/setting", content=b" " * (65 * 1024))
+        assert huge.status_code == 413
         client.close()
 
 
