@@ -38,11 +38,12 @@ METRICS_CONFIG = "--metrics-config"
 METRICS_KEYS = {key: f"metrics.{key}" for key in (
     "counter_latencies", "summary_latencies", "summary_quantiles", "histogram_latencies")}
 NO_AUTO_COMPLETE = "--disable-auto-complete-config"
+TRACE_CONFIG = "--trace-config"
 
 #: Flags only Triton has: one of them on the command line makes it a Triton command line,
 #: and the metrics port then defaults to Triton's 8002.
 TRITON_ONLY = frozenset({flag for flag, _, _ in SETTING_FLAGS} | set(LOG_FLAGS)
-                        | {BACKEND_CONFIG, METRICS_CONFIG, NO_AUTO_COMPLETE})
+                        | {BACKEND_CONFIG, METRICS_CONFIG, NO_AUTO_COMPLETE, TRACE_CONFIG})
 TRITON_METRICS_PORT = 8002
 TRITON_DEFAULT_MAX_BATCH_SIZE = 4  # Triton's onnxruntime backend, when nothing sets it
 
@@ -50,7 +51,8 @@ _TLS = ("gRPC TLS is configured by files", "grpc.tls_cert_path")
 _KEEPALIVE = ("gRPC keepalive is configured in seconds", "grpc.keepalive_time_s")
 _RESTRICTED = ("API keys with API groups restrict endpoints instead (README.md, Security)", None)
 _SAGEMAKER = ("onnx-serve speaks KServe v2 over HTTP and gRPC only", None)
-_TRACE = ("onnx-serve has no tracing; its logs and onnxserve_* metrics time each phase", None)
+_TRACE = ("Triton deprecated it; give --trace-config level=|rate=|count=, OpenTelemetry only "
+          "(README.md, Tracing)", None)
 _GPU_MEMORY = ("onnxruntime's CUDA provider manages GPU memory", None)
 _CACHE = ("the response cache is in memory, sized by --cache-config local,size=BYTES",
           "cache.size_bytes")
@@ -89,7 +91,7 @@ UNSUPPORTED: dict[str, tuple[str, str | None]] = {
     "--vertex-ai-thread-count": _SAGEMAKER, "--vertex-ai-default-model": _SAGEMAKER,
     "--allow-gpu-metrics": ("GPU metrics are on whenever NVML sees a GPU", None),
     "--allow-cpu-metrics": ("CPU metrics are always on with metrics", None),
-    "--trace-config": _TRACE, "--trace-file": _TRACE, "--trace-level": _TRACE,
+    "--trace-file": _TRACE, "--trace-level": _TRACE,
     "--trace-rate": _TRACE, "--trace-count": _TRACE, "--trace-log-frequency": _TRACE,
     "--buffer-manager-thread-count": ("there is no buffer manager", None),
     "--model-load-retry-count": ("a failed load is retried when its files change (poll "
@@ -160,6 +162,12 @@ def add_triton_flags(parser: argparse.ArgumentParser) -> None:
                        default=None, help="Triton's: take each model's configuration as "
                        "written, without filling in what it leaves out from the model "
                        f"(sets {env_var('repository.auto_complete_config')}=false).")
+    group.add_argument(TRACE_CONFIG, dest="triton_trace_config", action="append",
+                       metavar="[opentelemetry,]KEY=VALUE",
+                       help="Triton's tracing settings: level=OFF|TIMESTAMPS|TENSORS, rate=N, "
+                       "count=N, mode=opentelemetry; opentelemetry,url=URL, resource=K=V, "
+                       "bsp_max_queue_size=N, bsp_schedule_delay=MS, "
+                       "bsp_max_export_batch_size=N (README.md, Tracing). Repeatable.")
 
 
 def _value(adapter: TypeAdapter[Any], flag: str, text: str) -> Any:
@@ -194,6 +202,9 @@ def apply(args: argparse.Namespace, data: dict[str, Any]) -> None:
         data["metrics"][path.rpartition(".")[2]] = value
     if getattr(args, "triton_no_auto_complete", None):
         data["repository"]["auto_complete_config"] = False
+    entries = getattr(args, "triton_trace_config", None) or []
+    if entries:
+        data["tracing"] = trace_settings(entries, data["tracing"])
     if getattr(args, "triton_command_line", False):
         _triton_defaults(data, {path for path, _ in settings})
 
@@ -251,3 +262,41 @@ def _metrics_setting(entry: str) -> tuple[str, str]:
         raise TritonFlagError(f"--metrics-config={entry}: onnx-serve does not support the "
                               f"metrics setting '{key}' (it has {', '.join(METRICS_KEYS)})")
     return path, value
+
+
+#: --trace-config keys: (mode, key) -> tracing setting; the lists (level, resource) append.
+_TRACE_KEYS = {("", "level"): "level", ("", "rate"): "rate", ("", "count"): "count",
+               ("opentelemetry", "url"): "url", ("opentelemetry", "resource"): "resource",
+               ("opentelemetry", "bsp_max_queue_size"): "bsp_max_queue_size",
+               ("opentelemetry", "bsp_schedule_delay"): "bsp_schedule_delay_ms",
+               ("opentelemetry", "bsp_max_export_batch_size"): "bsp_max_export_batch_size"}
+
+
+def trace_settings(entries: Sequence[str], tracing: dict[str, Any]) -> dict[str, Any]:
+    """Triton's --trace-config entries over the tracing settings `tracing` (a dump)."""
+    tracing = dict(tracing)
+    appended: set[str] = set()
+    for entry in entries:
+        head, comma, rest = entry.partition(",")
+        mode, setting = (head, rest) if comma and head in ("triton", "opentelemetry") \
+            else ("", entry)
+        key, equals, value = setting.partition("=")
+        if not equals or not key:
+            raise TritonFlagError(f"{TRACE_CONFIG}={entry}: expected [<mode>,]<setting>=<value>")
+        if mode == "triton" or (key == "mode" and not mode and value != "opentelemetry"):
+            raise TritonFlagError(f"{TRACE_CONFIG}={entry}: Triton's own trace mode (JSON "
+                                  "trace files) is not supported; onnx-serve traces with "
+                                  "OpenTelemetry only (mode=opentelemetry)")
+        if key == "mode" and not mode:
+            continue  # opentelemetry: the only mode
+        name = _TRACE_KEYS.get((mode, key))
+        if name is None:
+            known = ", ".join(f"{m + ',' if m else ''}{k}" for m, k in _TRACE_KEYS)
+            raise TritonFlagError(f"{TRACE_CONFIG}={entry}: onnx-serve does not support the "
+                                  f"trace setting '{key}' (it has mode, {known})")
+        if name in ("level", "resource"):
+            tracing[name] = ([] if name not in appended else tracing[name]) + [value]
+            appended.add(name)
+        else:
+            tracing[name] = value
+    return tracing

@@ -23,6 +23,8 @@ from app.api.metrics_port import MetricsListener
 from app.auth import Authenticator
 from app.batching.summaries import check_available
 from app.cache import ResponseCache
+from app.errors import Unsupported
+from app.logs import control as log_control
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
 from app.models.manager import ModelManager
@@ -33,6 +35,7 @@ from app.repository.watcher import RepositoryWatcher
 from app.service import InferenceService
 from app.settings import Settings
 from app.shm.registries import SharedMemory
+from app.tracing.tracer import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +143,15 @@ class Server:
         settings = fit_connection_limits(settings, open_file_limit())
         self.settings = settings
         self.manager = build_manager(settings)
+        try:
+            tracer = Tracer(settings.tracing)
+        except Unsupported as err:  # the level is on and the [tracing] extra is missing
+            raise StartupError(err.message) from None
         self.service = InferenceService(self.manager, settings.repository.control_mode,
                                         ResponseCache(settings.cache.size_bytes),
-                                        SharedMemory(settings.shared_memory))
+                                        SharedMemory(settings.shared_memory), tracer,
+                                        log_control(settings.log_level, settings.log_format),
+                                        settings.access_log)
         self.authenticator = Authenticator(settings.auth) if settings.auth.enabled else None
         self.registry = (build_registry(self.manager, self.service, self.authenticator,
                                         settings.metrics.interval_ms,
@@ -233,6 +242,8 @@ class Server:
                 await loading
             await self.manager.close()
             self.service.shared_memory.close()  # every request is answered: unmap regions
+            if self.service.tracer is not None:  # the spans still queued go out
+                await asyncio.to_thread(self.service.tracer.shutdown)
 
     async def _drain_when_asked(self, grpc: GrpcFrontend, asked: asyncio.Event) -> None:
         """The shutdown: readiness off and the listeners closed at once, idle connections

@@ -23,12 +23,17 @@ from app.errors import (
     Unsupported,
 )
 from app.models.ensemble import platform
+from app.logs import LogControl, bind, log_access
+from app.logs import control as log_settings
 from app.models.manager import ModelManager
 from app.models.version import LoadedModel, ModelState
 from app.repository.config import ConfigError, parse_config_json
 from app.repository.paths import check_model_name
 from app.shm.registries import SharedMemory
+from app.settings import TracingSettings
 from app.statistics import model_statistics
+from app.tracing import context as tracing
+from app.tracing.tracer import Tracer
 from app.types import Array, InferRequest, InferResponse, Parameters, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,8 @@ PLATFORM = "onnxruntime_onnx"
 #: Only what is implemented; later features add themselves here when they land.
 EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration",
               "model_repository", "schedule_policy", "statistics", "system_shared_memory")
+#: Triton's trace and logging extensions (app/tracing/, app/logs.py).
+OBSERVABILITY_EXTENSIONS = ("logging", "trace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +90,16 @@ class InferenceService:
 
     def __init__(self, manager: ModelManager, control_mode: str = "none",
                  cache: ResponseCache | None = None,
-                 shared_memory: SharedMemory | None = None) -> None:
+                 shared_memory: SharedMemory | None = None, tracer: Tracer | None = None,
+                 log_control: LogControl | None = None, access_log: bool = False) -> None:
         self._manager = manager
         #: the shared-memory regions both transports read inputs from and write outputs to
         self.shared_memory = shared_memory if shared_memory is not None else SharedMemory()
+        #: request tracing (app/tracing/); a transport arms each request while it is on
+        self.tracer = tracer if tracer is not None else Tracer(TracingSettings())
+        #: Triton's logging extension (app/logs.py)
+        self.log_control = log_control if log_control is not None else log_settings()
+        self._access_log = access_log
         #: every model's cached answers (app/cache.py); without one, nothing is cached
         self.cache = cache if cache is not None else ResponseCache(0)
         self._control_mode = control_mode
@@ -128,7 +141,7 @@ class InferenceService:
         await self._manager.wait_for_change()
 
     def server_metadata(self) -> ServerMetadata:
-        return ServerMetadata(SERVER_NAME, __version__, EXTENSIONS)
+        return ServerMetadata(SERVER_NAME, __version__, EXTENSIONS + OBSERVABILITY_EXTENSIONS)
 
     def model_ready(self, name: str, version: str | None) -> bool:
         """Whether the model (version) can serve now; unknown models raise ModelNotFound."""
@@ -176,11 +189,25 @@ class InferenceService:
         unload in the meantime waits for it instead of pulling the sessions away. Every
         outcome is counted for the metrics, under the model when it resolved.
         """
+        bind(request.model_name, request.version, request.id)
         if self._refusing:
             refusal = ShuttingDown("the server is shutting down; retry on another replica")
             self.refused(protocol, request.model_name, request.version, refusal)
             raise refusal
         return await self._infer(request, protocol, time.perf_counter())
+
+    def _start_trace(self, request: InferRequest, version: str) -> None:
+        """Sample the armed request (app/tracing/) of a resolved `version`: its spans begin
+        when it arrived."""
+        armed = tracing.ARMED.get()
+        tracing.ARMED.set(None)
+        if armed is None:
+            return
+        trace = self.tracer.start(armed.protocol, request.model_name, armed.header,
+                                  armed.received_ns)
+        if trace is not None:
+            tracing.CURRENT.set(trace)
+            trace.decoded(request, version)
 
     async def _infer(self, request: InferRequest, protocol: str,
                      started: float) -> InferResponse:
@@ -189,7 +216,12 @@ class InferenceService:
         except ServingError as err:
             key = (protocol, err.code.value)
             self.unresolved[key] = self.unresolved.get(key, 0) + 1
+            self._access(protocol, request.model_name, request.version, request.id,
+                         err.code.value, started)
             raise
+        bind(request.model_name, model.key.version, request.id)
+        if tracing.ARMED.get() is not None:
+            self._start_trace(request, model.key.version)
         outcome = "success"
         datatypes = {s.name: s.datatype for s in model.signature.outputs}
         try:
@@ -212,18 +244,31 @@ class InferenceService:
         finally:
             model.release()
             model.stats.request_done(protocol, outcome, time.perf_counter() - started)
+            self._access(protocol, request.model_name, model.key.version, request.id,
+                         outcome, started)
         datatypes = {n: datatypes[n] for n in names}
         if ranked:
             outputs, datatypes = classification.classify(
                 outputs, datatypes, ranked, model.signature.labels,
                 model.signature.max_batch_size > 0)
-        return InferResponse(
+        response = InferResponse(
             model_name=request.model_name,
             model_version=model.key.version,
             outputs=outputs,
             output_datatypes=datatypes,
             id=request.id,
         )
+        trace = tracing.CURRENT.get()
+        if trace is not None:
+            trace.answered(response)
+        return response
+
+    def _access(self, protocol: str, name: str, version: str | None, request_id: str | None,
+                outcome: str, started: float | None) -> None:
+        """The access-log line of one inference request (the access_log setting)."""
+        if self._access_log:
+            log_access(protocol, name, version or "", request_id or "", outcome,
+                       0.0 if started is None else time.perf_counter() - started)
 
     async def _answer(self, model: LoadedModel, request: InferRequest,
                       names: tuple[str, ...]) -> dict[str, Array]:
@@ -289,6 +334,7 @@ class InferenceService:
             self.unresolved[key] = self.unresolved.get(key, 0) + 1
         else:
             model.stats.request_refused(protocol, outcome)
+        self._access(protocol, name or "", version, None, outcome, None)
 
     def model_statistics(self, name: str, version: str | None) -> list[dict[str, Any]]:
         """Triton's statistics: every ready version of every model (empty name), of one

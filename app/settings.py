@@ -545,6 +545,56 @@ class CorsSettings(_Group):
         return bool(self.allow_origins) or self.allow_origin_regex is not None
 
 
+TraceLevel = Literal["OFF", "TIMESTAMPS", "TENSORS"]
+
+
+class TracingSettings(_Group):
+    """Request tracing (README.md, Tracing): Triton's --trace-config, OpenTelemetry only."""
+
+    level: Annotated[list[TraceLevel], NoDecode] = Field(
+        default_factory=lambda: list[TraceLevel](["OFF"]),
+        description="Triton's trace level: OFF, or TIMESTAMPS (spans) and/or TENSORS (spans "
+        "with each tensor's name, datatype, shape and first values as events); changeable "
+        "at run time through the trace extension.")
+    rate: int = Field(1000, ge=0, description="Trace every rate-th request (0: only those "
+                      "that carry a W3C traceparent, which are traced whenever the level "
+                      "is on).")
+    count: int = Field(-1, ge=-1, description="Traces still to collect; -1: no limit.")
+    url: str = Field("http://localhost:4318/v1/traces",
+                     description="The OTLP endpoint: a URL for OTLP/HTTP (Triton's default), "
+                     "host:port for OTLP/gRPC.")
+    exporter: Literal["http", "grpc"] = Field(
+        "http", description="OTLP over HTTP (protobuf, as Triton) or over gRPC.")
+    resource: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Resource attributes, key=value each (Triton's "
+        "resource=); service.name is onnx-serve unless given.")
+    bsp_max_queue_size: int = Field(2048, ge=1, description="Spans the batch span "
+                                    "processor holds at most; more are dropped.")
+    bsp_schedule_delay_ms: int = Field(5000, ge=1, description="Longest wait between two "
+                                       "exports, in milliseconds.")
+    bsp_max_export_batch_size: int = Field(512, ge=1, description="Most spans in one export "
+                                           "(at most bsp_max_queue_size).")
+
+    _lists = field_validator("resource", mode="before")(_split_list)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _levels(cls, value: object) -> object:  # a list, any case: TIMESTAMPS,tensors
+        value = _split_list(value)
+        return [v.upper() if isinstance(v, str) else v for v in value] \
+            if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TracingSettings:
+        if "OFF" in self.level and len(self.level) > 1:
+            raise ValueError("level OFF cannot be combined with other levels")
+        if self.bsp_max_export_batch_size > self.bsp_max_queue_size:
+            raise ValueError("bsp_max_export_batch_size must not exceed bsp_max_queue_size")
+        if any("=" not in entry or not entry.split("=", 1)[0] for entry in self.resource):
+            raise ValueError("each resource attribute is key=value")
+        return self
+
+
 class Settings(BaseSettings):
     """Every server setting; built once in cli.py and passed down through constructors."""
 
@@ -568,6 +618,11 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
     shared_memory: SharedMemorySettings = Field(default_factory=SharedMemorySettings)
+    # Tracing and the logging extension (README.md, Tracing; Logging).
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    access_log: bool = Field(
+        False, description="One line per inference request (HTTP and gRPC) on logger "
+        "onnx_serve.access: request id, model, version, protocol, outcome and duration.")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from app.api import offload
+from app.api import grpc_observe, offload
 from app.api.grpc_auth import AuthInterceptor
 from app.api.grpc_compression import SmallAnswers, compression_options
 from app.api.grpc_drain import GrpcCalls, GrpcFrontend, channelz_ids, new_channelz_id
@@ -23,12 +23,11 @@ from app.api.grpc_shm import install_shared_memory
 from app.api.shm_infer import leases, write_outputs
 from app.api.status import GRPC_STATUS
 from app.auth import Authenticator
-from app.codecs.checks import unimplemented
 from app.codecs.grpc import answers_raw, decode_request, parameters_to_proto
 from app.codecs.grpc_wire import WireError, infer_response_bytes, split_raw_inputs
 from app.codecs.shm import ShmUse, shm_outputs
 from app.codecs.tensors import TensorLimits
-from app.errors import InvalidInput, RequestTooLarge, ServingError, Unsupported
+from app.errors import ErrorCode, InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
 from app.protos_gen import model_config_pb2
@@ -46,6 +45,8 @@ ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: Exception) -> None:
     """Turn an exception into the RPC's status: ServingErrors by code, the rest INTERNAL."""
     if isinstance(err, ServingError):
+        if err.code is ErrorCode.INTERNAL:  # as HTTP logs it; the line names the request
+            log.error("request failed: %s", err.message)
         await context.abort(GRPC_STATUS[err.code], err.message)
     log.exception("unexpected error in a gRPC call", exc_info=err)
     await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
@@ -255,6 +256,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: bytes, context: Any) -> bytes:
         """Takes and returns serialized messages (RAW_METHODS)."""
+        if self._service.tracer.on:  # the service samples it (app/tracing/)
+            return await grpc_observe.traced(context, self._model_infer(request, context))
+        return await self._model_infer(request, context)
+
+    async def _model_infer(self, request: bytes, context: Any) -> bytes:
         message, raw_inputs = await self._parsed(request)
         with leases(self._service.shared_memory) as shm:  # regions leased until answered
             decoded = await self._decoded(request, message, raw_inputs, shm)
@@ -277,6 +283,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             async for data in request_iterator:
                 self._idle_streams.discard(task)
+                if self._service.tracer.on:  # each message its own trace (app/tracing/)
+                    grpc_observe.arm(context)
                 message, raw_inputs = await self._parsed(data)  # unparsable: the stream ends
                 try:
                     with leases(self._service.shared_memory) as shm:
@@ -291,8 +299,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         _output_bytes(response), infer_response_bytes, response,
                         answers_raw(message, raw_inputs), True, final, shm_outputs(decoded))
                     self._small_answers(context, len(answer))
+                    grpc_observe.answered()
                     yield answer
                 except ServingError as err:
+                    grpc_observe.answered(err)
                     # A failed request is reported on its own message; the stream goes on.
                     failed = pb.ModelInferResponse(model_name=message.model_name,
                                                    model_version=message.model_version,
@@ -370,6 +380,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self._service.repository_load(request.model_name, config)
         return pb.RepositoryModelLoadResponse()
 
+    async def TraceSetting(self, request: pb.TraceSettingRequest, context: Any) -> Any:
+        return grpc_observe.trace_setting(self._service, request)
+
+    async def LogSettings(self, request: pb.LogSettingsRequest, context: Any) -> Any:
+        return grpc_observe.log_settings(self._service, request)
+
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
                                     context: Any) -> Any:
         await self._service.repository_unload(request.model_name)
@@ -391,27 +407,6 @@ def _parse(data: bytes) -> tuple[pb.ModelInferRequest, list[memoryview]]:
 
 def _output_bytes(response: InferResponse) -> int:
     return sum(a.nbytes for a in response.outputs.values())
-
-
-def _unsupported(feature: str) -> Callable[..., Awaitable[Any]]:
-    async def method(self: InferenceServicer, request: Any, context: Any) -> Any:
-        raise unimplemented(feature)  # the same message as HTTP's routes
-
-    return method
-
-
-# Declared in the protocol; answered UNIMPLEMENTED (with a message) until they exist.
-for _name, _feature in {
-    "SystemSharedMemoryStatus": "system shared memory",
-    "SystemSharedMemoryRegister": "system shared memory",
-    "SystemSharedMemoryUnregister": "system shared memory",
-    "CudaSharedMemoryStatus": "CUDA shared memory",
-    "CudaSharedMemoryRegister": "CUDA shared memory",
-    "CudaSharedMemoryUnregister": "CUDA shared memory",
-    "TraceSetting": "the trace extension",
-    "LogSettings": "the logging extension",
-}.items():
-    setattr(InferenceServicer, _name, _unsupported(_feature))
 
 
 install_shared_memory(InferenceServicer)  # the shared-memory RPCs (api/grpc_shm.py)

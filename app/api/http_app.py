@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.compression import CompressResponses
+from app.api.http_observe import arm
 from app.api.http_security import secure
 from app.api.rest import (
     CLIENT_CLOSED,
@@ -105,6 +106,8 @@ class InferFastPath:
         if scope["type"] == "http" and scope["method"] == "POST":
             target = infer_target(scope["path"])
             if target is not None:
+                if self._api.tracing:  # the service samples it (app/tracing/)
+                    send = arm(scope, send)
                 await self._infer(scope, receive, send, *target)
                 return
         await self._app(scope, receive, send)

@@ -26,6 +26,7 @@ class MetricsApp:
         if scope["type"] != "http":
             return
         status, body, kind = 404, b'{"error":"not found"}', "application/json"
+        allow: list[tuple[bytes, bytes]] = []
         if scope["path"] == "/metrics":
             if scope["method"] in ("GET", "HEAD"):
                 # Collection walks every loaded version: off the loop, as on the HTTP port.
@@ -33,9 +34,10 @@ class MetricsApp:
                 body = await asyncio.to_thread(exposition, self._registry)
             else:
                 status, body = 405, b'{"error":"method not allowed"}'
+                allow = [(b"allow", b"GET, HEAD")]
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", kind.encode()),
-                                (b"content-length", str(len(body)).encode())]})
+                                (b"content-length", str(len(body)).encode()), *allow]})
         await send({"type": "http.response.body",
                     "body": b"" if scope["method"] == "HEAD" else body})
 

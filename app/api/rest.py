@@ -22,10 +22,12 @@ from app import __version__
 from app.api import offload
 from app.api.body import BodyBuffer
 from app.api.http_shm import add_shared_memory_routes
+from app.api.http_observe import add_observe_routes
+from app.api.http_probes import add_probe_methods, allowed
+from app.api.kserve_v1 import add_v1_routes
 from app.api.openapi import INFER_OPENAPI, error_responses
 from app.api.shm_infer import leases, write_outputs
 from app.api.status import HTTP_STATUS
-from app.codecs.checks import unimplemented
 from app.codecs.json_request import parse_json_object
 from app.codecs.rest import RestLimits, decode_raw_request, decode_request, encode_response
 from app.codecs.shm import ShmUse
@@ -82,6 +84,19 @@ class RestApi:
         self._limits = RestLimits(
             TensorLimits.of(settings, "http"),
             settings.json_half_precision, settings.max_json_depth)
+
+    @property
+    def service(self) -> InferenceService:
+        return self._service
+
+    @property
+    def max_json_depth(self) -> int:
+        return self._limits.max_json_depth
+
+    @property
+    def tracing(self) -> bool:
+        """Whether requests may be sampled for tracing now (the fast path's one check)."""
+        return self._service.tracer.on
 
     async def live(self) -> Response:
         return _json({"live": True})
@@ -287,33 +302,9 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
                 tags=["inference"], responses=infer_errors, openapi_extra=INFER_OPENAPI,
             )
     add_shared_memory_routes(app, api, api._service.shared_memory, api._limits.max_json_depth)
-    _add_unimplemented_routes(app)
-
-
-#: Triton's HTTP routes of the extensions gRPC answers UNIMPLEMENTED, with the API group of
-#: the matching RPCs (api/grpc_auth.py).
-_UNIMPLEMENTED_ROUTES = (
-    ("/v2/systemsharedmemory/{path:path}", "system shared memory", "inference"),
-    ("/v2/cudasharedmemory/{path:path}", "CUDA shared memory", "inference"),
-    ("/v2/trace/setting", "the trace extension", "repository"),
-    ("/v2/models/{model_name}/trace/setting", "the trace extension", "repository"),
-    ("/v2/logging", "the logging extension", "repository"),
-)
-
-
-def _add_unimplemented_routes(app: FastAPI) -> None:
-    """501 with gRPC's message, not "Not Found": the client learns the feature is missing.
-    Left out of the OpenAPI document, which lists what works."""
-    for path, feature, group in _UNIMPLEMENTED_ROUTES:
-        app.add_api_route(path, _refusing(feature), methods=["GET", "POST"], tags=[group],
-                          include_in_schema=False)
-
-
-def _refusing(feature: str) -> Callable[[], Awaitable[Response]]:
-    async def refuse() -> Response:  # no parameters: FastAPI would take them from the query
-        raise unimplemented(feature)
-
-    return refuse
+    add_observe_routes(app, api.service)  # the trace and logging extensions
+    add_probe_methods(app)  # HEAD and OPTIONS where probes ask
+    add_v1_routes(app, api.service, api.body_buffer, api.max_json_depth)  # KServe V1
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -331,9 +322,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(400, f"{where}: {first.get('msg', 'invalid request')}")
 
-    async def http_error(_: Request, err: Exception) -> Response:
+    async def http_error(request: Request, err: Exception) -> Response:
         assert isinstance(err, HTTPException)  # nosec B101 # as above
-        return _error(err.status_code, str(err.detail))
+        answer = _error(err.status_code, str(err.detail))
+        if err.status_code == 405:  # every method the path has, not one route's
+            answer.headers["Allow"] = allowed(request.app.router.routes, request.scope)
+        return answer
 
     async def client_gone(request: Request, _: Exception) -> Response:
         # A client that leaves before its body is sent is not an error: nobody to answer.

@@ -23,6 +23,7 @@ from app.errors import (
     Overloaded,
     ServingError,
 )
+from app.tracing.context import CURRENT, RequestTrace, batch_ran
 from app.types import Array
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class _Queued:
     running: _Running | None = None  # set while its batch runs; cleared once answered
     timer: asyncio.TimerHandle | None = None  # answers DEADLINE_EXCEEDED while still queued
     launched_at_ns: int = 0
+    trace: RequestTrace | None = None  # sampled for tracing (app/tracing/)
 
 
 @dataclass(eq=False, slots=True)
@@ -48,6 +50,7 @@ class _Outcome:
     input_ns: int = 0
     infer_ns: int = 0
     output_ns: int = 0
+    started_ns: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -159,7 +162,7 @@ class DynamicBatcher:
         view = Waiting(rows, self._layout.bucket(feed) if policy.max_batch_size else None, now,
                        now + timeout_s if timeout_s > 0 else None,
                        queue_policy.timeout_action is TimeoutAction.DELAY)
-        item = _Queued(feed, names, level, view, loop.create_future())
+        item = _Queued(feed, names, level, view, loop.create_future(), trace=CURRENT.get())
         if view.deadline is not None and not view.delay_on_timeout:
             # At the deadline, not when an instance next frees up: it may stay busy long.
             item.timer = loop.call_at(view.deadline, self._expire, item)
@@ -266,7 +269,7 @@ class DynamicBatcher:
             results: list[list[Array] | ServingError] = [outputs]
         else:
             results = list(self._layout.split(outputs, names, feeds))
-        return _Outcome(results, t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+        return _Outcome(results, t1 - t0, t2 - t1, time.perf_counter_ns() - t2, t0)
 
     def _alone(self, run: RunFn, feed: Mapping[str, Array],
                names: list[str]) -> list[Array] | ServingError:
@@ -291,6 +294,9 @@ class DynamicBatcher:
             running.results = list(outcome.results)
             self.stats.batch_ran(running.rows, count, outcome.input_ns, outcome.infer_ns,
                                  outcome.output_ns)
+            batch_ran([item.trace for item in running.items], running.rows,
+                      outcome.started_ns or running.launched_at_ns, outcome.input_ns,
+                      outcome.infer_ns, outcome.output_ns)
         if not self._policy.preserve_ordering:
             self._dispatched.remove(running)
             self._deliver(running)

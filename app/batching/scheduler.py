@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from app.batching.stats import ModelStats
 from app.errors import ServingError
+from app.tracing.context import CURRENT
 from app.types import Array
 
 #: Runs one feed on the instance the work was launched on (in that instance's thread).
@@ -119,4 +120,7 @@ async def counted_answer(stats: ModelStats, request: Pending,
         stats.inflight -= 1
     waited = request.launched_at_ns - started if request.launched_at_ns else 0
     stats.request_succeeded(time.perf_counter_ns() - started, max(waited, 0))
+    trace = CURRENT.get()
+    if trace is not None and request.launched_at_ns:
+        trace.queued(started, request.launched_at_ns)
     return outputs

@@ -14,6 +14,7 @@ from typing import Any
 from app.batching.scheduler import FreeSlot, Launched, RunFn, Runner, counted_answer
 from app.batching.stats import ModelStats
 from app.errors import InferenceFailed, InvalidInput, ModelNotReady, Overloaded, ServingError
+from app.tracing.context import CURRENT, RequestTrace, batch_ran
 from app.types import Array
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class _Request:
     future: asyncio.Future[list[Array]]
     launched: Launched | None = None
     launched_at_ns: int = 0
+    trace: RequestTrace | None = None  # sampled for tracing (app/tracing/)
 
 
 class UnbatchedScheduler:
@@ -80,7 +82,7 @@ class UnbatchedScheduler:
             raise Overloaded(f"{self._label}: the queue is full ({self._max_waiting} "
                              "requests waiting); retry later")
         loop = asyncio.get_running_loop()
-        request = _Request(feed, names, loop.create_future())
+        request = _Request(feed, names, loop.create_future(), trace=CURRENT.get())
         self._waiting.append(request)
         self.stats.inflight += 1
         self.stats.pending += 1
@@ -137,6 +139,7 @@ class UnbatchedScheduler:
             return
         outputs, infer_ns = future.result()
         self.stats.batch_ran(1, 1, 0, infer_ns, 0)
+        batch_ran([request.trace], 1, request.launched_at_ns, 0, infer_ns, 0)
         if not request.future.done():
             request.future.set_result(outputs)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from app.errors import InvalidInput, Unsupported
-from app.settings import env_var
 from app.types import ParamValue
 
 #: int() of more digits than this is slow (and no version folder has them); 19 fit an int64.
@@ -35,26 +34,9 @@ OUTPUT_PARAMETERS: dict[str, frozenset[str]] = {
 }
 #: The binary tensor extension's parameters: HTTP's way of sending raw bytes.
 BINARY_PARAMETERS = ("binary_data_output", "binary_data", "binary_data_size")
-#: Declared by the protocol, not implemented yet: one message per feature, the same over
-#: HTTP (501) and gRPC (UNIMPLEMENTED).
-UNIMPLEMENTED: dict[str, str] = {
-    "system shared memory": "send tensors in the request instead (binary tensor data over "
-                            "HTTP, raw_input_contents over gRPC)",
-    "CUDA shared memory": "send tensors in the request instead (binary tensor data over "
-                          "HTTP, raw_input_contents over gRPC)",
-    "the trace extension": "onnx-serve exports metrics and statistics instead",
-    "the logging extension": f"set the log level with {env_var('log_level')}",
-}
-
-
 def shown(text: str) -> str:
     """A client's string as an error message repeats it: quoted, escaped, and short."""
     return repr(text[:_SHOWN]) + ("..." if len(text) > _SHOWN else "")
-
-
-def unimplemented(feature: str) -> Unsupported:
-    """The refusal of a declared but unimplemented API (a key of UNIMPLEMENTED)."""
-    return Unsupported(f"{feature} is not supported by onnx-serve yet; {UNIMPLEMENTED[feature]}")
 
 
 def version_number(version: str, labels: Mapping[str, int], model: str) -> int:

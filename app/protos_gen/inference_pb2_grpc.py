@@ -214,8 +214,8 @@ class GRPCInferenceServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def SystemSharedMemoryStatus(self, request, context):
-        """Shared memory, trace and log settings: declared for client compatibility; the server
-        answers UNIMPLEMENTED until they exist.
+        """Triton's extensions: shared memory (app/api/grpc_shm.py), trace and log settings
+        (app/api/grpc_observe.py).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,6 +37,15 @@ def test_curl_example(address: str) -> None:
     assert json.loads(printed) == json.loads(block("curl", "json"))
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_kserve_v1_curl_example(address: str) -> None:
+    command = block("v1-curl", "bash").replace("localhost:8000", address)
+    printed = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                             check=True, timeout=30).stdout
+    (prediction,) = json.loads(printed)["predictions"]
+    assert prediction["label"] == 0 and prediction["probabilities"][0] > 0.999
+
+
 def test_tritonclient_example(address: str) -> None:
     code = block("tritonclient", "python").replace("localhost:8000", address)
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

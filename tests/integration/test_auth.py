@@ -214,9 +214,11 @@ GUARDED = [
                            ("POST", "/region/{region_name}/register"),
                            ("POST", "/unregister"),
                            ("POST", "/region/{region_name}/unregister"))],
+    # KServe V1.
+    ("POST", "/v1/models/m:predict"), ("POST", "/v1/models/m:explain"), ("GET", "/v1/models"),
 ]
 OPEN = [("GET", "/v2/health/live"), ("GET", "/v2/health/ready"), ("GET", "/v2/models/m/ready"),
-        ("GET", "/v2/models/m/versions/1/ready")]
+        ("GET", "/v2/models/m/versions/1/ready"), ("GET", "/"), ("GET", "/v1/models/m")]
 
 
 @pytest.mark.parametrize("method, path", GUARDED)
@@ -355,7 +357,8 @@ def test_every_rest_route_has_a_group(tmp_path: Path) -> None:
     app = create_fastapi(RestApi(service, HttpSettings(), CollectorRegistry()))
     table = {getattr(route, "path", ""): group for route, group in route_groups(app)}
     expected_open = {"/v2/health/live", "/v2/health/ready", "/v2/models/{model_name}/ready",
-                     "/v2/models/{model_name}/versions/{version}/ready"}
+                     "/v2/models/{model_name}/versions/{version}/ready",
+                     "/", "/v1/models/{model_name}"}  # KServe V1's liveness and readiness
     assert {path for path, group in table.items() if group is None} == expected_open
     concrete = {path.replace("{model_name}", "m").replace("{version}", "1")
                 .replace("{path:path}", "status") for path in table if path not in expected_open}

@@ -46,28 +46,7 @@ def grpc_client(grpc_target: str) -> Iterator[triton_grpc.InferenceServerClient]
     client.close()
 
 
-# ---- item 16: declared routes answer 501 with gRPC's words --------------------------------
-ROUTES: list[tuple[str, str, Callable[[Stub], Any]]] = [
-    # Issue 19: the shared-memory routes exist (tests/integration/test_shared_memory.py).
-    ("GET", "/v2/trace/setting", lambda s: s.TraceSetting(pb.TraceSettingRequest())),
-    ("POST", "/v2/models/plus/trace/setting",
-     lambda s: s.TraceSetting(pb.TraceSettingRequest(model_name="plus"))),
-    ("GET", "/v2/logging", lambda s: s.LogSettings(pb.LogSettingsRequest())),
-]
-
-
-@pytest.mark.parametrize("method, path, call", ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
-def test_unimplemented_apis_answer_501_as_grpc_answers_unimplemented(
-        base_url: str, stub: Stub, method: str, path: str, call: Callable[[Stub], Any]) -> None:
-    answer = httpx.request(method, base_url + path, json={})
-    with pytest.raises(grpc.RpcError) as caught:
-        call(stub)
-    assert answer.status_code == 501
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert answer.json()["error"] == caught.value.details()
-    assert "is not supported by onnx-serve yet" in caught.value.details()
-
-
+# ---- issue 19: every API the protocol declares is implemented --------------------------
 def test_tritonclient_shared_memory_status_answers(
         http_client: triton_http.InferenceServerClient,
         grpc_client: triton_grpc.InferenceServerClient) -> None:

@@ -36,7 +36,8 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
     assert importers_of("app.api") <= {"app.server", "app.api.rest", "app.api.grpc",
                                        "app.api.http_app", "app.api.http_security",
                                        "app.api.grpc_auth", "app.api.http_shm",
-                                       "app.api.shm_infer", "app.api.compression"}
+                                       "app.api.shm_infer", "app.api.compression",
+                                       "app.api.grpc_observe", "app.api.kserve_v1"}
     assert importers_of("app.server") <= {"app.cli"}
 
 

@@ -1,0 +1,1 @@
+"""Request tracing: Triton's trace extension and OpenTelemetry spans (the [tracing] extra)."""
