@@ -15,7 +15,8 @@ GRPC_PORT ?= 8001
 # jemalloc returns memory freed by unloaded models; glibc keeps ~4 copies (bench/reload_rss.py).
 JEMALLOC := $(firstword $(wildcard /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2))
 
-.PHONY: serve test lint check models protos bench image clean gpu-env devices perf-analyzer
+.PHONY: serve test lint check models protos bench image clean gpu-env devices perf-analyzer kserve-sdk silero examples-torch \
+	examples-tensorflow
 
 # `pip install -e .` puts CPU onnxruntime back (a dependency): take out both builds, which share
 # their files, then install the GPU one alone.
@@ -87,6 +88,30 @@ $(VENV)/.perf-analyzer: | $(VENV)/.runtime
 
 perf-analyzer: $(VENV)/.perf-analyzer ## perf_analyzer (shared memory, HTTP and gRPC) against a real server
 	$(PY) -m pytest -m perf_analyzer tests/e2e/test_perf_analyzer.py
+
+# KServe's Python SDK for its V1 client test (pytest -m kserve_sdk): a large install
+# (kubernetes, pandas, cloudevents), so opt-in, into the dev venv.
+$(VENV)/.kserve-sdk: | $(VENV)/.dev
+	$(PY) -m pip install --quiet 'kserve>=0.15'
+	touch $@
+
+kserve-sdk: $(VENV)/.kserve-sdk ## KServe's Python SDK V1 client against a real server (opt-in)
+	$(PY) -m pytest -m kserve_sdk tests/integration/test_kserve_v1.py
+
+# The other opt-in suites with big or odd installs, each installed by its own target:
+# silero VAD (only its .onnx is used, so without its torch requirement), the PyTorch and
+# Keras examples (torch with onnxscript, ~3 GB; tensorflow-cpu with tf2onnx, ~300 MB).
+silero: | $(VENV)/.dev ## the real silero VAD model through sequence batching (opt-in)
+	$(PY) -m pip install --quiet --no-deps silero-vad
+	$(PY) -m pytest -m silero tests/integration/test_sequences_silero.py
+
+examples-torch: | $(VENV)/.dev ## the PyTorch export example end to end (opt-in, ~3 GB)
+	$(PY) -m pip install --quiet torch onnxscript
+	$(PY) -m pytest -m torch tests/e2e/test_examples.py
+
+examples-tensorflow: | $(VENV)/.dev ## the Keras export example end to end (opt-in)
+	$(PY) -m pip install --quiet tensorflow-cpu tf2onnx
+	$(PY) -m pytest -m tensorflow tests/e2e/test_examples.py
 
 serve: $(VENV)/.runtime ## serve model_repository/ on HTTP 8000 / gRPC 8001
 	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC)) $(PY) -m app --model-repository model_repository \

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -21,9 +21,9 @@ from starlette.types import Receive
 from app import __version__
 from app.api import offload
 from app.api.body import BodyBuffer
-from app.api.http_shm import add_shared_memory_routes
 from app.api.http_observe import add_observe_routes
 from app.api.http_probes import add_probe_methods, allowed
+from app.api.http_shm import add_shared_memory_routes
 from app.api.kserve_v1 import add_v1_routes
 from app.api.openapi import INFER_OPENAPI, error_responses
 from app.api.shm_infer import leases, write_outputs

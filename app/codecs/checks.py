@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from app.errors import InvalidInput, Unsupported
+from app.errors import InvalidInput
 from app.types import ParamValue
 
 #: int() of more digits than this is slow (and no version folder has them); 19 fit an int64.
