@@ -8,10 +8,9 @@ from app.codecs.checks import (
     check_input_parameters,
     check_output_parameters,
     check_request_parameters,
-    unimplemented,
     version_number,
 )
-from app.errors import ErrorCode, InvalidInput
+from app.errors import InvalidInput
 from app.types import ParamValue
 
 LABELS = {"stable": 3, "canary": 4}
@@ -99,9 +98,3 @@ def test_classification_is_an_output_parameter(transport: str) -> None:
     with pytest.raises(InvalidInput, match="input 'x': parameter 'classification' is not "
                                            "supported"):
         check_input_parameters("x", {"classification": 3}, transport)
-
-
-def test_unimplemented_apis_name_the_feature() -> None:
-    err = unimplemented("system shared memory")
-    assert err.code is ErrorCode.UNSUPPORTED
-    assert err.message.startswith("system shared memory is not supported by onnx-serve yet")
