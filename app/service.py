@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from app import __version__
 from app.batching import sequence_request as sequences
@@ -31,7 +30,7 @@ from app.repository.config import ConfigError, parse_config_json
 from app.repository.paths import check_model_name
 from app.settings import TracingSettings
 from app.shm.registries import SharedMemory
-from app.statistics import model_statistics
+from app.statistics import ModelStatistics, model_statistics
 from app.tracing import context as tracing
 from app.tracing.tracer import Tracer
 from app.types import Array, InferRequest, InferResponse, Parameters, TensorSpec
@@ -336,7 +335,7 @@ class InferenceService:
             model.stats.request_refused(protocol, outcome)
         self._access(protocol, name or "", version, None, outcome, None)
 
-    def model_statistics(self, name: str, version: str | None) -> list[dict[str, Any]]:
+    def model_statistics(self, name: str, version: str | None) -> list[ModelStatistics]:
         """Triton's statistics: every ready version of every model (empty name), of one
         model (empty version), or of one version."""
         if not name and version:

@@ -1,52 +1,67 @@
-"""Per-version statistics as Triton's statistics extension reports them (one JSON shape for
-REST, and for gRPC through the same field names)."""
+"""Per-version statistics as Triton's statistics extension reports them: a typed snapshot
+that each transport's codec encodes (app/codecs/statistics.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from dataclasses import dataclass
 
-from app.batching.stats import Duration, ModelStats
+from app.batching.stats import Duration, ModelStats, SequenceCounts
 from app.types import ModelKey
 
 
-def _duration(value: Duration) -> dict[str, int]:
-    return {"count": value.count, "ns": value.ns}
+@dataclass(frozen=True, slots=True)
+class InferenceStatistics:
+    """Triton's InferStatistics: durations of requests by outcome and of their phases."""
+
+    success: Duration
+    fail: Duration
+    queue: Duration
+    compute_input: Duration
+    compute_infer: Duration
+    compute_output: Duration
+    cache_hit: Duration
+    cache_miss: Duration
 
 
-def model_statistics(key: ModelKey, stats: ModelStats) -> dict[str, Any]:
-    """One entry of `model_stats`; a sequence model's adds `sequence_stats` (ours: Triton
-    has none; gRPC clients do not see it, the protobuf message has no such field)."""
-    entry = _entry(key, stats)
-    if stats.sequences is not None:
-        entry["sequence_stats"] = dataclasses.asdict(stats.sequences)
-    return entry
+@dataclass(frozen=True, slots=True)
+class BatchStatistics:
+    """Triton's InferBatchStatistics: the executions of one batch size."""
+
+    batch_size: int
+    compute_input: Duration
+    compute_infer: Duration
+    compute_output: Duration
 
 
-def _entry(key: ModelKey, stats: ModelStats) -> dict[str, Any]:
-    return {
-        "name": key.name,
-        "version": key.version,
-        "last_inference": stats.last_inference_ms,
-        "inference_count": stats.inference_count,
-        "execution_count": stats.execution_count,
-        "inference_stats": {
-            "success": _duration(stats.success),
-            "fail": _duration(stats.fail),
-            "queue": _duration(stats.queue),
-            "compute_input": _duration(stats.compute_input),
-            "compute_infer": _duration(stats.compute_infer),
-            "compute_output": _duration(stats.compute_output),
-            "cache_hit": _duration(stats.cache_hit),
-            "cache_miss": _duration(stats.cache_miss),
-        },
-        "response_stats": {},
-        "batch_stats": [
-            {"batch_size": size,
-             "compute_input": _duration(sized.compute_input),
-             "compute_infer": _duration(sized.compute_infer),
-             "compute_output": _duration(sized.compute_output)}
-            for size, sized in sorted(stats.batches.items())
-        ],
-        "memory_usage": [],
-    }
+@dataclass(frozen=True, slots=True)
+class ModelStatistics:
+    """One entry of `model_stats`. `sequence_stats` is ours (Triton has none): REST reports
+    it for sequence models; the protobuf message has no such field."""
+
+    name: str
+    version: str
+    last_inference: int
+    inference_count: int
+    execution_count: int
+    inference_stats: InferenceStatistics
+    batch_stats: tuple[BatchStatistics, ...]
+    sequence_stats: SequenceCounts | None = None
+
+
+def _copy(value: Duration) -> Duration:
+    return Duration(value.count, value.ns)
+
+
+def model_statistics(key: ModelKey, stats: ModelStats) -> ModelStatistics:
+    """A snapshot of one version's counters (copies: the counters go on changing)."""
+    inference = InferenceStatistics(
+        *(_copy(getattr(stats, f.name)) for f in dataclasses.fields(InferenceStatistics)))
+    batches = tuple(
+        BatchStatistics(size, _copy(sized.compute_input), _copy(sized.compute_infer),
+                        _copy(sized.compute_output))
+        for size, sized in sorted(stats.batches.items()))
+    sequences = dataclasses.replace(stats.sequences) if stats.sequences is not None else None
+    return ModelStatistics(key.name, key.version, stats.last_inference_ms,
+                           stats.inference_count, stats.execution_count, inference, batches,
+                           sequences)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pool, json_format
+from google.protobuf import descriptor_pool
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
@@ -26,6 +26,7 @@ from app.auth import Authenticator
 from app.codecs.grpc import answers_raw, decode_request, parameters_to_proto
 from app.codecs.grpc_wire import WireError, infer_response_bytes, split_raw_inputs
 from app.codecs.shm import ShmUse, shm_outputs
+from app.codecs.statistics import statistics_message
 from app.codecs.tensors import TensorLimits
 from app.errors import ErrorCode, InvalidInput, RequestTooLarge, ServingError, Unsupported
 from app.protos_gen import inference_pb2 as pb
@@ -251,8 +252,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> Any:
         stats = self._service.model_statistics(request.name, request.version or None)
-        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse(),
-                                     ignore_unknown_fields=True)  # sequence_stats: REST's
+        return statistics_message(stats)
 
     async def ModelInfer(self, request: bytes, context: Any) -> bytes:
         """Takes and returns serialized messages (RAW_METHODS)."""

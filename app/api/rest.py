@@ -31,6 +31,7 @@ from app.api.status import HTTP_STATUS
 from app.codecs.json_request import parse_json_object
 from app.codecs.rest import RestLimits, decode_raw_request, decode_request, encode_response
 from app.codecs.shm import ShmUse
+from app.codecs.statistics import statistics_json
 from app.codecs.tensors import TensorLimits
 from app.errors import ErrorCode, InvalidInput, ServingError, Unsupported
 from app.metrics_triton import exposition
@@ -139,13 +140,13 @@ class RestApi:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def all_statistics(self) -> Response:
-        return _json({"model_stats": self._service.model_statistics("", None)})
+        return _json(statistics_json(self._service.model_statistics("", None)))
 
     async def model_statistics(self, model_name: str) -> Response:
-        return _json({"model_stats": self._service.model_statistics(model_name, None)})
+        return _json(statistics_json(self._service.model_statistics(model_name, None)))
 
     async def version_statistics(self, model_name: str, version: str) -> Response:
-        return _json({"model_stats": self._service.model_statistics(model_name, version)})
+        return _json(statistics_json(self._service.model_statistics(model_name, version)))
 
     async def repository_index(self, request: Request) -> Response:
         body = await self._read_body(request)

@@ -1,10 +1,15 @@
-"""The checks both transports share: version strings, and which parameters a request may carry."""
+"""The checks both transports share: version strings, and which parameters a request may carry.
+
+Every `raise` here carries a `# parity:` tag naming its case in
+tests/integration/test_parity.py (tests/unit/test_parity_coverage.py holds them to it).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from app.errors import InvalidInput
+from app.shm.errors import SharedMemoryError
 from app.types import ParamValue
 
 #: int() of more digits than this is slow (and no version folder has them); 19 fit an int64.
@@ -21,8 +26,10 @@ REQUEST_PARAMETERS: dict[str, frozenset[str]] = {
 }
 SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 #: System shared memory (app/shm/): a tensor read from, or written to, a registered region.
-SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_offset",
-                            "shared_memory_byte_size")
+REGION = "shared_memory_region"
+OFFSET = "shared_memory_offset"
+BYTE_SIZE = "shared_memory_byte_size"
+SHARED_MEMORY_PARAMETERS = (REGION, OFFSET, BYTE_SIZE)
 INPUT_PARAMETERS: dict[str, frozenset[str]] = {
     "http": frozenset({"binary_data_size", *SHARED_MEMORY_PARAMETERS}),
     "grpc": frozenset(SHARED_MEMORY_PARAMETERS),
@@ -34,6 +41,8 @@ OUTPUT_PARAMETERS: dict[str, frozenset[str]] = {
 }
 #: The binary tensor extension's parameters: HTTP's way of sending raw bytes.
 BINARY_PARAMETERS = ("binary_data_output", "binary_data", "binary_data_size")
+
+
 def shown(text: str) -> str:
     """A client's string as an error message repeats it: quoted, escaped, and short."""
     return repr(text[:_SHOWN]) + ("..." if len(text) > _SHOWN else "")
@@ -52,6 +61,7 @@ def version_number(version: str, labels: Mapping[str, int], model: str) -> int:
     if number is None:
         known = f"one of its labels ({', '.join(sorted(labels))})" if labels else \
             "a label (it has none)"
+        # parity: version no label
         raise InvalidInput(
             f"version {shown(version)} of model '{model}' is neither a version number "
             f"(up to {MAX_VERSION_DIGITS} ASCII digits) nor {known}")
@@ -69,9 +79,11 @@ def check_request_parameters(parameters: Mapping[str, ParamValue], transport: st
         if key in SEQUENCE_PARAMETERS:
             continue  # read (and refused for models without sequences) by the service
         if key not in REQUEST_PARAMETERS[transport]:
+            # parity: unknown request parameter
             raise InvalidInput(_unknown("request parameter", key, REQUEST_PARAMETERS, transport))
         if key in ("binary_data_output", "triton_enable_empty_final_response") \
                 and not isinstance(value, bool):
+            # parity: binary_data_output not a boolean
             raise InvalidInput(f"request parameter '{key}' must be true or false, "
                                f"got {value!r}")
 
@@ -88,11 +100,13 @@ def check_output_parameters(name: str, parameters: Mapping[str, ParamValue],
     _check_tensor("output", name, parameters, OUTPUT_PARAMETERS, transport)
     value = parameters.get("binary_data")
     if value is not None and not isinstance(value, bool):
+        # parity: binary_data not a boolean
         raise InvalidInput(f"output '{name}': parameter 'binary_data' must be true or false, "
                            f"got {value!r}")
     if "classification" in parameters:
         count = parameters["classification"]
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            # parity: classification of no classes
             raise InvalidInput(f"output '{name}': parameter 'classification' must be a positive "
                                f"integer (how many classes to return), got {count!r}")
 
@@ -101,6 +115,7 @@ def _check_tensor(role: str, name: str, parameters: Mapping[str, ParamValue],
                   table: Mapping[str, frozenset[str]], transport: str) -> None:
     for key in sorted(parameters):
         if key not in table[transport]:
+            # parity: unknown input parameter
             raise InvalidInput(_unknown(f"{role} '{name}': parameter", key, table, transport))
 
 
@@ -110,3 +125,27 @@ def _unknown(what: str, key: str, table: Mapping[str, frozenset[str]], transport
                 "raw_input_contents and the outputs come back raw")
     supported = ", ".join(sorted(table[transport])) or "none"
     return f"{what} {shown(key)} is not supported (supported: {supported})"
+
+
+def shm_location(where: str, parameters: Mapping[str, ParamValue]) -> tuple[str, int, int]:
+    """The region, offset and byte size the shared memory parameters of a tensor name."""
+    region = parameters.get(REGION)
+    if not isinstance(region, str) or not region:
+        shown_keys = ", ".join(f"'{k}'" for k in SHARED_MEMORY_PARAMETERS if k in parameters)
+        raise SharedMemoryError(  # parity: shared memory size without a region
+            f"{where}: {shown_keys or 'the parameters'} need parameter '{REGION}' (a "
+            "registered region's name)")
+    byte_size = _shm_integer(where, parameters, BYTE_SIZE, None)
+    return region, _shm_integer(where, parameters, OFFSET, 0), byte_size
+
+
+def _shm_integer(where: str, parameters: Mapping[str, ParamValue], key: str,
+                 default: int | None) -> int:
+    value = parameters.get(key, default)
+    if value is None:
+        raise SharedMemoryError(  # parity: shared memory without a byte size
+            f"{where}: parameter '{key}' is needed with '{REGION}'")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SharedMemoryError(  # parity: shared memory offset not an integer
+            f"{where}: parameter '{key}' must be an integer, got {value!r}")
+    return value

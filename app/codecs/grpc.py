@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from app.codecs import dtypes
-from app.codecs.checks import (
-    check_input_parameters,
-    check_output_parameters,
-    check_request_parameters,
-)
-from app.codecs.shm import ShmUse, lease_outputs, uses_shm
+from app.codecs.request_checks import RequestChecks, check_range
+from app.codecs.shm import ShmUse, uses_shm
 from app.codecs.tensors import (
     TensorLimits,
     array_from_buffer,
     array_to_bytes,
     array_view,
     bytes_element_too_long,
-    element_count,
+    not_utf8,
 )
 from app.errors import InvalidInput
 from app.protos_gen import inference_pb2 as pb
@@ -58,11 +54,10 @@ def decode_request(message: pb.ModelInferRequest, limits: TensorLimits,
     """Decode a ModelInferRequest; raw_input_contents, when used, covers every input not in
     shared memory (read through `shm`). `raw_inputs` stands for the message's
     raw_input_contents when it was split off (codecs/grpc_wire.py)."""
+    checks = RequestChecks("grpc", limits, shm)
     parameters = parameters_from_proto(message.parameters)
-    check_request_parameters(parameters, "grpc")
-    outputs = _requested_outputs(message)
-    lease_outputs(shm, outputs)
-    limits.check_inputs(len(message.inputs))
+    checks.request_parameters(parameters)
+    outputs = checks.outputs(_requested_outputs(message, checks), len(message.inputs))
     raw: Sequence[bytes | memoryview] = raw_inputs or message.raw_input_contents
     in_shm = [uses_shm(parameters_from_proto(t.parameters)) for t in message.inputs]
     if raw and len(raw) != len(message.inputs) - sum(in_shm):
@@ -71,66 +66,48 @@ def decode_request(message: pb.ModelInferRequest, limits: TensorLimits,
             f"{len(message.inputs) - sum(in_shm)} inputs outside shared memory; give one "
             "raw entry per input, in order"
         )
-    raw_index = 0
-    inputs: dict[str, Array] = {}
-    datatypes: dict[str, str] = {}
-    total = 0
+    raw_left = iter(raw)
     for position, tensor in enumerate(message.inputs):
-        name = tensor.name
-        if not name:
-            raise InvalidInput(f"inputs[{position}] has no name")
-        if name in inputs:
-            raise InvalidInput(f"input '{name}' appears more than once")
-        tensor_parameters = parameters_from_proto(tensor.parameters)
-        check_input_parameters(name, tensor_parameters, "grpc")
-        dt = dtypes.by_name(tensor.datatype)
-        if dt is None:
-            known = ", ".join(dtypes.BY_NAME)
+        _decode_input(checks, position, tensor, in_shm[position], raw_left if raw else None)
+    return checks.request(message.model_name, message.model_version or None,
+                          message.id or None, parameters, outputs)
+
+
+def _decode_input(checks: RequestChecks, position: int,
+                  tensor: pb.ModelInferRequest.InferInputTensor, in_shm: bool,
+                  raw: Iterator[bytes | memoryview] | None) -> None:
+    """One input: from its region, its raw_input_contents entry (`raw`) or its contents."""
+    name = tensor.name
+    if not name:
+        raise InvalidInput(f"inputs[{position}] has no name")
+    checks.input_name(name)
+    tensor_parameters = parameters_from_proto(tensor.parameters)
+    checks.input_parameters(name, tensor_parameters)
+    dt = checks.datatype(name, tensor.datatype)
+    shape = list(tensor.shape)
+    count = checks.shape(name, shape)
+    if in_shm:
+        array = checks.shm_input(name, tensor.HasField("contents"), dt, shape, count,
+                                 tensor_parameters)
+    elif raw is not None:
+        if tensor.HasField("contents"):
             raise InvalidInput(
-                f"input '{name}': unknown datatype '{tensor.datatype}' (expected one of {known})"
+                f"input '{name}': set either contents or raw_input_contents, not both"
             )
-        shape = list(tensor.shape)
-        count = element_count(name, shape, limits)
-        total += count
-        limits.check_total(total)
-        if in_shm[position]:
-            if tensor.HasField("contents"):
-                raise InvalidInput(f"input '{name}': give either its data or a shared memory "
-                                   "region, not both")
-            inputs[name] = ShmUse.read(shm, name, dt, shape, count, tensor_parameters, limits)
-        elif raw:
-            if tensor.HasField("contents"):
-                raise InvalidInput(
-                    f"input '{name}': set either contents or raw_input_contents, not both"
-                )
-            inputs[name] = array_from_buffer(name, dt, shape, raw[raw_index], count, limits)
-            raw_index += 1
-        else:
-            inputs[name] = _from_contents(name, dt, tensor.contents, shape, count, limits)
-        datatypes[name] = dt.name
-    return InferRequest(
-        model_name=message.model_name,
-        version=message.model_version or None,
-        inputs=inputs,
-        input_datatypes=datatypes,
-        id=message.id or None,
-        parameters=parameters,
-        outputs=outputs,
-    )
+        array = array_from_buffer(name, dt, shape, next(raw), count, checks.limits)
+    else:
+        array = _from_contents(name, dt, tensor.contents, shape, count, checks.limits)
+    checks.add(name, array, dt)
 
 
-def _requested_outputs(message: pb.ModelInferRequest) -> tuple[RequestedOutput, ...] | None:
+def _requested_outputs(message: pb.ModelInferRequest, checks: RequestChecks
+                       ) -> tuple[RequestedOutput, ...] | None:
     if not message.outputs:
         return None
-    seen: set[str] = set()
     outputs: list[RequestedOutput] = []
     for wanted in message.outputs:
-        if wanted.name in seen:
-            raise InvalidInput(f"output '{wanted.name}' is requested more than once")
-        seen.add(wanted.name)
-        parameters = parameters_from_proto(wanted.parameters)
-        check_output_parameters(wanted.name, parameters, "grpc")
-        outputs.append(RequestedOutput(wanted.name, parameters))
+        checks.output_name(wanted.name)
+        outputs.append(checks.output(wanted.name, parameters_from_proto(wanted.parameters)))
     return tuple(outputs)
 
 
@@ -150,18 +127,7 @@ def _from_contents(
             f"input '{name}': shape {shape} needs {count} elements, {field} has {len(values)}"
         )
     if dt.is_bytes:
-        elements = np.empty(count, dtype=object)
-        for index, item in enumerate(values):
-            if len(item) > limits.max_bytes_element_bytes:
-                raise bytes_element_too_long(name, index, len(item), limits)
-            try:
-                elements[index] = item.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise InvalidInput(
-                    f"input '{name}': BYTES element {index} is not valid UTF-8 "
-                    "(ONNX string tensors hold UTF-8 text)"
-                ) from err
-        return elements.reshape(shape)
+        return _bytes_contents(name, values, limits).reshape(shape)
     # float and double are protobuf's fixed-width types: packed, they are the little-endian
     # values themselves (the integer fields are varints).
     packed = dt.wire.newbyteorder("<") if dt.wire is not None and dt.wire.kind == "f" else None
@@ -174,12 +140,20 @@ def _from_contents(
         return flat.astype(dt.numpy, copy=False).reshape(shape)
     wide: Array = np.array(values, dtype=dt.wire)
     if wide.dtype != dt.numpy and wide.size:
-        info = np.iinfo(dt.numpy)  # type: ignore[type-var]
-        if wide.min() < info.min or wide.max() > info.max:
-            raise InvalidInput(
-                f"input '{name}': a value is outside the {dt.name} range [{info.min}, {info.max}]"
-            )
+        check_range(name, dt, int(wide.min()), int(wide.max()))
     return wide.astype(dt.numpy, copy=False).reshape(shape)
+
+
+def _bytes_contents(name: str, values: Sequence[bytes], limits: TensorLimits) -> Array:
+    elements = np.empty(len(values), dtype=object)
+    for index, item in enumerate(values):
+        if len(item) > limits.max_bytes_element_bytes:
+            raise bytes_element_too_long(name, index, len(item), limits)
+        try:
+            elements[index] = item.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise not_utf8(name, index) from err
+    return elements
 
 
 def answers_raw(message: pb.ModelInferRequest, raw_inputs: Sequence[object] = ()) -> bool:

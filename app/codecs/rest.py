@@ -10,25 +10,19 @@ import numpy as np
 import orjson
 
 from app.codecs import dtypes
-from app.codecs.checks import (
-    check_input_parameters,
-    check_output_parameters,
-    check_request_parameters,
-    shown,
-)
+from app.codecs.checks import shown
 from app.codecs.dtypes import JsonKind
-from app.codecs.json_request import TensorData, parse_request_document
-from app.codecs.shm import ShmUse, lease_outputs, shm_output, uses_shm
+from app.codecs.json_request import parse_request_document
+from app.codecs.json_tensors import array_from_json
+from app.codecs.request_checks import RequestChecks, element_count
+from app.codecs.shm import ShmUse, shm_output, uses_shm
 from app.codecs.tensors import (
     TensorLimits,
     array_from_buffer,
     array_to_bytes,
-    bytes_element_too_long,
-    element_count,
     infer_raw_shape,
 )
 from app.errors import InvalidInput
-from app.settings import env_var
 from app.types import Array, InferRequest, InferResponse, ParamValue, RequestedOutput, TensorSpec
 
 #: Reserved parameter names of the binary tensor data extension.
@@ -63,42 +57,25 @@ def decode_request(
         )
     document = parse_request_document(body[:json_end], limits.max_json_depth)
     binary = memoryview(body)[json_end:]
-
+    checks = RequestChecks("http", limits.tensors, shm)
     _known_fields(document, _REQUEST_FIELDS, "request")
     raw_inputs = _required_list(document, "inputs", "request")
     parameters = _parameters(document.get("parameters"), "request")
-    check_request_parameters(parameters, "http")
-    outputs = _requested_outputs(document.get("outputs"))
-    lease_outputs(shm, outputs)
-    limits.tensors.check_inputs(len(raw_inputs))
-    inputs: dict[str, Array] = {}
-    datatypes: dict[str, str] = {}
+    checks.request_parameters(parameters)
+    outputs = checks.outputs(_requested_outputs(document.get("outputs"), checks),
+                             len(raw_inputs))
     offset = 0
-    total = 0
     for position, raw in enumerate(raw_inputs):
         tensor = _object(raw, f"inputs[{position}]")
         name = _string(tensor, "name", f"inputs[{position}]")
-        if name in inputs:
-            raise InvalidInput(f"input '{name}' appears more than once")
-        array, dt, used = _decode_input(name, tensor, binary, offset, total, limits, shm)
-        offset += used
-        total += array.size
-        inputs[name] = array
-        datatypes[name] = dt.name
+        checks.input_name(name)
+        offset += _decode_input(checks, name, tensor, binary, offset, limits)
     if offset != len(binary):
         raise InvalidInput(
             f"{len(binary) - offset} bytes of binary data follow the last binary input "
             "(binary_data_size values do not add up to the body)"
         )
-    return InferRequest(
-        model_name=model_name,
-        version=version,
-        inputs=inputs,
-        input_datatypes=datatypes,
-        id=_optional_id(document),
-        parameters=parameters,
-        outputs=outputs,
-    )
+    return checks.request(model_name, version, _optional_id(document), parameters, outputs)
 
 
 def decode_raw_request(
@@ -187,168 +164,45 @@ def _json_data(array: Array, dt: dtypes.DataType) -> Any:
     return flat
 
 
-def _decode_input(
-    name: str,
-    tensor: Mapping[str, Any],
-    binary: memoryview,
-    offset: int,
-    total: int,
-    limits: RestLimits,
-    shm: ShmUse | None = None,
-) -> tuple[Array, dtypes.DataType, int]:
-    """One input; `total`: the elements of the inputs before it (for max_request_elements)."""
+def _decode_input(checks: RequestChecks, name: str, tensor: Mapping[str, Any],
+                  binary: memoryview, offset: int, limits: RestLimits) -> int:
+    """One input, added to `checks`; returns the bytes of `binary` (from `offset`) it used."""
     where = f"input '{name}'"
     _known_fields(tensor, _INPUT_FIELDS, where)
     parameters = _parameters(tensor.get("parameters"), where)
-    check_input_parameters(name, parameters, "http")
-    datatype = _string(tensor, "datatype", where)
-    dt = dtypes.by_name(datatype)
-    if dt is None:
-        known = ", ".join(dtypes.BY_NAME)
-        raise InvalidInput(f"{where}: unknown datatype '{datatype}' (expected one of {known})")
+    checks.input_parameters(name, parameters)
+    dt = checks.datatype(name, _string(tensor, "datatype", where))
     shape = _shape(tensor.get("shape"), where)
-    count = element_count(name, shape, limits.tensors)
-    limits.tensors.check_total(total + count)
+    count = checks.shape(name, shape)
+    used = 0
     if uses_shm(parameters):
-        if "data" in tensor or BINARY_DATA_SIZE in parameters:
-            raise InvalidInput(f"{where}: give either its data or a shared memory region, "
-                               "not both")
-        return ShmUse.read(shm, name, dt, shape, count, parameters, limits.tensors), dt, 0
-    size = parameters.get(BINARY_DATA_SIZE)
-    if size is not None:
-        if "data" in tensor:
-            raise InvalidInput(f"{where}: give either 'data' or binary_data_size, not both")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer")
-        if offset + size > len(binary):
-            raise InvalidInput(
-                f"{where}: binary_data_size is {size} but only {len(binary) - offset} bytes "
-                "of binary data remain in the body"
-            )
-        array = array_from_buffer(name, dt, shape, binary[offset : offset + size], count,
+        array = checks.shm_input(name, "data" in tensor or BINARY_DATA_SIZE in parameters, dt,
+                                 shape, count, parameters)
+    elif BINARY_DATA_SIZE in parameters:
+        used = _binary_size(where, tensor, parameters[BINARY_DATA_SIZE], len(binary) - offset)
+        array = array_from_buffer(name, dt, shape, binary[offset : offset + used], count,
                                   limits.tensors)
-        return array, dt, size
-    if "data" not in tensor:
+    elif "data" not in tensor:
         raise InvalidInput(f"{where}: has neither 'data' nor a binary_data_size parameter")
-    return _array_from_json(name, tensor["data"], dt, shape, count, limits), dt, 0
+    else:
+        array = array_from_json(name, tensor["data"], dt, shape, count, limits.tensors,
+                                limits.json_half_precision)
+    checks.add(name, array, dt)
+    return used
 
 
-def _array_from_json(
-    name: str, data: Any, dt: dtypes.DataType, shape: list[int], count: int, limits: RestLimits
-) -> Array:
-    where = f"input '{name}'"
-    if dt.json is JsonKind.HALF and not limits.json_half_precision:
+def _binary_size(where: str, tensor: Mapping[str, Any], size: ParamValue, left: int) -> int:
+    """An input's binary_data_size, checked against the `left` bytes of binary data."""
+    if "data" in tensor:
+        raise InvalidInput(f"{where}: give either 'data' or binary_data_size, not both")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer")
+    if size > left:
         raise InvalidInput(
-            f"{where}: {dt.name} data cannot be sent as JSON numbers; send it as binary "
-            f"(binary_data_size) or start the server with {env_var('http.json_half_precision')}"
-            "=true"
+            f"{where}: binary_data_size is {size} but only {left} bytes "
+            "of binary data remain in the body"
         )
-    if isinstance(data, TensorData):
-        numbers = _numbers(where, data, dt, count)
-        if numbers is not None:
-            return numbers.reshape(shape)
-        data = data.as_list()  # not plain numbers of the right count: decoded the slow way
-    kind = object if dt.is_bytes else None
-    if dt.is_bytes and isinstance(data, list) and any(isinstance(item, list) for item in data):
-        data = _flattened(data)  # an object array would keep irregular lists as elements
-    try:
-        array = np.array(data, dtype=kind)
-    except ValueError:
-        # Irregular nesting is flattened in row-major order, as Triton (and the simdjson path)
-        # do; only the element count must match the shape.
-        data = _flattened(data)
-        try:
-            array = np.array(data, dtype=kind)
-        except (ValueError, TypeError, OverflowError) as err:
-            raise InvalidInput(f"{where}: 'data' cannot be read as numbers: {err}") from err
-    except (TypeError, OverflowError) as err:
-        raise InvalidInput(f"{where}: 'data' cannot be read as numbers: {err}") from err
-    if array.size != count:
-        raise InvalidInput(
-            f"{where}: shape {shape} needs {count} elements, 'data' has {array.size}"
-        )
-    return _coerce(name, data, array, dt, limits.tensors).reshape(shape)
-
-
-def _flattened(data: Any) -> list[Any]:
-    """Every leaf of nested lists, in row-major order (depth is bounded by max_json_depth)."""
-    if not isinstance(data, list):
-        return [data]
-    return [leaf for item in data for leaf in _flattened(item)]
-
-
-def _numbers(where: str, data: TensorData, dt: dtypes.DataType, count: int) -> Array | None:
-    """Numeric data without a Python object per element, or None for the general path.
-
-    Nested arrays are flattened like Triton does (only the element count is checked).
-    """
-    if dt.json in (JsonKind.STRING, JsonKind.BOOL):
-        return None
-    integers = dt.json is JsonKind.INTEGER
-    flat = data.numbers(integers)
-    if flat is None or flat.size != count:
-        return None
-    if integers and flat.size:
-        info = np.iinfo(dt.numpy)  # type: ignore[type-var]
-        if flat.min() < info.min or flat.max() > info.max:
-            raise InvalidInput(_out_of_range(where, dt))
-    return flat.astype(dt.numpy)
-
-
-def _out_of_range(where: str, dt: dtypes.DataType) -> str:
-    info = np.iinfo(dt.numpy)  # type: ignore[type-var]
-    return f"{where}: a value is outside the {dt.name} range [{info.min}, {info.max}]"
-
-
-def _coerce(name: str, data: Any, array: Array, dt: dtypes.DataType,
-            limits: TensorLimits) -> Array:
-    """Check JSON element kinds against the datatype, then convert without silent wrap-around."""
-    where = f"input '{name}'"
-    if array.size == 0:
-        return array.astype(dt.numpy)
-    kind = array.dtype.kind
-    if dt.is_bytes:
-        flat = array.reshape(-1)
-        if not all(isinstance(item, str) for item in flat):
-            raise InvalidInput(f"{where}: BYTES 'data' must hold JSON strings")
-        _check_string_lengths(name, flat, limits)
-        return array
-    if dt.json is JsonKind.BOOL:
-        if kind != "b":
-            raise InvalidInput(f"{where}: BOOL 'data' must hold true/false")
-        return array
-    if dt.json is JsonKind.INTEGER:
-        return _integers(where, data, array, dt)
-    if kind not in "iuf":
-        raise InvalidInput(f"{where}: {dt.name} 'data' must hold JSON numbers")
-    return array.astype(dt.numpy)
-
-
-def _check_string_lengths(name: str, flat: Array, limits: TensorLimits) -> None:
-    """Each BYTES element's UTF-8 length within the limit (a character takes at most 4
-    bytes, so only long strings are encoded to measure them)."""
-    limit = limits.max_bytes_element_bytes
-    for index, item in enumerate(flat):
-        if len(item) * 4 > limit:
-            length = len(item.encode("utf-8", "surrogatepass"))
-            if length > limit:
-                raise bytes_element_too_long(name, index, length, limits)
-
-
-def _integers(where: str, data: Any, array: Array, dt: dtypes.DataType) -> Array:
-    """Integers, exactly: numpy widens a mix of huge ints to float64, so check those by hand."""
-    info = np.iinfo(dt.numpy)  # type: ignore[type-var]
-    out_of_range = _out_of_range(where, dt)
-    if array.dtype.kind not in "iu":
-        items = np.array(data, dtype=object).reshape(-1).tolist()
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-            raise InvalidInput(f"{where}: {dt.name} 'data' must hold JSON integers")
-        if min(items) < info.min or max(items) > info.max:
-            raise InvalidInput(out_of_range)
-        return np.array(items, dtype=dt.numpy).reshape(array.shape)
-    if array.min() < info.min or array.max() > info.max:
-        raise InvalidInput(out_of_range)
-    return array.astype(dt.numpy)
+    return size
 
 
 #: The fields of the v2 JSON objects; any other is refused rather than ignored.
@@ -414,22 +268,17 @@ def _parameters(value: Any, where: str) -> dict[str, ParamValue]:
     return value
 
 
-def _requested_outputs(value: Any) -> tuple[RequestedOutput, ...] | None:
+def _requested_outputs(value: Any, checks: RequestChecks) -> tuple[RequestedOutput, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list):
         raise InvalidInput("request 'outputs' must be a JSON array")
     outputs: list[RequestedOutput] = []
-    seen: set[str] = set()
     for position, raw in enumerate(value):
         where = f"outputs[{position}]"
         tensor = _object(raw, where)
         name = _string(tensor, "name", where)
         _known_fields(tensor, _OUTPUT_FIELDS, f"output '{name}'")
-        if name in seen:
-            raise InvalidInput(f"output '{name}' is requested more than once")
-        seen.add(name)
-        parameters = _parameters(tensor.get("parameters"), where)
-        check_output_parameters(name, parameters, "http")
-        outputs.append(RequestedOutput(name, parameters))
+        checks.output_name(name)
+        outputs.append(checks.output(name, _parameters(tensor.get("parameters"), where)))
     return tuple(outputs)

@@ -7,16 +7,12 @@ from functools import partial
 from typing import Protocol
 
 from app.codecs import dtypes
+from app.codecs.checks import BYTE_SIZE, OFFSET, REGION, shm_location
 from app.codecs.tensors import TensorLimits, array_from_buffer, array_view
 from app.shm.cuda import CudaSharedMemory
 from app.shm.errors import SharedMemoryError
 from app.shm.system import SystemSharedMemory
 from app.types import Array, InferRequest, InferResponse, ParamValue, RequestedOutput
-
-REGION = "shared_memory_region"
-OFFSET = "shared_memory_offset"
-BYTE_SIZE = "shared_memory_byte_size"
-PARAMETERS = (REGION, OFFSET, BYTE_SIZE)
 
 
 def uses_shm(parameters: Container[str]) -> bool:
@@ -98,12 +94,7 @@ class ShmUse:
             end()
 
     def _span(self, where: str, parameters: Mapping[str, ParamValue]) -> Span:
-        region_name = parameters.get(REGION)
-        if not isinstance(region_name, str) or not region_name:
-            raise SharedMemoryError(f"{where}: {_shown_keys(parameters)} need parameter "
-                                    f"'{REGION}' (a registered region's name)")
-        byte_size = _integer(where, parameters, BYTE_SIZE, None)
-        offset = _integer(where, parameters, OFFSET, 0)
+        region_name, offset, byte_size = shm_location(where, parameters)
         if self._closed:  # a decode that outlived its cancelled request
             raise SharedMemoryError(f"{where}: the request has ended")
         cuda = self._cuda.acquire(region_name) if self._cuda is not None else None
@@ -129,18 +120,3 @@ def lease_outputs(shm: ShmUse | None, outputs: Sequence[RequestedOutput] | None)
 def shm_outputs(request: InferRequest) -> dict[str, Mapping[str, ParamValue]]:
     """The requested outputs written to regions: name -> their parameters."""
     return {o.name: o.parameters for o in request.outputs or () if shm_output(o.parameters)}
-
-
-def _integer(where: str, parameters: Mapping[str, ParamValue], key: str,
-             default: int | None) -> int:
-    value = parameters.get(key, default)
-    if value is None:
-        raise SharedMemoryError(f"{where}: parameter '{key}' is needed with '{REGION}'")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SharedMemoryError(f"{where}: parameter '{key}' must be an integer, got "
-                                f"{value!r}")
-    return value
-
-
-def _shown_keys(parameters: Mapping[str, ParamValue]) -> str:
-    return ", ".join(f"'{k}'" for k in PARAMETERS if k in parameters) or "the parameters"

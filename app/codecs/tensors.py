@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from app.settings import GrpcSettings, HttpSettings
 
 _LENGTH = struct.Struct("<I")
-#: The most dimensions a tensor may have: numpy 1.x's limit (numpy 2 allows 64).
-MAX_RANK = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,17 +45,6 @@ class TensorLimits:
         """The error for a request over the limit `setting` (a field name)."""
         return RequestTooLarge(f"{message} (setting {env_var(f'{self.group}.{setting}')})")
 
-    def check_inputs(self, count: int) -> None:
-        if count > self.max_inputs:
-            raise self.refuse(f"the request has {count} inputs, more than the limit of "
-                              f"{self.max_inputs}", "max_inputs")
-
-    def check_total(self, total: int) -> None:
-        """`total`: the elements of every input decoded so far, the next one included."""
-        if total > self.max_request_elements:
-            raise self.refuse(f"the request's inputs hold {total}+ elements, more than the "
-                              f"limit of {self.max_request_elements}", "max_request_elements")
-
 
 _DEFAULT_LIMITS = TensorLimits()
 
@@ -69,30 +56,9 @@ def bytes_element_too_long(name: str, index: int, length: int,
                          "max_bytes_element_bytes")
 
 
-def element_count(name: str, shape: Sequence[int], limits: TensorLimits) -> int:
-    """The product of `shape`, refusing negative dims and products above the limit.
-
-    Computed with Python ints, so a hostile shape cannot overflow before it is refused; no
-    memory is allocated from it before the data's own size is checked against it. The
-    dimensions other than 0 are held to the limit too: numpy refuses to shape even an empty
-    array as [0, 2**31, 2**31].
-    """
-    if len(shape) > MAX_RANK:
-        raise InvalidInput(f"input '{name}': shape has {len(shape)} dimensions, more than "
-                           f"the {MAX_RANK} a tensor may have")
-    count = extent = 1
-    for dim in shape:
-        if dim < 0:
-            raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
-        count *= dim
-        extent *= dim or 1
-    if extent > limits.max_tensor_elements:
-        shown = count if count < 10**30 else f"about 10^{len(str(count)) - 1}"
-        raise limits.refuse(
-            f"input '{name}': shape {list(shape)} holds {shown} elements"
-            f"{' (its non-zero dimensions multiply to more)' if count < extent else ''}, "
-            f"more than the limit of {limits.max_tensor_elements}", "max_tensor_elements")
-    return count
+def not_utf8(name: str, index: int) -> InvalidInput:
+    return InvalidInput(f"input '{name}': BYTES element {index} is not valid UTF-8 "
+                        "(ONNX string tensors hold UTF-8 text)")
 
 
 def array_from_buffer(
@@ -162,10 +128,7 @@ def _bytes_elements(name: str, buffer: bytes | memoryview, count: int,
         try:
             elements[index] = str(view[offset : offset + length], "utf-8")
         except UnicodeDecodeError as err:
-            raise InvalidInput(
-                f"input '{name}': BYTES element {index} is not valid UTF-8 "
-                "(ONNX string tensors hold UTF-8 text)"
-            ) from err
+            raise not_utf8(name, index) from err
         offset += length
     if offset != len(view):
         raise InvalidInput(

@@ -45,6 +45,9 @@ class Case:
     input_parameters: dict[str, Param] = field(default_factory=dict)  # on every input
     output_parameters: dict[str, Param] = field(default_factory=dict)  # on every output
     message: str = ""  # a refusal says this, in the same words over both transports
+    #: A refusal of a transport-specific parameter: what gRPC says instead of `message`.
+    grpc_message: str = ""
+    limited: bool = False  # sent to the server with small tensor limits (LIMITS)
 
 
 def fp32(name: str, shape: list[int], data: list[Any], datatype: str = "FP32") -> Tensor:
@@ -74,14 +77,17 @@ TABLE: dict[str, Case] = {
     "batch sizes disagree": Case("add_two", [A, fp32("b", [2, 4], [0] * 8)],
                                  ErrorCode.INVALID_INPUT),
     "int out of range": Case("id_int8", [Tensor("x", "INT8", [1, 3], [1, 200, 3])],
-                             ErrorCode.INVALID_INPUT),
+                             ErrorCode.INVALID_INPUT,
+                             message="input 'x': a value is outside the INT8 range [-128, 127]"),
     "schedule priority": Case("id_fp32", [X], None, parameters={"priority": 1}),
     "priority above the levels": Case("id_fp32", [X], ErrorCode.INVALID_INPUT,
                                       parameters={"priority": 2}),
     "timeout not an integer": Case("id_fp32", [X], ErrorCode.INVALID_INPUT,
                                    parameters={"timeout": "soon"}),
     "unknown datatype": Case("id_fp32", [fp32("x", [1, 3], [1, 2, 3], "FLOAT32")],
-                             ErrorCode.INVALID_INPUT),
+                             ErrorCode.INVALID_INPUT,
+                             message="input 'x': unknown datatype 'FLOAT32' (expected one of "
+                                     f"{', '.join(dtypes.BY_NAME)})"),
     # Issue 14, item 3: a version is ASCII digits or a label; anything else is the client's.
     **{f"version {name}": Case("plus", [X4], ErrorCode.INVALID_INPUT, version=text,
                                message=f"version {text!r} of model 'plus' is neither a version "
@@ -147,7 +153,56 @@ TABLE: dict[str, Case] = {
     "unknown output parameter": Case("id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y"],
                                      output_parameters={"custom": 1},
                                      message="output 'y': parameter 'custom' is not supported"),
+    # Issue 20: every refusal of the shared decode checks (app/codecs/request_checks.py,
+    # app/codecs/checks.py) has its case here, named by the `# parity:` tag at its raise.
+    "input given twice": Case("id_fp32", [X, X], ErrorCode.INVALID_INPUT,
+                              message="input 'x' appears more than once"),
+    "output requested twice": Case("id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y", "y"],
+                                   message="output 'y' is requested more than once"),
+    "rank over the limit": Case("id_fp32", [fp32("x", [1] * 33, [1])], ErrorCode.INVALID_INPUT,
+                                message="input 'x': shape has 33 dimensions, more than the 32 "
+                                        "a tensor may have"),
+    "negative dimension": Case("id_fp32", [fp32("x", [-1, 3], [1, 2, 3])],
+                               ErrorCode.INVALID_INPUT,
+                               message="input 'x': shape [-1, 3] has a negative dimension"),
+    "tensor over max_tensor_elements": Case(
+        "id_fp32", [fp32("x", [1, 2**28 + 1], [])], ErrorCode.TOO_LARGE,
+        message="input 'x': shape [1, 268435457] holds 268435457 elements, more than the "
+                "limit of 268435456"),
+    "inputs over max_inputs": Case(
+        "id_fp32", [fp32(f"x{i}", [1, 3], [1, 2, 3]) for i in range(257)], ErrorCode.TOO_LARGE,
+        message="the request has 257 inputs, more than the limit of 256"),
+    "request over max_request_elements": Case(
+        "add_two", [A, B], ErrorCode.TOO_LARGE, limited=True,
+        message="the request's inputs hold 8+ elements, more than the limit of 6"),
+    "string over max_bytes_element_bytes": Case(
+        "id_bytes", [Tensor("x", "BYTES", [1, 2], ["abcd", "abcde"])], ErrorCode.TOO_LARGE,
+        limited=True, message="input 'x': BYTES element 1 has 5 bytes, more than the limit of 4"),
+    "shared memory without a byte size": Case(
+        "id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y"],
+        output_parameters={"shared_memory_region": "r"},
+        message="output 'y': parameter 'shared_memory_byte_size' is needed with "
+                "'shared_memory_region'"),
+    "shared memory offset not an integer": Case(
+        "id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y"],
+        output_parameters={"shared_memory_region": "r", "shared_memory_byte_size": 12,
+                           "shared_memory_offset": "x"},
+        message="output 'y': parameter 'shared_memory_offset' must be an integer, got 'x'"),
+    # The binary tensor extension is HTTP's: gRPC refuses its parameters by saying so.
+    "binary_data_output not a boolean": Case(
+        "id_fp32", [X], ErrorCode.INVALID_INPUT, parameters={"binary_data_output": "x"},
+        message="request parameter 'binary_data_output' must be true or false, got 'x'",
+        grpc_message="request parameter 'binary_data_output' belongs to HTTP's binary tensor "
+                     "extension"),
+    "binary_data not a boolean": Case(
+        "id_fp32", [X], ErrorCode.INVALID_INPUT, outputs=["y"],
+        output_parameters={"binary_data": "x"},
+        message="output 'y': parameter 'binary_data' must be true or false, got 'x'",
+        grpc_message="output 'y': parameter 'binary_data' belongs to HTTP's binary tensor "
+                     "extension"),
 }
+#: The tensor limits of the `limited` server, on both transports.
+LIMITS = {"max_tensor_elements": 6, "max_request_elements": 6, "max_bytes_element_bytes": 4}
 # FAILED_PRECONDITION (CUDA shared memory without a GPU) is HTTP 400, as INVALID_INPUT.
 HTTP_TO_CODE = {status: code for code, status in HTTP_STATUS.items()
                 if code is not ErrorCode.FAILED_PRECONDITION}
@@ -229,17 +284,38 @@ def stub(grpc_target: str) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
         yield pb_grpc.GRPCInferenceServiceStub(channel)
 
 
+@pytest.fixture(scope="module")
+def limited(repository: Path) -> Iterator[tuple[str, pb_grpc.GRPCInferenceServiceStub]]:
+    with running_server(repository, http=LIMITS, grpc=LIMITS) as running, \
+            grpc.insecure_channel(running.grpc) as channel:
+        yield running.http, pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+def common(message: str) -> str:
+    """The words of a refusal up to what differs by transport: the list of parameters each
+    supports, or the setting that raises the limit (ONNX_SERVE_HTTP__* or _GRPC__*)."""
+    return message.split(" (supported:")[0].split(" (setting ")[0]
+
+
 @pytest.mark.parametrize("case", TABLE.values(), ids=TABLE.keys())
 def test_rest_and_grpc_agree(base_url: str, stub: pb_grpc.GRPCInferenceServiceStub,
-                             case: Case) -> None:
+                             request: pytest.FixtureRequest, case: Case) -> None:
+    if case.limited:
+        base_url, stub = request.getfixturevalue("limited")
     rest_outcome, rest_outputs, rest_message = via_rest(base_url, case)
     grpc_outcome, grpc_outputs, grpc_message = via_grpc(stub, case)
-    assert rest_outcome == grpc_outcome == case.outcome
+    assert rest_outcome == case.outcome
+    # gRPC has one status for two codes (TOO_LARGE and OVERLOADED: RESOURCE_EXHAUSTED).
+    assert grpc_outcome == (GRPC_TO_CODE[GRPC_STATUS[case.outcome]] if case.outcome else None)
     assert rest_outputs == grpc_outputs
-    if case.message:
+    if case.grpc_message:
         assert case.message in rest_message
-        # The words up to the list of what each transport supports are the same.
-        assert rest_message.split(" (supported:")[0] == grpc_message.split(" (supported:")[0]
+        assert case.grpc_message in grpc_message
+    elif case.message:
+        assert case.message in rest_message
+        assert common(rest_message) == common(grpc_message)
+    if "(setting " in rest_message:  # each names the setting of the transport used
+        assert "ONNX_SERVE_HTTP__" in rest_message and "ONNX_SERVE_GRPC__" in grpc_message
 
 
 BAD_VERSIONS = ["\u00b2", "\u0661", "-1", "9" * 20, "stable"]

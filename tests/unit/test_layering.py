@@ -46,6 +46,10 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
     ("app.types", ("fastapi", "grpc", "onnxruntime", "app.models", "app.api")),
     ("app.codecs.rest", ("fastapi", "starlette", "grpc", "app.models", "app.service")),
     ("app.codecs.grpc", ("fastapi", "starlette", "app.models", "app.service")),
+    # Issue 20: the shared decode checks and the statistics value know no transport.
+    ("app.codecs.request_checks", ("fastapi", "starlette", "grpc", "google", "app.protos_gen",
+                                   "app.codecs.rest", "app.codecs.grpc", "app.api")),
+    ("app.statistics", ("fastapi", "starlette", "grpc", "google", "app.protos_gen", "app.api")),
     ("app.service", ("fastapi", "starlette", "grpc", "uvicorn")),
     ("app.models.manager", ("fastapi", "grpc", "app.service")),
     ("app.models.lifecycle", ("fastapi", "grpc", "app.service", "app.models.manager")),

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from app.codecs import dtypes
+from app.codecs.request_checks import element_count
 from app.codecs.tensors import (
     TensorLimits,
     array_from_buffer,
     array_to_bytes,
-    element_count,
     infer_raw_shape,
 )
 from app.errors import InvalidInput, RequestTooLarge
