@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.errors import PermissionDenied, Unauthenticated
+from app.errors import KeysError, PermissionDenied, Unauthenticated
 from app.settings import env_var
 
 if TYPE_CHECKING:
@@ -51,10 +51,6 @@ ANY_KEY = ApiGroup(0)
 #: not, so they can separate entries and start comments.
 _KEY = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 MIN_KEY_LENGTH = 16
-
-
-class KeysError(ValueError):
-    """The keys file or ONNX_SERVE_AUTH__KEYS cannot be used (the message never holds a key)."""
 
 
 def group_names(scopes: ApiGroup) -> str:

@@ -12,14 +12,9 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from app import __version__
-from app.cli_triton import (
-    SETTING_FLAGS,
-    TritonFlagError,
-    add_triton_flags,
-    is_triton_command_line,
-    unsupported,
-)
+from app.cli_triton import SETTING_FLAGS, add_triton_flags, is_triton_command_line, unsupported
 from app.cli_triton import apply as apply_triton_flags
+from app.errors import TritonFlagError
 from app.logs import configure as configure_logging
 from app.settings import ENV_PREFIX, Settings, env_var, setting_field
 
@@ -178,12 +173,8 @@ def start(args: argparse.Namespace, layout: str | None = None) -> int:
         print(f"onnx-serve: error: {wrong}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    from app.auth import KeysError
-    from app.server import (  # imported late: `--help` and bad flags stay fast
-        BindError,
-        StartupError,
-        run,
-    )
+    from app.errors import BindError, KeysError, StartupError
+    from app.server import run  # imported late: `--help` and bad flags stay fast
 
     try:
         run(settings)

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from app.errors import TritonFlagError
 from app.settings import env_var
 
 #: Triton's flags that set one setting each (flag, settings path, metavar); part of cli.FLAGS.
@@ -118,10 +119,6 @@ BACKEND_KEYS = {"default-max-batch-size": "batching.default_max_batch_size",
 _BOOL: TypeAdapter[bool] = TypeAdapter(bool)
 _INT: TypeAdapter[int] = TypeAdapter(int)
 END_OF_OPTIONS = "--"  # nosec B105 # argparse's marker, not a password
-
-
-class TritonFlagError(ValueError):
-    """A Triton flag or value onnx-serve does not support (the CLI exits 2 with it)."""
 
 
 def unsupported(argv: Sequence[str]) -> str | None:
@@ -249,7 +246,6 @@ def _backend_setting(entry: str) -> tuple[str, str]:
                               f"backend setting '{key}' (it has "
                               f"{', '.join(BACKEND_KEYS)})")
     return path, value
-
 
 
 def _metrics_setting(entry: str) -> tuple[str, str]:

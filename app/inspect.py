@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.errors import ConfigError, LoadFailed, NotOnnx
 from app.models import compat, custom_ops
-from app.models.loader import LoadFailed, ServerDefaults, build_version
-from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
+from app.models.loader import ServerDefaults, build_version
+from app.models.onnx_file import OnnxHeader, read_header
 from app.models.threads import ThreadBudget, available_cpus
-from app.repository.config import ConfigError, ModelConfig, load_config
+from app.repository.config import ModelConfig, load_config
 from app.repository.paths import VersionFiles
 from app.repository.scan import ModelSource
 from app.repository.view import RepositoryView, detect, problem

@@ -23,7 +23,7 @@ from app.api.metrics_port import MetricsListener
 from app.auth import Authenticator
 from app.batching.summaries import check_available
 from app.cache import ResponseCache
-from app.errors import Unsupported
+from app.errors import BindError, StartupError, Unsupported
 from app.logs import control as log_control
 from app.metrics import build_registry
 from app.models.loader import ServerDefaults
@@ -65,15 +65,6 @@ def build_manager(settings: Settings) -> ModelManager:
         strict_readiness=settings.repository.strict_readiness,
         load_threads=settings.repository.load_threads,
     )
-
-
-class BindError(Exception):
-    """A listener could not bind its address (the port is taken, or the host is not local)."""
-
-
-class StartupError(Exception):
-    """The server cannot start or stopped itself while starting (a missing extra, or
-    exit_on_error and a model failed)."""
 
 
 def listen(what: str, host: str, port: int, backlog: int | None) -> list[socket.socket]:

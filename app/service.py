@@ -14,6 +14,7 @@ from app.cache import HASH_OFF_LOOP_BYTES, ResponseCache, cache_key, input_bytes
 from app.codecs import classification
 from app.effective_config import EffectiveConfig, effective_config
 from app.errors import (
+    ConfigError,
     ErrorCode,
     InvalidInput,
     ModelNotReady,
@@ -26,7 +27,7 @@ from app.logs import control as log_settings
 from app.models.ensemble import platform
 from app.models.manager import ModelManager
 from app.models.version import LoadedModel, ModelState
-from app.repository.config import ConfigError, parse_config_json
+from app.repository.config import parse_config_json
 from app.repository.paths import check_model_name
 from app.settings import TracingSettings
 from app.shm.registries import SharedMemory

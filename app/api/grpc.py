@@ -24,11 +24,18 @@ from app.api.shm_infer import leases, write_outputs
 from app.api.status import GRPC_STATUS
 from app.auth import Authenticator
 from app.codecs.grpc import answers_raw, decode_request, parameters_to_proto
-from app.codecs.grpc_wire import WireError, infer_response_bytes, split_raw_inputs
+from app.codecs.grpc_wire import infer_response_bytes, split_raw_inputs
 from app.codecs.shm import ShmUse, shm_outputs
 from app.codecs.statistics import statistics_message
 from app.codecs.tensors import TensorLimits
-from app.errors import ErrorCode, InvalidInput, RequestTooLarge, ServingError, Unsupported
+from app.errors import (
+    ErrorCode,
+    InvalidInput,
+    RequestTooLarge,
+    ServingError,
+    Unsupported,
+    WireError,
+)
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
 from app.protos_gen import model_config_pb2

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from app.codecs.grpc import encode_response
+from app.errors import WireError
 from app.types import InferResponse, ParamValue
 
 #: Field numbers in protos/inference.proto.
@@ -18,10 +19,6 @@ RAW_INPUT_CONTENTS = 7  # ModelInferRequest.raw_input_contents
 RAW_OUTPUT_CONTENTS = 6  # ModelInferResponse.raw_output_contents
 INFER_RESPONSE = 2  # ModelStreamInferResponse.infer_response
 _LENGTH_DELIMITED = 2
-
-
-class WireError(ValueError):
-    """The bytes are not a well-formed message (protobuf's own parser then says why)."""
 
 
 def split_raw_inputs(data: bytes) -> tuple[bytes, list[memoryview]]:

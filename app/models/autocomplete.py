@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.models.errors import UnsupportedModel
+from app.errors import UnsupportedModel
 from app.types import TensorSpec
 
 

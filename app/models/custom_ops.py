@@ -19,7 +19,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from app.models.errors import UnsupportedModel
+from app.errors import UnsupportedModel
 from app.models.onnx_file import OnnxHeader
 from app.repository.paths import VersionFiles, leads_outside
 from app.settings import env_var

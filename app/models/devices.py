@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.models.errors import UnsupportedModel
+from app.errors import UnsupportedModel
 from app.models.tensorrt import tensorrt_options
 from app.repository.execution_config import Accelerator, InstanceGroup, ParameterValue
 from app.types import TensorSpec

@@ -7,7 +7,8 @@ from typing import Any
 
 from app.batching.stats import ModelStats
 from app.codecs import dtypes
-from app.models.ensemble_graph import GraphError, build_graph
+from app.errors import GraphError
+from app.models.ensemble_graph import build_graph
 from app.models.ensemble_scheduler import EnsembleScheduler, Lookup
 from app.models.signature import Signature
 from app.models.version import LoadedModel

@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from app.errors import GraphError
 from app.models.signature import Signature
 from app.repository.ensemble_config import EnsembleScheduling
 from app.types import TensorSpec
-
-
-class GraphError(ValueError):
-    """The steps do not form a valid pipeline; the message names the step and the tensor."""
 
 
 @dataclass(frozen=True, slots=True)

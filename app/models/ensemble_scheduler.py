@@ -14,8 +14,15 @@ import numpy as np
 from app.batching.scheduler import Scheduler, counted_answer
 from app.batching.stats import ModelStats
 from app.codecs import dtypes
-from app.errors import DeadlineExceeded, ErrorCode, InferenceFailed, ModelNotReady, ServingError
-from app.models.ensemble_graph import Graph, GraphError, Step, check_signatures
+from app.errors import (
+    DeadlineExceeded,
+    ErrorCode,
+    GraphError,
+    InferenceFailed,
+    ModelNotReady,
+    ServingError,
+)
+from app.models.ensemble_graph import Graph, Step, check_signatures
 from app.models.signature import Signature
 from app.types import Array, InferRequest
 

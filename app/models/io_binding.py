@@ -20,9 +20,9 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
+from app.errors import UnsupportedModel
 from app.models import cuda_streams, ort_values
 from app.models.devices import CUDA, TENSORRT, Placement
-from app.models.errors import UnsupportedModel
 from app.types import Array, TensorSpec
 
 #: provider -> the option that turns CUDA graphs on, and the values that mean "on"

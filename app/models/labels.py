@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from app.errors import PathRefused
 from app.repository.config import NAMED_CONFIGS, TRITON_CONFIG, OutputOverride
-from app.repository.paths import PathRefused, VersionFiles, leads_outside
+from app.repository.paths import VersionFiles, leads_outside
 from app.repository.scan import ModelSource
 
 #: A label file larger than this is refused (a list of classes, not a data set).

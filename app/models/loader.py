@@ -20,6 +20,7 @@ from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy
 from app.batching.sequence_state import SequencePlan
 from app.codecs import dtypes
+from app.errors import LoadFailed, NotOnnx, PathRefused, UnsupportedModel
 from app.models import (
     autocomplete,
     compat,
@@ -34,10 +35,9 @@ from app.models import (
 )
 from app.models.autocomplete import Rules
 from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
-from app.models.errors import UnsupportedModel
 from app.models.io_binding import SessionRunner, check_graph_shapes, runner_for, uses_graphs
 from app.models.model_info import model_parameters
-from app.models.onnx_file import NotOnnx, OnnxHeader, read_header
+from app.models.onnx_file import OnnxHeader, read_header
 from app.models.scheduling import batch_layout, batch_policy
 from app.models.sequence_plan import sequence_plan
 from app.models.signature import Signature
@@ -45,7 +45,7 @@ from app.models.threads import ThreadBudget, session_options
 from app.repository.config import ModelConfig
 from app.repository.execution_config import ParameterValue, Warmup
 from app.repository.file_options import SESSION_OPTIONS, FileOption
-from app.repository.paths import PathRefused, VersionFiles
+from app.repository.paths import VersionFiles
 from app.types import Array, ParamValue, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,6 @@ _ELSEWHERE = {"cudnn_conv_algo_search", "gpu_mem_limit", "arena_extend_strategy"
               "do_copy_in_default_stream", "memory.enable_memory_arena_shrinkage"}
 #: Session options that name a file the server writes: the name goes under the cache.
 _WRITTEN = {key for key, kind in SESSION_OPTIONS.items() if kind is FileOption.CACHE}
-
-
-class LoadFailed(Exception):
-    """A version that cannot be loaded; the message is for clients (no absolute paths)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from app.errors import NotOnnx
+
 #: onnx.proto field numbers (ModelProto, GraphProto, TensorProto, OperatorSetIdProto,
 #: StringStringEntryProto).
 _IR_VERSION, _OPSET_IMPORT, _PRODUCER_NAME, _PRODUCER_VERSION = 1, 8, 2, 3
@@ -26,10 +28,6 @@ _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
 #: The default domain's two spellings: "" in the file, "ai.onnx" in messages.
 ONNX_DOMAIN = "ai.onnx"
-
-
-class NotOnnx(ValueError):
-    """The file is not a well-formed ONNX ModelProto (truncated, or another format)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.codecs import dtypes
-from app.errors import InferenceFailed
-from app.models.errors import UnsupportedModel
+from app.errors import InferenceFailed, UnsupportedModel
 from app.types import Array
 
 

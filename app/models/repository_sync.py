@@ -9,14 +9,15 @@ import time
 
 from app.batching.stats import ModelStats
 from app.batching.summaries import latency_summaries
+from app.errors import ConfigError, LoadFailed
 from app.models.ensemble import is_ensemble, load_ensemble
 from app.models.labels import model_folder
 from app.models.lifecycle import Lifecycle, ModelRecord
-from app.models.loader import BuiltVersion, LoadFailed, ServerDefaults, build_version
+from app.models.loader import BuiltVersion, ServerDefaults, build_version
 from app.models.scheduling import build_scheduler
 from app.models.session_pool import SessionPool
 from app.models.version import LoadedModel, ModelState, VersionStatus
-from app.repository.config import ConfigError, ModelConfig, load_config
+from app.repository.config import ModelConfig, load_config
 from app.repository.paths import VersionFiles
 from app.repository.scan import ModelSource
 from app.types import ModelKey

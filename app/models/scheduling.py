@@ -13,7 +13,7 @@ from app.batching.sequence_state import SequencePlan
 from app.batching.stats import ModelStats
 from app.batching.unbatched import UnbatchedScheduler
 from app.codecs import dtypes
-from app.models.errors import UnsupportedModel
+from app.errors import UnsupportedModel
 from app.models.signature import Signature
 from app.repository.batching_config import PaddedInput, QueuePolicyConfig
 from app.repository.config import ModelConfig

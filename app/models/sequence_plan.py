@@ -10,7 +10,7 @@ import numpy as np
 
 from app.batching.sequence_state import ControlSpec, SequencePlan, StateSpec
 from app.codecs import dtypes
-from app.models.errors import UnsupportedModel
+from app.errors import UnsupportedModel
 from app.models.signature import Signature
 from app.repository.config import ModelConfig
 from app.repository.paths import VersionFiles, is_file_name, leads_outside

@@ -9,13 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from app.batching.scheduler import Launched, RunFn
-from app.errors import InferenceFailed, InvalidInput, ModelNotReady
+from app.errors import ModelNotReady
 from app.models.devices import Placement
 from app.models.io_binding import SessionRunner, runner_for
-from app.repository.paths import without_absolute_paths
+from app.models.ort_errors import RUN_ERRORS, from_onnxruntime
 from app.types import Array
 
 log = logging.getLogger(__name__)
@@ -113,13 +112,5 @@ def _run(runner: SessionRunner, names: list[str], feed: dict[str, Array],
     """Translate onnxruntime's failures into the server's errors at the pool boundary."""
     try:
         return runner.run(names, feed, options)
-    except ort_state.InvalidArgument as err:
-        raise InvalidInput(f"the model rejected the inputs: {_for_clients(err)}") from err
-    except (ort_state.Fail, ort_state.RuntimeException, ort_state.EPFail) as err:
-        raise InferenceFailed(f"the model failed while running: {_for_clients(err)}") from err
-
-
-def _for_clients(err: Exception) -> str:
-    """onnxruntime's message without absolute paths (it names its own source files); its
-    own log line keeps the full message."""
-    return without_absolute_paths(str(err))
+    except RUN_ERRORS as err:
+        raise from_onnxruntime(err) from err

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.codecs import dtypes
-from app.errors import InvalidInput
+from app.errors import InvalidInput, UnsupportedModel
 from app.models import autocomplete
 from app.models.autocomplete import DEFAULT_RULES, Rules
-from app.models.errors import UnsupportedModel
 from app.repository.config import TensorOverride
 from app.types import Array, InferRequest, TensorSpec
 

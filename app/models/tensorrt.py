@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from app.models.errors import UnsupportedModel
+from app.errors import UnsupportedModel
 from app.models.gpus import Gpu
 from app.models.signature import Signature
 from app.repository.execution_config import ParameterValue

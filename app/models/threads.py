@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from app.models.errors import UnsupportedModel
+from app.errors import UnsupportedModel
 
 log = logging.getLogger(__name__)
 

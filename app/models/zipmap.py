@@ -20,11 +20,10 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from app.errors import InferenceFailed
-from app.models.errors import UnsupportedModel
+from app.errors import InferenceFailed, NotOnnx, UnsupportedModel
 
 # The wire reader's primitives (same package; onnx.proto's wire format is not ours to redo).
-from app.models.onnx_file import _LEN, _VARINT, NotOnnx, _fields, _skip, _text, _varint
+from app.models.onnx_file import _LEN, _VARINT, _fields, _skip, _text, _varint
 from app.types import Array
 
 #: onnx.proto: ModelProto.graph, GraphProto.node, NodeProto.{output, op_type, attribute,

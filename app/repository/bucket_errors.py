@@ -3,8 +3,8 @@ endpoint unreachable."""
 
 from __future__ import annotations
 
+from app.errors import CredentialError
 from app.repository.bucket_url import BucketLocation
-from app.repository.credentials import CredentialError
 
 #: what each store answers for a missing bucket or container (fake-gcs-server: its own words)
 _MISSING = ("NoSuchBucket", "ContainerNotFound", "no bucket named", "bucket does not exist")
@@ -17,11 +17,6 @@ _WHERE_CREDENTIALS = {
     "gs": "GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT, or workload identity",
     "as": "AZURE_STORAGE_KEY/AZURE_STORAGE_ACCOUNT_KEY, a SAS token or workload identity",
 }
-
-
-class ObjectStoreError(OSError):
-    """The bucket cannot be read (missing, access denied, unreachable): an OSError, so the
-    watcher and the index treat it as "the repository is away", never "every model left"."""
 
 
 def explain(location: BucketLocation, err: Exception) -> str:

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.errors import ConfigError, TritonConfigError
 from app.protos_gen import model_config_pb2 as pb
 from app.repository.batching_config import DynamicBatching
 from app.repository.ensemble_config import EnsembleScheduling, ensemble_problems
@@ -33,12 +34,7 @@ from app.repository.file_options import check_session_options
 from app.repository.paths import is_file_name, leads_outside
 from app.repository.scan import DEFAULT_MODEL_FILENAME
 from app.repository.sequence_config import SequenceBatching
-from app.repository.triton_config import (
-    TritonConfigError,
-    parse_json_with_ours,
-    parse_text,
-    to_document,
-)
+from app.repository.triton_config import parse_json_with_ours, parse_text, to_document
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +259,6 @@ class ModelConfig(_Strict):
         if numeric:
             raise ValueError(f"version_labels: a label cannot be a number ({numeric[0]!r})")
         return self
-
-
-class ConfigError(Exception):
-    """A config file that cannot be read or does not validate; the message names the key."""
 
 
 def _first_error(err: ValidationError, source: str) -> ConfigError:

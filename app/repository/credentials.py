@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.errors import CredentialError
 from app.repository.bucket_url import BucketLocation
 
 if TYPE_CHECKING:
@@ -25,10 +26,6 @@ _TRITON_S3 = {"key_id": "access_key_id", "region": "region", "profile": "profile
 _AWS_FILES = {"aws_access_key_id": "access_key_id", "region": "region",
               "aws_secret_access_key": "secret_access_key",  # nosec B105
               "aws_session_token": "token"}  # nosec B105
-
-
-class CredentialError(OSError):
-    """The credentials named for a bucket cannot be read: an OSError, as the bucket is away."""
 
 
 def open_store(location: BucketLocation, *, retries: int, timeout_s: float) -> ObjectStore:

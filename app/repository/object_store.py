@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from app.repository.bucket_errors import ObjectStoreError, explain
+from app.errors import ObjectStoreError
+from app.repository.bucket_errors import explain
 from app.repository.bucket_url import BucketLocation
 from app.repository.credentials import open_store
 from app.repository.paths import VersionFiles, check_model_name

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, PathRefused
 
 
 def check_model_name(name: str) -> str:
@@ -52,10 +52,6 @@ def leads_outside(path: Path, root: Path) -> bool:
         return not path.resolve().is_relative_to(root.resolve())
     except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
         return True
-
-
-class PathRefused(Exception):
-    """A file a model would use leads outside the repository; the message is for clients."""
 
 
 @dataclass(frozen=True, slots=True)

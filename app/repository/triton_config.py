@@ -16,6 +16,7 @@ from google.protobuf import json_format, text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from app.errors import TritonConfigError
 from app.protos_gen import model_config_pb2 as pb
 from app.repository.ensemble_config import ENSEMBLE_PLATFORM
 
@@ -75,10 +76,6 @@ WHY: dict[str, str] = {
 
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
-
-
-class TritonConfigError(ValueError):
-    """The message parsed but asks for something we do not do; the text names the field."""
 
 
 def parse_text(text: str) -> pb.ModelConfig:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.errors import ErrorCode, InvalidInput, ServingError
+from app.errors import ErrorCode, InvalidInput, Unavailable
 
 
 class SharedMemoryError(InvalidInput):
@@ -13,7 +13,7 @@ class UnknownRegion(SharedMemoryError):
     """No region of that name is registered (never was, or was unregistered)."""
 
 
-class SharedMemoryUnavailable(ServingError):
+class SharedMemoryUnavailable(Unavailable):
     """The server cannot use this kind of shared memory here (CUDA without a usable GPU)."""
 
     code = ErrorCode.FAILED_PRECONDITION

@@ -19,8 +19,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper
 
+from app.errors import ConfigError
 from app.models.custom_ops import extensions_library
-from app.repository.config import ConfigError, load_config, parse_config_json
+from app.repository.config import load_config, parse_config_json
 from tests.support import onnx_models
 from tests.support.server import REPO_ROOT, running_server, wait_for
 

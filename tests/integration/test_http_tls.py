@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.server import BindError, Server
+from app.errors import BindError
+from app.server import Server
 from app.settings import Settings
 from tests.support import certs, onnx_models
 from tests.support.server import running_server, wait_for

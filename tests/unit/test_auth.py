@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.auth import ALL, ANY_KEY, ApiGroup, Authenticator, KeysError, bearer_key, parse_keys
+from app.auth import ALL, ANY_KEY, ApiGroup, Authenticator, bearer_key, parse_keys
 from app.cli import main
-from app.errors import PermissionDenied, Unauthenticated
+from app.errors import KeysError, PermissionDenied, Unauthenticated
 from app.settings import AuthSettings, CorsSettings, Settings
 
 K1, K2, K3 = "k1-0123456789abcdef", "k2-0123456789abcdef", "k3-0123456789abcdef=="

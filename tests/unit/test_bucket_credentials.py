@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from app.errors import CredentialError
 from app.repository import credentials
 from app.repository.bucket_url import BucketLocation
-from app.repository.credentials import CredentialError
 
 S3 = BucketLocation.parse("s3://models/team/repo")
 MINIO = BucketLocation.parse("s3://127.0.0.1:9000/models/repo")

@@ -9,6 +9,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
+from app.errors import UnsupportedModel
 from app.models.devices import (
     CPU,
     CUDA,
@@ -19,7 +20,6 @@ from app.models.devices import (
     place,
     plan_instances,
 )
-from app.models.errors import UnsupportedModel
 from app.models.tensorrt import tensorrt_profiles
 from app.repository.execution_config import Accelerator, InstanceGroup
 from app.types import TensorSpec

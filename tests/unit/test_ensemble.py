@@ -14,8 +14,15 @@ import pytest
 
 from app.batching.scheduler import Scheduler
 from app.batching.stats import ModelStats
-from app.errors import InvalidInput, ModelNotFound, ModelNotReady, ServingError, ShuttingDown
-from app.models.ensemble_graph import GraphError, build_graph, check_signatures
+from app.errors import (
+    GraphError,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ServingError,
+    ShuttingDown,
+)
+from app.models.ensemble_graph import build_graph, check_signatures
 from app.models.ensemble_scheduler import EnsembleScheduler, StepModel
 from app.models.signature import Signature
 from app.repository.ensemble_config import EnsembleScheduling

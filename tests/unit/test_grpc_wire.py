@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from app.codecs.grpc import decode_request, encode_response
-from app.codecs.grpc_wire import WireError, infer_response_bytes, split_raw_inputs
+from app.codecs.grpc_wire import infer_response_bytes, split_raw_inputs
 from app.codecs.tensors import TensorLimits
+from app.errors import WireError
 from app.protos_gen import inference_pb2 as pb
 from app.types import InferResponse
 

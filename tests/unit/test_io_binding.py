@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from app.errors import UnsupportedModel
 from app.models.devices import CPU, CUDA, TENSORRT, Instance, Placement
-from app.models.errors import UnsupportedModel
 from app.models.io_binding import (
     BoundRunner,
     PlainRunner,

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from app.errors import PathRefused
 from app.models.labels import MAX_LABEL_FILE_BYTES, merged, read_labels
 from app.repository.config import ModelConfig, OutputOverride
-from app.repository.paths import PathRefused, VersionFiles
+from app.repository.paths import VersionFiles
 
 
 def files(root: Path) -> VersionFiles:

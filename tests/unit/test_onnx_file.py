@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from app.models.onnx_file import NotOnnx, read_header
+from app.errors import NotOnnx
+from app.models.onnx_file import read_header
 from tests.support import onnx_models
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from app.repository.config import ConfigError, load_config
+from app.errors import ConfigError, PathRefused
+from app.repository.config import load_config
 from app.repository.file_options import check_accelerator_options, check_session_options
 from app.repository.paths import (
-    PathRefused,
     VersionFiles,
     first_link_outside,
     is_file_name,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.repository.config import ConfigError, ModelConfig, VersionPolicy, load_config
+from app.errors import ConfigError
+from app.repository.config import ModelConfig, VersionPolicy, load_config
 from app.repository.scan import scan_repository
 
 

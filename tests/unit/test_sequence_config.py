@@ -12,11 +12,10 @@ import pytest
 
 from app.batching.sequence import SequenceStep
 from app.batching.sequence_request import sequence_step
-from app.errors import InvalidInput
-from app.models.errors import UnsupportedModel
+from app.errors import ConfigError, InvalidInput, UnsupportedModel
 from app.models.sequence_plan import sequence_plan
 from app.models.signature import Signature
-from app.repository.config import ConfigError, ModelConfig, load_config, parse_config_json
+from app.repository.config import ModelConfig, load_config, parse_config_json
 from app.repository.paths import VersionFiles
 from app.types import TensorSpec
 

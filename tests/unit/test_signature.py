@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, UnsupportedModel
 from app.models.autocomplete import Rules
-from app.models.signature import Signature, UnsupportedModel
+from app.models.signature import Signature
 from app.repository.config import TensorOverride
 from app.types import InferRequest, RequestedOutput
 

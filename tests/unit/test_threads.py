@@ -7,7 +7,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from app.models.errors import UnsupportedModel
+from app.errors import UnsupportedModel
 from app.models.threads import CpuBudget, GlobalPools, ThreadBudget, available_cpus
 
 

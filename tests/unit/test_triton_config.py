@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 
-from app.repository.config import ConfigError, load_config, parse_config_json
+from app.errors import ConfigError
+from app.repository.config import load_config, parse_config_json
 
 
 def _pbtxt(tmp_path: Path, text: str, name: str = "m") -> Path:

@@ -13,8 +13,7 @@ from onnx import TensorProto, helper
 from skl2onnx import to_onnx
 from sklearn.tree import DecisionTreeClassifier
 
-from app.errors import InferenceFailed
-from app.models.errors import UnsupportedModel
+from app.errors import InferenceFailed, UnsupportedModel
 from app.models.zipmap import ServedArg, converter, plan_outputs, read_zipmaps
 
 X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [3.0, 1.0]], np.float32)
