@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from app.api import grpc_observe, offload
+from app.api.failures import log_internal
 from app.api.grpc_compression import SmallAnswers
 from app.api.grpc_shm import install_shared_memory
 from app.api.shm_infer import leases, write_outputs
@@ -26,6 +28,8 @@ from app.protos_gen import inference_pb2_grpc as pb_grpc
 from app.service import InferenceService
 from app.settings import GrpcSettings, env_var
 from app.types import InferRequest, InferResponse
+
+log = logging.getLogger(__name__)
 
 _FINAL_FLAG = "triton_enable_empty_final_response"
 
@@ -143,6 +147,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 answers_raw(message, raw_inputs), True, final, shm_outputs(decoded))
         except ServingError as err:
             grpc_observe.answered(err)
+            log_internal(log, err)  # as a unary call's failure is (api/grpc_wrapping.py)
             failed = pb.ModelInferResponse(model_name=message.model_name,
                                            model_version=message.model_version, id=message.id)
             return pb.ModelStreamInferResponse(
