@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 
-from app.api.grpc import bind, create_grpc_server
 from app.api.grpc_drain import DRAIN_POLL_S, GrpcFrontend
+from app.api.grpc_server import bind, create_grpc_server
 from app.api.http_app import create_app
 from app.api.http_drain import HttpDrain
 from app.api.http_limits import HttpLimits, fit_connection_limits, open_file_limit, protocol_class

@@ -5,25 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import Any
 
-import orjson
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.compression import CompressResponses
+from app.api.failures import log_internal
+from app.api.http_errors import CLIENT_CLOSED, INTERNAL, send_error, send_serving_error
 from app.api.http_observe import arm
 from app.api.http_security import secure
-from app.api.rest import (
-    CLIENT_CLOSED,
-    HEADER_LENGTH,
-    RestApi,
-    cancel_on_disconnect,
-    create_fastapi,
-    error_headers,
-)
-from app.api.status import HTTP_STATUS
+from app.api.rest import HEADER_LENGTH, RestApi, create_fastapi
 from app.auth import Authenticator
-from app.errors import ErrorCode, ServingError
+from app.errors import ServingError
 from app.service import InferenceService
 from app.settings import CorsSettings, HttpSettings
 
@@ -114,24 +108,13 @@ class InferFastPath:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str,
                      version: str | None) -> None:
-        header = None
-        declared = encoding = None
-        echo: list[tuple[bytes, bytes]] = []
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                declared = value
-            elif key == b"content-encoding":
-                encoding = value
-            elif key == _HEADER_LENGTH:
-                header = value.decode("latin-1")
-            elif key in _ECHOED:
-                echo.append((key, value))  # returned as sent: callers match logs and answers
+        declared, encoding, header, echo = _request_headers(scope)
         send = _with_headers(send, echo) if echo else send
         try:
             body = await self._read_body(receive, declared, encoding)
         except ServingError as err:
             self._api.refused(name, version, err)
-            await _send_error(send, err)
+            await send_serving_error(send, err)
             return
         if body is None:  # the client left before sending its whole body: nobody to answer
             log.debug("client left before sending the whole body of POST %s", scope["path"])
@@ -148,20 +131,14 @@ class InferFastPath:
                 handler.uncancel()
             await _send(send, CLIENT_CLOSED, _JSON, b"")  # nobody reads it; nginx's code
             return
-        except ServingError as err:
-            await _send_error(send, err)
-            return
-        except Exception:
-            log.exception("unexpected error")
-            await _send(send, 500, _JSON, orjson.dumps({"error": "internal server error"}))
+        except Exception as err:  # every failure is answered, none escapes
+            await _send_failure(send, err)
             return
         finally:
             watcher.cancel()
-        if json_length is None:
-            await _send(send, 200, _JSON, content)
-        else:
-            await _send(send, 200, [*_BINARY, (b"inference-header-content-length",
-                                               str(json_length).encode())], content)
+        headers = _JSON if json_length is None else [
+            *_BINARY, (_HEADER_LENGTH, str(json_length).encode())]
+        await _send(send, 200, headers, content)
 
     async def _read_body(self, receive: Receive, declared: bytes | None,
                          encoding: bytes | None) -> bytes | None:
@@ -184,13 +161,41 @@ def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
     return sender
 
 
-async def _send_error(send: Send, err: ServingError) -> None:
-    status = HTTP_STATUS[err.code]
-    if err.code is ErrorCode.INTERNAL:
-        log.error("request failed: %s", err.message)
-    headers = [*_JSON, *((k.lower().encode(), v.encode())
-                         for k, v in error_headers(status).items())]
-    await _send(send, status, headers, orjson.dumps({"error": err.message}))
+async def _send_failure(send: Send, err: Exception) -> None:
+    if isinstance(err, ServingError):
+        log_internal(log, err)
+        await send_serving_error(send, err)
+    else:
+        log.exception("unexpected error", exc_info=err)
+        await send_error(send, 500, INTERNAL)
+
+
+def _request_headers(
+        scope: Scope) -> tuple[bytes | None, bytes | None, str | None, list[tuple[bytes, bytes]]]:
+    """Content-Length, Content-Encoding, Inference-Header-Content-Length and the request
+    ids to echo, in one pass over the headers."""
+    header = None
+    declared = encoding = None
+    echo: list[tuple[bytes, bytes]] = []
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            declared = value
+        elif key == b"content-encoding":
+            encoding = value
+        elif key == _HEADER_LENGTH:
+            header = value.decode("latin-1")
+        elif key in _ECHOED:
+            echo.append((key, value))  # returned as sent: callers match logs and answers
+    return declared, encoding, header, echo
+
+
+async def cancel_on_disconnect(receive: Receive, handler: asyncio.Task[Any]) -> None:
+    """Cancel the handler when the client goes away (call once the body is read), so its
+    request leaves the queue, or its share of a running batch is dropped, instead of
+    running for nobody."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    handler.cancel()
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]],

@@ -9,8 +9,9 @@ import termios
 import time
 from typing import Any
 
-import orjson
 import uvicorn
+
+from app.api.http_errors import CLOSE, raw_error
 
 #: How long a connection must have been idle, while the server drains, before it closes.
 IDLE_LINGER_S = 0.01
@@ -68,13 +69,11 @@ class HttpDrain:
     def refuse_unfinished(self, message: str) -> int:
         """Answer 503 to requests whose body is still arriving, and close their connections;
         returns how many."""
-        body = orjson.dumps({"error": message})
+        answer = raw_error(503, message, [CLOSE])
         refused = 0
         for connection in self._connections():
             if _state(connection) is _State.RECEIVING:
-                connection.transport.write(
-                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-                    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                connection.transport.write(answer)
                 connection.transport.close()  # the handler then sees a disconnect
                 refused += 1
         return refused

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
-import orjson
 from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from app.api.http_errors import CLOSE, RETRY_AFTER, Header, raw_error, send_error
 from app.settings import HttpSettings, Settings, env_var
 
 log = logging.getLogger(__name__)
@@ -227,17 +227,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 f"({env_var('http.max_connections')}); retry later")
 
 
-_RETRY_AFTER = (b"retry-after", b"1")
+def _closing(status: int) -> list[Header]:
+    """A refusal closes its connection; a 503 (the connection cap) says when to retry."""
+    return [CLOSE, RETRY_AFTER] if status == 503 else [CLOSE]
 
 
-def _raw_response(status: int, message: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
-    body = orjson.dumps({"error": message})
-    headers = [*default_headers, (b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
-    if status == 503:
-        headers.append(_RETRY_AFTER)
-    return b"".join([STATUS_LINE[status], *(k + b": " + v + b"\r\n" for k, v in headers),
-                     b"\r\n", body])
+def _raw_response(status: int, message: str, default_headers: list[Header]) -> bytes:
+    return raw_error(status, message, _closing(status), leading=default_headers)
 
 
 class _Refusal:
@@ -246,15 +242,9 @@ class _Refusal:
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         self.message = message
-        self._body = orjson.dumps({"error": message})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(self._body)).encode()), (b"connection", b"close")]
-        if self.status == 503:
-            headers.append(_RETRY_AFTER)
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self._body})
+        await send_error(send, self.status, self.message, _closing(self.status))
 
 
 def open_file_limit() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import orjson
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
@@ -12,7 +11,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.status import HTTP_STATUS
+from app.api.http_errors import send_serving_error
 from app.auth import ANY_KEY, GROUPS, ApiGroup, Authenticator, group_names
 from app.errors import PermissionDenied, ServingError
 from app.settings import CorsSettings
@@ -130,9 +129,4 @@ async def _refuse(send: Send, err: ServingError, had_key: bool, needed: ApiGroup
         challenge += b', error="insufficient_scope", scope="' + scope.encode() + b'"'
     elif had_key:
         challenge += b', error="invalid_token"'
-    body = orjson.dumps({"error": err.message})
-    await send({"type": "http.response.start", "status": HTTP_STATUS[err.code],
-                "headers": [(b"content-type", b"application/json"),
-                            (b"www-authenticate", challenge),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_serving_error(send, err, [(b"www-authenticate", challenge)])

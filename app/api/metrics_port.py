@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from app.api.http_errors import render
 from app.metrics_triton import exposition
 
 
@@ -25,19 +26,18 @@ class MetricsApp:
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         if scope["type"] != "http":
             return
-        status, body, kind = 404, b'{"error":"not found"}', "application/json"
-        allow: list[tuple[bytes, bytes]] = []
-        if scope["path"] == "/metrics":
-            if scope["method"] in ("GET", "HEAD"):
-                # Collection walks every loaded version: off the loop, as on the HTTP port.
-                status, kind = 200, CONTENT_TYPE_LATEST
-                body = await asyncio.to_thread(exposition, self._registry)
-            else:
-                status, body = 405, b'{"error":"method not allowed"}'
-                allow = [(b"allow", b"GET, HEAD")]
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", kind.encode()),
-                                (b"content-length", str(len(body)).encode()), *allow]})
+        status = 200
+        if scope["path"] != "/metrics":
+            status = 404
+            headers, body = render(status, "not found")
+        elif scope["method"] not in ("GET", "HEAD"):
+            status = 405
+            headers, body = render(status, "method not allowed", [(b"allow", b"GET, HEAD")])
+        else:  # collection walks every loaded version: off the loop, as on the HTTP port
+            body = await asyncio.to_thread(exposition, self._registry)
+            headers = [(b"content-type", CONTENT_TYPE_LATEST.encode()),
+                       (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body",
                     "body": b"" if scope["method"] == "HEAD" else body})
 

@@ -10,30 +10,26 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
-from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
-from starlette.types import Receive
 
 from app import __version__
 from app.api import offload
 from app.api.body import BodyBuffer
 from app.api.http_observe import add_observe_routes
-from app.api.http_probes import add_probe_methods, allowed
+from app.api.http_probes import add_probe_methods
 from app.api.http_shm import add_shared_memory_routes
 from app.api.kserve_v1 import add_v1_routes
 from app.api.openapi import INFER_OPENAPI, error_responses
+from app.api.rest_errors import add_error_handlers
 from app.api.shm_infer import leases, write_outputs
-from app.api.status import HTTP_STATUS
 from app.codecs.json_request import parse_json_object
 from app.codecs.rest import RestLimits, decode_raw_request, decode_request, encode_response
 from app.codecs.shm import ShmUse
 from app.codecs.statistics import statistics_json
 from app.codecs.tensors import TensorLimits
-from app.errors import ErrorCode, InvalidInput, ServingError, Unsupported
+from app.errors import InvalidInput, Unsupported
 from app.metrics_triton import exposition
 from app.service import InferenceService, ModelMetadata
 from app.settings import HttpSettings
@@ -42,22 +38,10 @@ from app.types import InferRequest
 log = logging.getLogger(__name__)
 
 HEADER_LENGTH = "inference-header-content-length"
-#: The status a request gets when its client disconnected first (nginx's 499).
-CLIENT_CLOSED = 499
 
 
 def _json(content: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code, media_type="application/json")
-
-
-def _error(status_code: int, message: str) -> Response:
-    return Response(orjson.dumps({"error": message}), status_code,
-                    media_type="application/json", headers=error_headers(status_code))
-
-
-def error_headers(status_code: int) -> dict[str, str]:
-    """429 tells the client when to come back (PROTOCOL.md: load shedding)."""
-    return {"Retry-After": "1"} if status_code == 429 else {}
 
 
 def _metadata_json(meta: ModelMetadata) -> dict[str, Any]:
@@ -242,38 +226,37 @@ class RestApi:
         return buffer.finish()
 
 
-async def cancel_on_disconnect(receive: Receive, handler: asyncio.Task[Any]) -> None:
-    """Cancel the handler when the client goes away (call once the body is read), so its
-    request leaves the queue, or its share of a running batch is dropped, instead of
-    running for nobody."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    handler.cancel()
-
-
 def create_fastapi(api: RestApi) -> FastAPI:
     """Every route, documented; docs render offline (assets are served by the app itself).
     api/http_app.py puts the inference fast path in front of it."""
     app = FastAPIOffline(title="onnx-serve", version=__version__,
                          description="KServe v2 / Triton-compatible inference for ONNX models.")
     _add_routes(app, api)
-    _add_error_handlers(app)
+    add_error_handlers(app, log)
     return app
 
 
 _TAGS = {"/ready": "health", "/stats": "statistics"}
+_MODEL = "/v2/models/{model_name}"
+_VERSION = _MODEL + "/versions/{version}"
 
 
 def _add_routes(app: FastAPI, api: RestApi) -> None:
-    model = "/v2/models/{model_name}"
-    version = model + "/versions/{version}"
-    errors = error_responses(400, 404, 503)
     app.add_api_route("/v2/health/live", api.live, methods=["GET"], tags=["health"])
     app.add_api_route("/v2/health/ready", api.ready, methods=["GET"], tags=["health"])
     app.add_api_route("/v2", api.server_metadata, methods=["GET"], tags=["metadata"])
     if api.registry is not None:
         app.add_api_route("/metrics", api.metrics, methods=["GET"], tags=["metrics"],
                           response_class=PlainTextResponse)  # documents Prometheus' text
+    _add_model_routes(app, api)
+    _add_repository_and_infer_routes(app, api)
+    add_shared_memory_routes(app, api, api._service.shared_memory, api._limits.max_json_depth)
+    add_observe_routes(app, api.service)  # the trace and logging extensions
+    add_probe_methods(app)  # HEAD and OPTIONS where probes ask
+    add_v1_routes(app, api.service, api.body_buffer, api.max_json_depth)  # KServe V1
+
+
+def _add_model_routes(app: FastAPI, api: RestApi) -> None:
     # Before /v2/models/{model_name}, which would otherwise take "stats" for a model name.
     app.add_api_route("/v2/models/stats", api.all_statistics, methods=["GET"],
                       tags=["statistics"])
@@ -284,10 +267,14 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
         ("/config", api.model_config, api.version_config),
         ("/stats", api.model_statistics, api.version_statistics),
     ]
+    errors = error_responses(400, 404, 503)
     for suffix, unversioned, versioned in pairs:
-        for path, handler in ((model, unversioned), (version, versioned)):
+        for path, handler in ((_MODEL, unversioned), (_VERSION, versioned)):
             app.add_api_route(path + suffix, handler, methods=["GET"], responses=errors,
                               tags=[_TAGS.get(suffix, "metadata")])
+
+
+def _add_repository_and_infer_routes(app: FastAPI, api: RestApi) -> None:
     app.add_api_route("/v2/repository/index", api.repository_index, methods=["POST"],
                       tags=["repository"], responses=error_responses(400))
     repository_errors = error_responses(400, 404, 501)
@@ -297,53 +284,8 @@ def _add_routes(app: FastAPI, api: RestApi) -> None:
                       methods=["POST"], tags=["repository"], responses=repository_errors)
     infer_errors = error_responses(400, 404, 413, 500, 503)
     for prefix in ("/v2", "/v1"):
-        for path, handler in ((model, api.model_infer), (version, api.version_infer)):
+        for path, handler in ((_MODEL, api.model_infer), (_VERSION, api.version_infer)):
             app.add_api_route(
                 path.replace("/v2", prefix, 1) + "/infer", handler, methods=["POST"],
                 tags=["inference"], responses=infer_errors, openapi_extra=INFER_OPENAPI,
             )
-    add_shared_memory_routes(app, api, api._service.shared_memory, api._limits.max_json_depth)
-    add_observe_routes(app, api.service)  # the trace and logging extensions
-    add_probe_methods(app)  # HEAD and OPTIONS where probes ask
-    add_v1_routes(app, api.service, api.body_buffer, api.max_json_depth)  # KServe V1
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    """One place turns every failure into `{"error": ...}` with the status of its ErrorCode."""
-
-    async def serving_error(_: Request, err: Exception) -> Response:
-        assert isinstance(err, ServingError)  # nosec B101 # registered for that type
-        if err.code is ErrorCode.INTERNAL:
-            log.error("request failed: %s", err.message)
-        return _error(HTTP_STATUS[err.code], err.message)
-
-    async def validation_error(_: Request, err: Exception) -> Response:
-        assert isinstance(err, RequestValidationError)  # nosec B101 # as above
-        first = err.errors()[0] if err.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(400, f"{where}: {first.get('msg', 'invalid request')}")
-
-    async def http_error(request: Request, err: Exception) -> Response:
-        assert isinstance(err, HTTPException)  # nosec B101 # as above
-        answer = _error(err.status_code, str(err.detail))
-        if err.status_code == 405:  # every method the path has, not one route's
-            answer.headers["Allow"] = allowed(request.app.router.routes, request.scope)
-        return answer
-
-    async def client_gone(request: Request, _: Exception) -> Response:
-        # A client that leaves before its body is sent is not an error: nobody to answer.
-        log.debug("client left before sending the whole body of %s %s", request.method,
-                  request.url.path)
-        return Response(status_code=CLIENT_CLOSED)  # uvicorn drops it: the client is gone
-
-    async def unexpected(_: Request, err: Exception) -> Response:
-        log.exception("unexpected error", exc_info=err)
-        return _error(500, "internal server error")
-
-    app.add_exception_handler(ServingError, serving_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(ClientDisconnect, client_gone)
-    app.add_exception_handler(Exception, unexpected)
-
-

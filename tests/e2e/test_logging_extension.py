@@ -12,7 +12,6 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
-from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
 from tests.support import onnx_models
@@ -20,20 +19,10 @@ from tests.support.runs import infer_body
 from tests.support.server import Started, start_server, wait_for
 
 
-def failing() -> object:
-    """Loads, then fails in every run: a [batch, 3] input reshaped to 2 x 2."""
-    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [2, 2])
-    return onnx_models.graph_model(
-        [helper.make_node("Constant", [], ["s"], value=shape),
-         helper.make_node("Reshape", ["x", "s"], ["y"])],
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> object:
     onnx_models.write(tmp_path, "small", onnx_models.identity("FP32"))
-    onnx_models.write(tmp_path, "failing", failing())  # type: ignore[arg-type]
+    onnx_models.write(tmp_path, "failing", onnx_models.fails_in_every_run())
 
     def command(http_port: int, grpc_port: int) -> list[str]:
         return [sys.executable, "-m", "app", "--model-repository", str(tmp_path), "--host",

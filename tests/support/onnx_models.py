@@ -134,3 +134,13 @@ def expected_parameters(model: onnx.ModelProto) -> dict[str, object]:
     values.update({f"onnx.opset.{o.domain or 'ai.onnx'}": o.version for o in model.opset_import})
     values.update({f"onnx.metadata.{p.key}": p.value for p in model.metadata_props})
     return {key: value for key, value in values.items() if value != ""}
+
+
+def fails_in_every_run() -> onnx.ModelProto:
+    """Loads, then fails in every run: a [batch, 3] input reshaped to 2 x 2."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [2, 2])
+    return graph_model(
+        [helper.make_node("Constant", [], ["s"], value=shape),
+         helper.make_node("Reshape", ["x", "s"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])

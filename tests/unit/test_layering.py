@@ -37,7 +37,11 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
                                        "app.api.http_app", "app.api.http_security",
                                        "app.api.grpc_auth", "app.api.http_shm",
                                        "app.api.shm_infer", "app.api.compression",
-                                       "app.api.grpc_observe", "app.api.kserve_v1"}
+                                       "app.api.grpc_observe", "app.api.kserve_v1",
+                                       "app.api.grpc_health", "app.api.grpc_server",
+                                       "app.api.grpc_wrapping", "app.api.http_drain",
+                                       "app.api.http_errors", "app.api.http_limits",
+                                       "app.api.metrics_port", "app.api.rest_errors"}
     assert importers_of("app.server") <= {"app.cli"}
 
 
