@@ -18,7 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from tests.support import onnx_models
-from tests.support.prometheus import prometheus
+from tests.support.prometheus import scraping
 from tests.support.runs import infer_body
 from tests.support.server import REPO_ROOT, free_port, start_server, wait_for, wait_ready
 
@@ -113,20 +113,7 @@ def test_kserve_triton_command_line_serves_and_exports_nv_metrics(tmp_path: Path
 
 def scrape(tmp_path: Path, metrics_port: int) -> dict[str, str]:
     """What a real Prometheus scraping the metrics port reads back."""
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: triton\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n")
-    port = free_port()
-    process = subprocess.Popen(
-        [prometheus(), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, timeout_s=60, path="/-/ready")
+    with scraping(tmp_path, metrics_port) as base:
         success = 'nv_inference_request_success{model="small",version="1"}'
         wait_for(lambda: len(query(base, success)) == 1, timeout_s=60,
                  what="Prometheus to scrape nv_inference_request_success")
@@ -139,9 +126,6 @@ def scrape(tmp_path: Path, metrics_port: int) -> dict[str, str]:
                          ["value"][1]),
             "up": str(query(base, 'up{job="triton"}')[0]["value"][1]),  # type: ignore[index]
         }
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def refused(port: int) -> bool:

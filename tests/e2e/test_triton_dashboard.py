@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -14,9 +12,9 @@ import numpy as np
 
 from tests.e2e.test_triton_command_line import kserve_triton, nv, query
 from tests.support import onnx_models
-from tests.support.prometheus import prometheus
+from tests.support.prometheus import scraping
 from tests.support.runs import infer_body
-from tests.support.server import free_port, start_server, wait_for, wait_ready
+from tests.support.server import free_port, start_server, wait_for
 
 #: The PromQL of Triton's dashboard (triton-inference-server/server,
 #: deploy/k8s-onprem/dashboard.json): what its panels plot, with what we expect of each.
@@ -126,26 +124,3 @@ def scraped_twice(base: str) -> bool:
 def value(result: list[dict[str, object]]) -> float:
     assert len(result) == 1, result
     return float(result[0]["value"][1])  # type: ignore[index]
-
-
-@contextmanager
-def scraping(tmp_path: Path, metrics_port: int) -> Iterator[str]:
-    """A real Prometheus scraping the metrics port every second; yields its URL."""
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: triton\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n")
-    port = free_port()
-    process = subprocess.Popen(
-        [prometheus(), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, timeout_s=60, path="/-/ready")
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
