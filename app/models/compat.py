@@ -85,22 +85,24 @@ def _loads(ir_version: int, opset: int, ml: int | None = None) -> bool:
 
 def _probe_model(ir_version: int, opset: int, ml: int | None) -> bytes:
     """ModelProto bytes: y = Identity(x), x and y float [1], with the given versions."""
-    shape = _message(2, _message(1, _key(1, 0) + _varint(1)))  # dim { dim_value: 1 }
-    value = _message(1, b"x") + _message(2, _message(1, _key(1, 0) + _varint(1) + shape))
-    graph = (_message(1, _message(1, b"x") + _message(2, b"y") + _message(4, b"Identity"))
-             + _message(2, b"probe") + _message(11, value)
-             + _message(12, value.replace(b"\n\x01x", b"\n\x01y", 1)))
-    opsets = _message(8, _message(1, b"") + _key(2, 0) + _varint(opset))
+    field = length_delimited
+    shape = field(2, field(1, _key(1, 0) + _varint(1)))  # dim { dim_value: 1 }
+    value = field(1, b"x") + field(2, field(1, _key(1, 0) + _varint(1) + shape))
+    graph = (field(1, field(1, b"x") + field(2, b"y") + field(4, b"Identity"))
+             + field(2, b"probe") + field(11, value)
+             + field(12, value.replace(b"\n\x01x", b"\n\x01y", 1)))
+    opsets = field(8, field(1, b"") + _key(2, 0) + _varint(opset))
     if ml is not None:
-        opsets += _message(8, _message(1, ML_DOMAIN.encode()) + _key(2, 0) + _varint(ml))
-    return _key(1, 0) + _varint(ir_version) + opsets + _message(7, graph)
+        opsets += field(8, field(1, ML_DOMAIN.encode()) + _key(2, 0) + _varint(ml))
+    return _key(1, 0) + _varint(ir_version) + opsets + field(7, graph)
 
 
 def _key(number: int, kind: int) -> bytes:
     return _varint(number << 3 | kind)
 
 
-def _message(number: int, payload: bytes) -> bytes:
+def length_delimited(number: int, payload: bytes) -> bytes:
+    """Field `number` of a protobuf message holding `payload` (bytes, or a message)."""
     return _key(number, 2) + _varint(len(payload)) + payload
 
 

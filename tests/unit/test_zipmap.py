@@ -14,6 +14,7 @@ from skl2onnx import to_onnx
 from sklearn.tree import DecisionTreeClassifier
 
 from app.errors import InferenceFailed, UnsupportedModel
+from app.models.compat import length_delimited
 from app.models.zipmap import ServedArg, converter, plan_outputs, read_zipmaps
 
 X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [3.0, 1.0]], np.float32)
@@ -108,17 +109,6 @@ def test_a_zipmap_inside_other_nodes_and_tensor_attributes(tmp_path: Path) -> No
     assert read_zipmaps(path) == {"zipped": (-4, 9)}
 
 
-def _length_delimited(number: int, payload: bytes) -> bytes:
-    def varint(value: int) -> bytes:
-        out = bytearray()
-        while True:
-            byte, value = value & 0x7F, value >> 7
-            out.append(byte | (0x80 if value else 0))
-            if not value:
-                return bytes(out)
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
 def test_attributes_before_the_op_type_and_big_attributes_elsewhere(tmp_path: Path) -> None:
     """Fields of a node may come in any order; the attributes of other nodes (a tree
     ensemble's millions of numbers) are located, never parsed."""
@@ -135,7 +125,7 @@ def test_attributes_before_the_op_type_and_big_attributes_elsewhere(tmp_path: Pa
     other = helper.make_node("TreeEnsembleClassifier", ["X"], ["label", "p"],
                              domain="ai.onnx.ml", nodes_featureids=list(range(50_000)),
                              classlabels_int64s=[5, 6])
-    graph = _length_delimited(1, other.SerializeToString()) + _length_delimited(1, reordered)
+    graph = length_delimited(1, other.SerializeToString()) + length_delimited(1, reordered)
     path = tmp_path / "raw.onnx"
-    path.write_bytes(b"\x08\x08" + _length_delimited(7, graph))  # ir_version 8, graph
+    path.write_bytes(b"\x08\x08" + length_delimited(7, graph))  # ir_version 8, graph
     assert read_zipmaps(path) == {"z": ("x", "y")}
