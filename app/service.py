@@ -22,15 +22,15 @@ from app.errors import (
     ShuttingDown,
     Unsupported,
 )
-from app.models.ensemble import platform
 from app.logs import LogControl, bind, log_access
 from app.logs import control as log_settings
+from app.models.ensemble import platform
 from app.models.manager import ModelManager
 from app.models.version import LoadedModel, ModelState
 from app.repository.config import ConfigError, parse_config_json
 from app.repository.paths import check_model_name
-from app.shm.registries import SharedMemory
 from app.settings import TracingSettings
+from app.shm.registries import SharedMemory
 from app.statistics import model_statistics
 from app.tracing import context as tracing
 from app.tracing.tracer import Tracer

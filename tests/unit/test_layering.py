@@ -37,8 +37,12 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
                                        "app.api.http_app", "app.api.http_security",
                                        "app.api.grpc_auth", "app.api.http_shm",
                                        "app.api.shm_infer", "app.api.compression",
-                                       "app.api.grpc_observe", "app.api.kserve_v1"}
+                                       "app.api.grpc_observe", "app.api.kserve_v1",
+                                       "app.server_http", "app.server_drain"}
     assert importers_of("app.server") <= {"app.cli"}
+    # The composition root's own parts (the HTTP listener, the drain) serve it alone.
+    assert importers_of("app.server_http") <= {"app.server", "app.server_drain"}
+    assert importers_of("app.server_drain") <= {"app.server"}
 
 
 @pytest.mark.parametrize("module, forbidden", [

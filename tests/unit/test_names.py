@@ -13,7 +13,7 @@ APP = Path(__file__).resolve().parents[2] / "app"
 FILES = [p for p in APP.rglob("*.py") if "protos_gen" not in p.parts]
 #: Called by a framework by name, never by our code.
 FRAMEWORK_HOOKS = {
-    "capture_signals",  # uvicorn.Server's, overridden in server.py
+    "capture_signals",  # uvicorn.Server's, overridden in server_http.py
     "intercept_service",  # grpc.aio.ServerInterceptor's
     "http_port",  # server.py: the bound port, for tests and embedding
     "_split_lines",  # argparse.HelpFormatter's, overridden in cli.py
