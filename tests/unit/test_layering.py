@@ -51,6 +51,7 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
     ("app.codecs.rest", ("fastapi", "starlette", "grpc", "app.models", "app.service")),
     ("app.codecs.grpc", ("fastapi", "starlette", "app.models", "app.service")),
     ("app.service", ("fastapi", "starlette", "grpc", "uvicorn")),
+    ("app.service_infer", ("fastapi", "starlette", "grpc", "uvicorn", "app.api", "app.server")),
     ("app.models.manager", ("fastapi", "grpc", "app.service")),
     ("app.models.lifecycle", ("fastapi", "grpc", "app.service", "app.models.manager")),
     ("app.models.repository_sync", ("fastapi", "grpc", "app.service", "app.models.manager")),
