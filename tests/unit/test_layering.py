@@ -58,7 +58,8 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
     *[(m, ("fastapi", "starlette", "grpc", "onnxruntime", "app.models", "app.service",
            "app.api", "app.server")) for m in sorted(imports()) if m.startswith("app.repository")],
     ("app.batching.policy", ("asyncio", "numpy", "onnxruntime", "app")),
-    ("app.batching.batcher", ("onnxruntime", "fastapi", "grpc", "app.models", "app.service")),
+    *[(m, ("onnxruntime", "fastapi", "grpc", "app.models", "app.service"))
+      for m in ("app.batching.batcher", "app.batching.batch_run")],
     ("app.batching.layout", ("asyncio", "onnxruntime", "app.models", "app.service")),
     *[(m, ("onnxruntime", "fastapi", "grpc", "app.models", "app.service", "app.repository"))
       for m in ("app.batching.sequence", "app.batching.sequence_state",
