@@ -1,5 +1,4 @@
-"""The inference path of InferenceService: resolve and lease, validate, the response cache,
-sequences, classification, tracing and the counts of every answer."""
+"""InferenceService's inference path: lease, validate, cache, sequences, classify, trace, count."""
 
 from __future__ import annotations
 

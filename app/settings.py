@@ -1,6 +1,4 @@
-"""Server settings: environment variables `ONNX_SERVE_<GROUP>__<FIELD>`, overridden by CLI flags.
-
-Each group is defined in app/settings_groups/ and importable from here."""
+"""Server settings: environment variables `ONNX_SERVE_<GROUP>__<FIELD>`, overridden by CLI flags."""
 
 from __future__ import annotations
 
@@ -22,6 +20,8 @@ from app.settings_groups.runtime import (
 from app.settings_groups.security import AuthSettings, CorsSettings
 from app.settings_groups.transports import GrpcSettings, HttpSettings
 
+# The groups are defined in app/settings_groups/, one module per area, and importable from
+# here: `from app.settings import HttpSettings` stays the one spelling.
 __all__ = [
     "ALL_INTERFACES",
     "ENV_PREFIX",

@@ -1,5 +1,4 @@
-"""A batch of the dynamic batcher (app/batching/batcher.py) once formed: its requests, the
-work on the instance's thread (assemble, run, split) and each caller's answer."""
+"""A formed batch of the dynamic batcher: its requests, its run on the instance, each answer."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The onnxruntime sessions of one version: their options from its config, the probe that
-reads the model's own shapes, and starting them on their placements.
+"""One version's onnxruntime sessions: options from its config, the probe, starting them.
 
 Blocking: runs on the manager's loader threads, never on the event loop.
 """

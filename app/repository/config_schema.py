@@ -1,5 +1,4 @@
-"""The schema of a model's configuration (pydantic, unknown keys refused): what config.pbtxt,
-Triton's JSON and config.yaml may say; repository/config.py reads them into it."""
+"""A model's configuration schema (pydantic, unknown keys refused); config.py reads into it."""
 
 from __future__ import annotations
 

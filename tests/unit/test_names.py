@@ -39,7 +39,7 @@ def test_no_class_takes_an_asgi_type_name() -> None:
 
 
 def test_no_module_is_named_after_pydantic_model_config() -> None:
-    """Every pydantic model has a `model_config`, and repository/config.py a ModelConfig:
+    """Every pydantic model has a `model_config`, and repository/config_schema.py a ModelConfig:
     the module that renders what a model really runs with is named for that."""
     assert not [p for p in FILES if p.stem == "model_config"]
 
