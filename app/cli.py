@@ -148,29 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def start(args: argparse.Namespace, layout: str | None = None) -> int:
     """Validate the settings (flags over the environment) and run the server; `layout` is
     what `serve PATH` found PATH to be (repository/view.py)."""
-    unknown = unknown_variables(os.environ)
-    if unknown:
-        print(f"onnx-serve: error: {unknown[0]} is not a setting "
-              f"({ENV_PREFIX}<GROUP>__<FIELD>, see README.md, Configuration)", file=sys.stderr)
-        return 2
-    try:
-        settings = load_settings(args)
-        if layout is not None:
-            settings = Settings.model_validate(
-                settings.model_dump() | {"repository": settings.repository.model_dump()
-                                         | {"layout": layout}})
-    except ValidationError as err:
-        print(f"onnx-serve: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except TritonFlagError as err:
-        print(f"onnx-serve: error: {err}", file=sys.stderr)
-        return 2
-    from app.repository.view import problem
-
-    wrong = None if settings.repository.url else problem(settings.repository.path,
-                                                          settings.repository.layout)
-    if wrong is not None:
-        print(f"onnx-serve: error: {wrong}", file=sys.stderr)
+    settings = _settings(args, layout)
+    if isinstance(settings, str):
+        print(f"onnx-serve: error: {settings}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
     from app.errors import BindError, KeysError, StartupError
@@ -185,3 +165,26 @@ def start(args: argparse.Namespace, layout: str | None = None) -> int:
         print(f"onnx-serve: error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _settings(args: argparse.Namespace, layout: str | None) -> Settings | str:
+    """The settings to serve with, or why there are none (the command line exits 2)."""
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        return (f"{unknown[0]} is not a setting "
+                f"({ENV_PREFIX}<GROUP>__<FIELD>, see README.md, Configuration)")
+    try:
+        settings = load_settings(args)
+        if layout is not None:
+            settings = Settings.model_validate(
+                settings.model_dump() | {"repository": settings.repository.model_dump()
+                                         | {"layout": layout}})
+    except ValidationError as err:
+        return _one_line(err)
+    except TritonFlagError as err:
+        return str(err)
+    from app.repository.view import problem
+
+    wrong = None if settings.repository.url else problem(settings.repository.path,
+                                                          settings.repository.layout)
+    return settings if wrong is None else wrong

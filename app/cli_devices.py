@@ -58,6 +58,14 @@ def report() -> dict[str, Any]:
                   "compute_capability": g.compute_capability or None} for g in inventory.gpus],
         "gpus_counted_by": inventory.source,
     }
+    facts["problems"] = _problems(facts, builds, preload, built_for, inventory)
+    return facts
+
+
+def _problems(facts: dict[str, Any], builds: dict[str, str], preload: str, built_for: str,
+              inventory: gpus.GpuInventory) -> list[str]:
+    """What stands in the way of running on a GPU, from the facts `report` found."""
+    available = facts["onnxruntime"]["providers"]
     problems = []
     if len(builds) > 1 and len({_site(name) for name in builds}) == 1:
         problems.append("both onnxruntime and onnxruntime-gpu are installed (they overwrite "
@@ -81,8 +89,7 @@ def report() -> dict[str, Any]:
         if TENSORRT in available and facts["tensorrt"] is None:
             problems.append("TensorRT provider built in but no libnvinfer found: TensorRT "
                             "instances fall back to CUDA")
-    facts["problems"] = problems
-    return facts
+    return problems
 
 
 def _text(facts: dict[str, Any]) -> str:

@@ -5,20 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import signal
 import socket
 import ssl
-import time
-from collections.abc import Callable, Iterator
 
-import uvicorn
-
-from app.api.grpc_drain import DRAIN_POLL_S, GrpcFrontend
+from app.api.grpc_drain import GrpcFrontend
 from app.api.grpc_server import bind, create_grpc_server
 from app.api.http_app import create_app
-from app.api.http_drain import HttpDrain
-from app.api.http_limits import HttpLimits, fit_connection_limits, open_file_limit, protocol_class
+from app.api.http_limits import fit_connection_limits, open_file_limit
 from app.api.metrics_port import MetricsListener
 from app.auth import Authenticator
 from app.batching.summaries import check_available
@@ -26,45 +20,16 @@ from app.cache import ResponseCache
 from app.errors import BindError, StartupError, Unsupported
 from app.logs import control as log_control
 from app.metrics import build_registry
-from app.models.loader import ServerDefaults
-from app.models.manager import ModelManager
-from app.repository.object_store import BucketSource
-from app.repository.source import RepositorySource
-from app.repository.view import RepositoryView
 from app.repository.watcher import RepositoryWatcher
+from app.server_build import build_manager
+from app.server_drain import ServerDrain
+from app.server_http import HttpServer, http_config
 from app.service import InferenceService
 from app.settings import Settings
 from app.shm.registries import SharedMemory
 from app.tracing.tracer import Tracer
 
 log = logging.getLogger(__name__)
-
-
-def build_manager(settings: Settings) -> ModelManager:
-    """The model manager for `settings.repository`, with the configured session options."""
-    devices = settings.devices
-    defaults = ServerDefaults(devices.instances, devices.intra_op_threads,
-                              devices.inter_op_threads, devices.strict_providers,
-                              settings.batching.default_max_queue_size,
-                              devices.intra_op_spinning,
-                              global_thread_pool=devices.global_thread_pool,
-                              cache_dir=settings.repository.cache_dir,
-                              latency_quantiles=settings.metrics.latency_quantiles,
-                              auto_complete=settings.repository.auto_complete_config
-                              and not settings.repository.strict_model_config,
-                              config_required=settings.repository.strict_model_config,
-                              onnxruntime_extensions=settings.repository.onnxruntime_extensions)
-    repository = settings.repository
-    source: RepositorySource = (
-        BucketSource(repository.url, repository.path,
-                     config_name=repository.model_config_name) if repository.url
-        else RepositoryView(repository.path, repository.layout, repository.model_config_name))
-    return ModelManager(
-        source, defaults,
-        settings.batching.default_max_batch_size,
-        strict_readiness=settings.repository.strict_readiness,
-        load_threads=settings.repository.load_threads,
-    )
 
 
 def listen(what: str, host: str, port: int, backlog: int | None) -> list[socket.socket]:
@@ -89,38 +54,6 @@ def listen(what: str, host: str, port: int, backlog: int | None) -> list[socket.
         reason = (err.strerror or str(err)).lower()
         raise BindError(f"cannot listen for {what} on {host}:{port}: {reason}") from err
     return sockets
-
-
-class _HttpServer(uvicorn.Server):
-    """uvicorn without its own signal handlers or shutdown: `Server` drains on signals
-    itself (uvicorn would re-raise the signal afterwards, so the process could not exit 0),
-    and decides when each connection closes (api/http_drain.py says why)."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.drained = asyncio.Event()  # set by the drain once every connection may close
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """uvicorn's main loop ends once should_exit is set, and calls this: wait for the
-        drain, then close what is left."""
-        await self.drained.wait()
-        for server in self.servers:
-            server.close()
-        with contextlib.suppress(asyncio.TimeoutError):  # a client that reads nothing
-            await asyncio.wait_for(asyncio.gather(*(s.wait_closed() for s in self.servers)),
-                                   _SHUTDOWN_MARGIN_S)
-
-
-#: How long past the grace period the drain waits for the refused requests' answers to go
-#: out before it cuts the connections left.
-_SHUTDOWN_MARGIN_S = 3.0
-#: How long the drain looks for a quiet moment to begin gRPC's shutdown (api/grpc.py); calls
-#: are served meanwhile, and under unceasing load it begins anyway.
-_GRPC_QUIET_WAIT_S = 1.0
 
 
 class Server:
@@ -148,31 +81,14 @@ class Server:
                                         settings.metrics.interval_ms,
                                         settings.metrics.counter_latencies)
                          if settings.metrics.enabled else None)
-        http = settings.http
-        config = uvicorn.Config(
-            create_app(self.service, http, self.registry, self.authenticator, settings.cors),
-            host=settings.host,
-            port=http.port,
-            ssl_certfile=http.tls_cert_path,
-            ssl_keyfile=http.tls_key_path,
-            ssl_ca_certs=str(http.tls_client_ca_path) if http.tls_client_ca_path else None,
-            ssl_cert_reqs=ssl.CERT_REQUIRED if http.tls_client_ca_path else ssl.CERT_NONE,
-            log_level=settings.log_level,
-            log_config=None,  # uvicorn's lines go through our handler (text or JSON)
-            access_log=settings.http.access_log,
-            lifespan="off",
-            loop="none",
-            http=protocol_class(HttpLimits.of(http)),  # header/body timeouts, connection cap
-            timeout_keep_alive=math.ceil(http.keep_alive_timeout_s),  # the class has it exact
-            timeout_graceful_shutdown=math.ceil(settings.shutdown.grace_period_s
-                                                + _SHUTDOWN_MARGIN_S),
-        )
-        if http.tls_cert_path is not None:
+        config = http_config(create_app(self.service, settings.http, self.registry,
+                                        self.authenticator, settings.cors), settings)
+        if settings.http.tls_cert_path is not None:
             try:
                 config.load()  # reads the TLS files now, so a bad one stops the start clearly
             except (OSError, ssl.SSLError) as err:
                 raise BindError(f"cannot use the HTTP TLS files: {err}") from err
-        self._http = _HttpServer(config)
+        self._http = HttpServer(config)
         self.grpc_port: int | None = None
         self.metrics: MetricsListener | None = None  # Triton's metrics port, when set
         #: why the server stopped by itself (exit_on_error), for run() to exit 1 with
@@ -186,8 +102,31 @@ class Server:
         """Listen at once (liveness answers while models load in the background); HTTP and
         gRPC share this event loop. Returns once drained after SIGINT/SIGTERM or `stop`."""
         self._loop = asyncio.get_running_loop()
-        self._stop_asked = asyncio.Event()
+        stop_asked = self._stop_asked = asyncio.Event()
         host = self.settings.http.address or self.settings.host
+        http_sockets, grpc, metrics_sockets = self._listen(host)
+        if self.settings.grpc.enabled:
+            await grpc.server.start()
+        if metrics_sockets and self.registry is not None:
+            self.metrics = MetricsListener(self.registry, metrics_sockets)
+            self.metrics.start()
+        self._handle_signals()
+        loading = asyncio.create_task(self._manage_repository(), name="repository")
+        draining = asyncio.create_task(self._drain_when_asked(grpc, stop_asked),
+                                       name="drain")
+        self._log_serving(host, bool(http_sockets))
+        try:
+            if http_sockets:
+                await self._http.serve(http_sockets)  # returns once uvicorn has finished
+            else:
+                await asyncio.shield(draining)  # no HTTP: the drain ends the server
+        finally:
+            await self._close(grpc, stop_asked, draining, loading)
+
+    def _listen(self, host: str
+                ) -> tuple[list[socket.socket], GrpcFrontend, list[socket.socket]]:
+        """The HTTP sockets, the gRPC server (bound when enabled) and the metrics port's
+        sockets; on a failure, none stays open."""
         http_sockets = (listen("HTTP", host, self.settings.http.port, self._http.config.backlog)
                         if self.settings.http.enabled else [])  # Triton's --allow-http
         try:
@@ -200,41 +139,34 @@ class Server:
             for sock in http_sockets:
                 sock.close()
             raise
-        if self.settings.grpc.enabled:
-            await grpc.server.start()
-        if metrics_sockets and self.registry is not None:
-            self.metrics = MetricsListener(self.registry, metrics_sockets)
-            self.metrics.start()
-        self._handle_signals()
-        loading = asyncio.create_task(self._manage_repository(), name="repository")
-        draining = asyncio.create_task(self._drain_when_asked(grpc, self._stop_asked),
-                                       name="drain")
+        return http_sockets, grpc, metrics_sockets
+
+    def _log_serving(self, host: str, http: bool) -> None:
         tls = self.settings.http.tls_cert_path is not None
         log.info("serving repository %s on %s, grpc %s, metrics port %s",
                  self.settings.repository.path.resolve(),
                  f"{'https' if tls else 'http'}://{host}:{self.settings.http.port}"
-                 if http_sockets else "no http", self.grpc_port or "off",
+                 if http else "no http", self.grpc_port or "off",
                  self.metrics.port if self.metrics else "off")
-        try:
-            if http_sockets:
-                await self._http.serve(http_sockets)  # returns once uvicorn has finished
-            else:
-                await asyncio.shield(draining)  # no HTTP: the drain ends the server
-        finally:
-            if self.metrics is not None:
-                await self.metrics.stop()
-            if not self._stop_asked.is_set():
-                draining.cancel()  # uvicorn stopped by itself (it could not bind)
-                await grpc.server.stop(0)
-            with contextlib.suppress(asyncio.CancelledError):
-                await draining
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
-            await self.manager.close()
-            self.service.shared_memory.close()  # every request is answered: unmap regions
-            if self.service.tracer is not None:  # the spans still queued go out
-                await asyncio.to_thread(self.service.tracer.shutdown)
+
+    async def _close(self, grpc: GrpcFrontend, stop_asked: asyncio.Event,
+                     draining: asyncio.Task[None], loading: asyncio.Task[None]) -> None:
+        """After the listeners: the drain's end, the repository's tasks, models, regions,
+        spans."""
+        if self.metrics is not None:
+            await self.metrics.stop()
+        if not stop_asked.is_set():
+            draining.cancel()  # uvicorn stopped by itself (it could not bind)
+            await grpc.server.stop(0)
+        with contextlib.suppress(asyncio.CancelledError):
+            await draining
+        loading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loading
+        await self.manager.close()
+        self.service.shared_memory.close()  # every request is answered: unmap regions
+        if self.service.tracer is not None:  # the spans still queued go out
+            await asyncio.to_thread(self.service.tracer.shutdown)
 
     async def _drain_when_asked(self, grpc: GrpcFrontend, asked: asyncio.Event) -> None:
         """The shutdown: readiness off and the listeners closed at once, idle connections
@@ -242,56 +174,10 @@ class Server:
         answered 503 / UNAVAILABLE; the process exits once the last one is answered."""
         await asked.wait()
         try:
-            await self._drain(grpc)
+            await ServerDrain(self.service, self._http, self.settings.shutdown.grace_period_s,
+                              self._hurry).run(grpc)
         finally:
             self._http.drained.set()  # uvicorn's shutdown may end now, whatever happened
-
-    async def _drain(self, grpc: GrpcFrontend) -> None:
-        grace = self.settings.shutdown.grace_period_s
-        started = time.monotonic()
-        deadline = started + grace
-        log.info("draining: readiness is off; in-flight requests have %g s to finish", grace)
-        self.service.begin_drain()  # from now on every HTTP answer says Connection: close
-        http = HttpDrain(self._http)
-        http.stop_accepting()
-        self._http.should_exit = True  # uvicorn's main loop ends, then waits for `drained`
-        settling = asyncio.create_task(self._keep_settling(http), name="settle-http")
-        try:
-            await grpc.stop_accepting(min(deadline, started + _GRPC_QUIET_WAIT_S),
-                                      self._hurry)
-            refused = 0
-            if not await self._wait_until(lambda: not (http.busy() or grpc.busy()),
-                                          deadline):
-                refused = self.service.refuse_all(
-                    f"the server is shutting down and its grace period ({grace:g} s) is over")
-                await self._wait_until(lambda: not (http.busy() or grpc.busy()),
-                                       time.monotonic() + _SHUTDOWN_MARGIN_S, hurried=False)
-        finally:
-            settling.cancel()
-        unfinished = http.refuse_unfinished(
-            "the server is shutting down; the request body did not arrive before every "
-            "other request was answered")
-        await grpc.close()  # idle gRPC connections would hold its shutdown up to 20 s
-        http.close_all()
-        log.info("drained in %.1f s: %d requests were still waiting at the end of the grace "
-                 "period, %d bodies had not arrived; successful requests served: %s",
-                 time.monotonic() - started, refused, unfinished, self.service.successes())
-
-    async def _wait_until(self, done: Callable[[], bool], deadline: float,
-                          hurried: bool = True) -> bool:
-        """Poll `done` until it holds, `deadline` passes or (when `hurried`) a second signal
-        hurries the drain; returns whether it held."""
-        while not done():  # polled: nothing tells when calls or connections end
-            if time.monotonic() >= deadline or (hurried and self._hurry.is_set()):
-                return False
-            await asyncio.sleep(DRAIN_POLL_S)
-        return True
-
-    @staticmethod
-    async def _keep_settling(http: HttpDrain) -> None:
-        while True:  # HTTP connections change state without telling
-            http.settle()
-            await asyncio.sleep(DRAIN_POLL_S)
 
     def _bind_grpc(self, grpc: GrpcFrontend) -> int:
         settings = self.settings.grpc

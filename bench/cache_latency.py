@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.cache import ResponseCache  # noqa: E402
-from app.server import build_manager  # noqa: E402
+from app.server_build import build_manager  # noqa: E402
 from app.service import InferenceService  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.types import InferRequest  # noqa: E402

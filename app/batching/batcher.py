@@ -8,12 +8,12 @@ import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from app.batching.batch_run import BatchOutcome, QueuedRequest, RunningBatch, deliver, fail, work
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy, QueuePolicy, TimeoutAction, Waiting, decide
-from app.batching.scheduler import FreeSlot, Launched, RunFn, Runner, counted_answer
+from app.batching.scheduler import FreeSlot, Runner, counted_answer
 from app.batching.stats import ModelStats
 from app.errors import (
     DeadlineExceeded,
@@ -23,45 +23,10 @@ from app.errors import (
     Overloaded,
     ServingError,
 )
-from app.tracing.context import CURRENT, RequestTrace, batch_ran
+from app.tracing.context import CURRENT, batch_ran
 from app.types import Array
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False, slots=True)
-class _Queued:
-    feed: Mapping[str, Array]
-    names: Sequence[str]
-    level: int
-    view: Waiting
-    future: asyncio.Future[list[Array]]
-    running: _Running | None = None  # set while its batch runs; cleared once answered
-    timer: asyncio.TimerHandle | None = None  # answers DEADLINE_EXCEEDED while still queued
-    launched_at_ns: int = 0
-    trace: RequestTrace | None = None  # sampled for tracing (app/tracing/)
-
-
-@dataclass(eq=False, slots=True)
-class _Outcome:
-    """What a launched batch produced: per request, its outputs or its own error."""
-
-    results: list[list[Array] | ServingError]
-    input_ns: int = 0
-    infer_ns: int = 0
-    output_ns: int = 0
-    started_ns: int = 0
-
-
-@dataclass(eq=False, slots=True)
-class _Running:
-    items: list[_Queued]
-    names: list[str]  # the union of what the items asked for, in first-asked order
-    rows: int
-    launched_at_ns: int = 0
-    launched: Launched | None = None
-    abandoned: int = 0
-    results: list[list[Array] | BaseException] | None = field(default=None)
 
 
 class DynamicBatcher:
@@ -81,11 +46,11 @@ class DynamicBatcher:
         self._layout = layout
         self.stats = stats
         self._label = label
-        self._queues: list[collections.deque[_Queued]] = [collections.deque()
-                                                           for _ in policy.queues]
+        self._queues: list[collections.deque[QueuedRequest]] = [collections.deque()
+                                                                for _ in policy.queues]
         self._wakeup = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
-        self._dispatched: collections.deque[_Running] = collections.deque()
+        self._dispatched: collections.deque[RunningBatch] = collections.deque()
         self._closed = False
 
     @property
@@ -137,7 +102,7 @@ class DynamicBatcher:
         return await counted_answer(self.stats, item, lambda: self._abandon(item))
 
     def _enqueue(self, feed: Mapping[str, Array], names: Sequence[str], priority: int,
-                 timeout_us: int | None) -> _Queued:
+                 timeout_us: int | None) -> QueuedRequest:
         policy = self._policy
         level = priority or policy.default_priority
         if not 1 <= level <= policy.priority_levels:
@@ -162,7 +127,7 @@ class DynamicBatcher:
         view = Waiting(rows, self._layout.bucket(feed) if policy.max_batch_size else None, now,
                        now + timeout_s if timeout_s > 0 else None,
                        queue_policy.timeout_action is TimeoutAction.DELAY)
-        item = _Queued(feed, names, level, view, loop.create_future(), trace=CURRENT.get())
+        item = QueuedRequest(feed, names, level, view, loop.create_future(), trace=CURRENT.get())
         if view.deadline is not None and not view.delay_on_timeout:
             # At the deadline, not when an instance next frees up: it may stay busy long.
             item.timer = loop.call_at(view.deadline, self._expire, item)
@@ -185,7 +150,7 @@ class DynamicBatcher:
                 raise
             self._launch(instance, items)
 
-    async def _next_batch(self) -> list[_Queued]:
+    async def _next_batch(self) -> list[QueuedRequest]:
         loop = asyncio.get_running_loop()
         while True:
             wake_at = None
@@ -208,13 +173,13 @@ class DynamicBatcher:
                 if timer is not None:
                     timer.cancel()
 
-    def _unqueue(self, item: _Queued) -> None:
+    def _unqueue(self, item: QueuedRequest) -> None:
         self._queues[item.level - 1].remove(item)  # batch order is queue order: O(1) mostly
         self.stats.pending -= 1
         if item.timer is not None:
             item.timer.cancel()
 
-    def _expire(self, item: _Queued) -> None:
+    def _expire(self, item: QueuedRequest) -> None:
         if item.running is not None or item not in self._queues[item.level - 1]:
             return  # already running, or already gone
         self._unqueue(item)
@@ -222,7 +187,7 @@ class DynamicBatcher:
             item.future.set_exception(DeadlineExceeded(
                 f"{self._label}: the request waited longer than its timeout in the queue"))
 
-    def _abandon(self, item: _Queued) -> None:
+    def _abandon(self, item: QueuedRequest) -> None:
         running = item.running
         if running is None:
             if item in self._queues[item.level - 1]:
@@ -232,16 +197,17 @@ class DynamicBatcher:
         if running.abandoned == len(running.items) and running.launched is not None:
             running.launched.terminate()  # nobody waits for this batch any more
 
-    def _launch(self, instance: FreeSlot, items: list[_Queued]) -> None:
+    def _launch(self, instance: FreeSlot, items: list[QueuedRequest]) -> None:
         feeds = [item.feed for item in items]
         names = list(dict.fromkeys(name for item in items for name in item.names))
-        running = _Running(items, names, sum(item.view.rows for item in items),
-                           time.perf_counter_ns())
+        running = RunningBatch(items, names, sum(item.view.rows for item in items),
+                               time.perf_counter_ns())
         for item in items:
             item.running = running
             item.launched_at_ns = running.launched_at_ns
         try:
-            running.launched = instance.launch(functools.partial(self._work, feeds, names))
+            running.launched = instance.launch(functools.partial(work, self._layout, feeds,
+                                                                 names))
         except Exception as err:  # e.g. the pool is shutting down: answer, keep scheduling
             log.error("%s: cannot start a batch: %s", self._label, err)
             instance.release()
@@ -252,35 +218,8 @@ class DynamicBatcher:
         self._dispatched.append(running)
         running.launched.future.add_done_callback(functools.partial(self._finish, running))
 
-    # ---- on the instance's thread ----------------------------------------------------
-    def _work(self, feeds: list[Mapping[str, Array]], names: list[str], run: RunFn) -> _Outcome:
-        t0 = time.perf_counter_ns()
-        feed = self._layout.assemble(feeds)
-        t1 = time.perf_counter_ns()
-        try:
-            outputs = run(feed, names)
-        except ServingError:
-            if len(feeds) == 1:
-                raise
-            # One request may be at fault: run each alone, so only its own answer fails.
-            return _Outcome([self._alone(run, f, names) for f in feeds])
-        t2 = time.perf_counter_ns()
-        if len(feeds) == 1 and not self._layout.padding:
-            results: list[list[Array] | ServingError] = [outputs]
-        else:
-            results = list(self._layout.split(outputs, names, feeds))
-        return _Outcome(results, t1 - t0, t2 - t1, time.perf_counter_ns() - t2, t0)
-
-    def _alone(self, run: RunFn, feed: Mapping[str, Array],
-               names: list[str]) -> list[Array] | ServingError:
-        try:
-            outputs = run(self._layout.assemble([feed]), names)
-        except ServingError as err:
-            return err
-        return self._layout.split(outputs, names, [feed])[0]
-
     # ---- back on the event loop --------------------------------------------------------
-    def _finish(self, running: _Running, future: asyncio.Future[Any]) -> None:
+    def _finish(self, running: RunningBatch, future: asyncio.Future[Any]) -> None:
         count = len(running.items)
         if future.cancelled():
             running.results = [ModelNotReady(f"{self._label} was unloaded")] * count
@@ -290,7 +229,7 @@ class DynamicBatcher:
                 error = InferenceFailed(f"the model failed while running: {error}")
             running.results = [error] * count
         else:
-            outcome: _Outcome = future.result()
+            outcome: BatchOutcome = future.result()
             running.results = list(outcome.results)
             self.stats.batch_ran(running.rows, count, outcome.input_ns, outcome.infer_ns,
                                  outcome.output_ns)
@@ -299,44 +238,26 @@ class DynamicBatcher:
                       outcome.infer_ns, outcome.output_ns)
         if not self._policy.preserve_ordering:
             self._dispatched.remove(running)
-            self._deliver(running)
+            deliver(running)
             return
         while self._dispatched and self._dispatched[0].results is not None:
-            self._deliver(self._dispatched.popleft())  # answers leave in arrival order
-
-    def _deliver(self, running: _Running) -> None:
-        assert running.results is not None  # nosec B101 # narrows a type: set before delivery
-        for item, result in zip(running.items, running.results, strict=True):
-            if item.future.done():  # its caller went away
-                continue
-            if isinstance(result, BaseException):
-                if isinstance(result, ServingError):
-                    result = type(result)(result.message)  # one exception object per caller
-                item.future.set_exception(result)
-            else:
-                item.future.set_result(_pick(result, running, item))
-        # Break the item <-> batch cycle now: left to the cyclic GC, every request's
-        # tensors would linger until a full collection.
-        for item in running.items:
-            item.running = None
-        running.items = []
-        running.results = None
+            deliver(self._dispatched.popleft())  # answers leave in arrival order
 
     def abort(self, error: ServingError) -> int:
         """Answer every queued and running request with `error` now; returns how many.
 
         For a server out of shutdown time: a running batch cannot be interrupted inside
-        onnxruntime, so it finishes unheard and `_deliver` skips the answered futures.
+        onnxruntime, so it finishes unheard and `deliver` skips the answered futures.
         """
         answered = 0
         for queue in self._queues:
             while queue:
                 item = queue[0]
                 self._unqueue(item)
-                answered += _fail(item, error)
+                answered += fail(item, error)
         for running in self._dispatched:
             for item in running.items:
-                answered += _fail(item, error)
+                answered += fail(item, error)
         return answered
 
     async def close(self) -> None:
@@ -354,22 +275,6 @@ class DynamicBatcher:
                 item = queue.popleft()
                 if not item.future.done():
                     item.future.set_exception(ModelNotReady(f"{self._label} was unloaded"))
-
-
-def _fail(item: _Queued, error: ServingError) -> int:
-    if item.future.done():
-        return 0
-    item.future.set_exception(type(error)(error.message))  # one exception object per caller
-    return 1
-
-
-def _pick(outputs: list[Array], running: _Running, item: _Queued) -> list[Array]:
-    """The caller's outputs, in its order, out of the batch's union of names."""
-    if len(item.names) == len(running.names) \
-            and all(a == b for a, b in zip(item.names, running.names, strict=True)):
-        return outputs
-    index = {name: position for position, name in enumerate(running.names)}
-    return [outputs[index[name]] for name in item.names]
 
 
 def _queue(queue: QueuePolicy) -> dict[str, Any]:

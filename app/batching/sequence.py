@@ -15,26 +15,18 @@ from app.batching.scheduler import FreeSlot, Runner, counted_answer
 from app.batching.sequence_slots import Active, Pick, Ready, SlotTable, pick_direct, pick_oldest
 from app.batching.sequence_state import (
     Row,
-    SequenceId,
     SequencePlan,
+    SequenceStep,
     check_request,
+    missing_parameters,
     row_shapes,
     run_rows,
 )
 from app.batching.stats import ModelStats, SequenceCounts
-from app.errors import InferenceFailed, InvalidInput, ModelNotReady, Overloaded, ServingError
+from app.errors import InferenceFailed, ModelNotReady, Overloaded, ServingError
 from app.types import Array
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SequenceStep:
-    """A request's place in its sequence: Triton's correlation id and START / END flags."""
-
-    sequence_id: SequenceId
-    start: bool = False
-    end: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -51,13 +43,6 @@ class _Step:
 
 #: One run: per row, the sequence and its request, or None for an empty direct slot.
 _Picked = list[_Step | None]
-
-
-def missing_parameters(label: str) -> InvalidInput:
-    """The refusal of a request to a sequence model that names no sequence."""
-    return InvalidInput(f"{label} is a sequence model: every request needs the request "
-                        "parameter 'sequence_id' (and sequence_start on its first request, "
-                        "sequence_end on its last)")
 
 
 class SequenceBatcher:

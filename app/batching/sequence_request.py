@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from app.batching.scheduler import Scheduler
-from app.batching.sequence import SequenceBatcher, SequenceStep, missing_parameters
+from app.batching.sequence import SequenceBatcher
+from app.batching.sequence_state import SequenceStep, missing_parameters
 from app.errors import InvalidInput
 from app.types import Array, ParamValue
 

@@ -18,6 +18,22 @@ SequenceId = int | str
 
 
 @dataclass(frozen=True, slots=True)
+class SequenceStep:
+    """A request's place in its sequence: Triton's correlation id and START / END flags."""
+
+    sequence_id: SequenceId
+    start: bool = False
+    end: bool = False
+
+
+def missing_parameters(label: str) -> InvalidInput:
+    """The refusal of a request to a sequence model that names no sequence."""
+    return InvalidInput(f"{label} is a sequence model: every request needs the request "
+                        "parameter 'sequence_id' (and sequence_start on its first request, "
+                        "sequence_end on its last)")
+
+
+@dataclass(frozen=True, slots=True)
 class StateSpec:
     """One implicit state: fed as `input_name`, read back from `output_name`. `initial`
     has the model-side shape of one row (with the batch dimension when the model batches)."""

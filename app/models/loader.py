@@ -26,7 +26,6 @@ from app.models import (
     compat,
     cuda_libs,
     cuda_streams,
-    custom_ops,
     gpus,
     labels,
     ort_values,
@@ -34,40 +33,30 @@ from app.models import (
     zipmap,
 )
 from app.models.autocomplete import Rules
-from app.models.devices import CUDA, TENSORRT, Placement, confirm, place, plan_instances
-from app.models.io_binding import SessionRunner, check_graph_shapes, runner_for, uses_graphs
+from app.models.devices import CUDA, Instance, Placement, place, plan_instances
+from app.models.io_binding import SessionRunner, check_graph_shapes, uses_graphs
 from app.models.model_info import model_parameters
 from app.models.onnx_file import OnnxHeader, read_header
 from app.models.scheduling import batch_layout, batch_policy
 from app.models.sequence_plan import sequence_plan
+from app.models.session_setup import (
+    make_tensorrt_folders,
+    start_sessions,
+    tensorrt_shapes,
+    version_options,
+)
 from app.models.signature import Signature
-from app.models.threads import ThreadBudget, session_options
+from app.models.threads import ThreadBudget
 from app.repository.config import ModelConfig
 from app.repository.execution_config import ParameterValue, Warmup
-from app.repository.file_options import SESSION_OPTIONS, FileOption
 from app.repository.paths import VersionFiles
-from app.types import Array, ParamValue, TensorSpec
+from app.types import Array, ParamValue
 
 log = logging.getLogger(__name__)
 
 # A model server sends nothing anywhere on its own: onnxruntime's usage events are on by
 # default where its build supports them (the image also sets ORT_DISABLE_TELEMETRY=1).
 ort.disable_telemetry_events()
-
-#: Triton's optimization.graph.level -> onnxruntime's level.
-_GRAPH_LEVELS = {
-    -1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    0: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    2: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-}
-_SPINNING = "session.intra_op.allow_spinning"
-#: Triton ORT-backend parameters that are not session options (they go elsewhere).
-_ELSEWHERE = {"cudnn_conv_algo_search", "gpu_mem_limit", "arena_extend_strategy",
-              "do_copy_in_default_stream", "memory.enable_memory_arena_shrinkage"}
-#: Session options that name a file the server writes: the name goes under the cache.
-_WRITTEN = {key for key, kind in SESSION_OPTIONS.items() if kind is FileOption.CACHE}
-
 
 @dataclass(frozen=True, slots=True)
 class ServerDefaults:
@@ -141,43 +130,29 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
            budget: ThreadBudget, budget_key: str, default_max_batch_size: int,
            model_folder: Path | None) -> BuiltVersion:
     path = files.model_file
-    header = _header(path)
-    if header is not None:  # before onnxruntime, whose own message names neither limit
-        refused = compat.problems(header, compat.supported())
-        if refused:
-            raise LoadFailed("; ".join(refused))
+    header = _checked_header(path)
     available = ort.get_available_providers()
-    inventory = gpus.GpuInventory((), "none")
-    if CUDA in available:
-        cuda_libs.prepare()  # before counting: the CUDA runtime may come from NVIDIA's wheels
-        inventory = gpus.visible()
-    instances = plan_instances(config.instance_group, CUDA in available, len(inventory.gpus),
-                               defaults.instances)
+    inventory, instances = _instances(config, defaults, available)
     gpu_accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
-    inputs: Sequence[TensorSpec] = ()
-    max_batch_size, trt_version = 0, None
-    if any(i.kind == "gpu" for i in instances) and TENSORRT in available:
-        # TensorRT profiles need the model's shapes and the effective max_batch_size (the
-        # configured one or the server's default) before the sessions are built.
-        model_inputs, probed = _probe(files, config, default_max_batch_size, header,
-                                      defaults.onnxruntime_extensions,
-                                      _rules(files.model, config, defaults))
-        inputs, max_batch_size = tensorrt.profile_inputs(model_inputs, probed), \
-            probed.max_batch_size
-        trt_version = cuda_libs.tensorrt_version()
+    inputs, max_batch_size, trt_version = tensorrt_shapes(
+        files, config, default_max_batch_size, header, instances, available,
+        defaults.onnxruntime_extensions, _rules(files.model, config, defaults))
     cache = files.cache_folder() if defaults.cache_dir is not None else None
     placements = [place(i, gpu_accelerators, config.parameters, available,
                         defaults.strict_providers, inputs, max_batch_size, cache,
                         tensorrt.cache_key(inventory.by_ordinal(i.device_id), trt_version))
                   for i in instances]
-    _make_tensorrt_folders(placements)
+    make_tensorrt_folders(placements)
     cpu_count = sum(p.instance.kind == "cpu" for p in placements)
     threads, why = _intra_threads(config.parameters, budget, budget_key, cpu_count)
     log.info("%s: %d instance(s) %s; intra-op threads %d per session (%s)", files.folder,
              len(placements), [list(p.names) for p in placements], threads, why)
-    options = _options(config, defaults, threads, files, header)
+    options = version_options(config, threads, files, header,
+                              inter_op_threads=defaults.inter_op_threads,
+                              spinning=defaults.intra_op_spinning,
+                              extensions=defaults.onnxruntime_extensions)
     budget.use_shared(options, config.parameters)  # onnxruntime's global pools, if on
-    placements, runners = _start_sessions(
+    placements, runners = start_sessions(
         str(path), [cuda_streams.with_stream(p) for p in placements],  # a stream per GPU one
         options, defaults.strict_providers)
     try:
@@ -189,28 +164,30 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
         raise
 
 
-def _start_sessions(path: str, streamed: Sequence[tuple[Placement, int | None]],
-                    options: ort.SessionOptions, strict: bool
-                    ) -> tuple[list[Placement], list[SessionRunner]]:
-    """A session per placement and its runner (which owns the instance's stream); the
-    placements as the sessions really got them."""
-    sessions: list[ort.InferenceSession] = []
+def _checked_header(path: Path) -> OnnxHeader | None:
+    """The file's header, refused when this onnxruntime cannot run what it declares; None
+    when it does not parse: onnxruntime then says why."""
     try:
-        for placement, _ in streamed:
-            sessions.append(ort.InferenceSession(
-                path, sess_options=options, providers=[n for n, _ in placement.providers],
-                provider_options=[o for _, o in placement.providers]))
-        # What each session really got: onnxruntime quietly drops a provider it cannot start.
-        placements = [confirm(p, s.get_providers(), strict)
-                      for (p, _), s in zip(streamed, sessions, strict=True)]
-    except BaseException:
-        sessions.clear()  # before their streams
-        for _, stream in streamed:
-            if stream is not None:
-                cuda_streams.destroy(stream)
-        raise
-    return placements, [runner_for(s, p, stream) for s, p, (_, stream)
-                        in zip(sessions, placements, streamed, strict=True)]
+        header = read_header(path)
+    except NotOnnx as err:
+        log.info("%s: cannot read the ONNX header (%s); onnxruntime decides", path, err)
+        return None
+    # Before onnxruntime, whose own message names neither limit.
+    refused = compat.problems(header, compat.supported())
+    if refused:
+        raise LoadFailed("; ".join(refused))
+    return header
+
+
+def _instances(config: ModelConfig, defaults: ServerDefaults, available: Sequence[str]
+               ) -> tuple[gpus.GpuInventory, list[Instance]]:
+    """The GPUs this process sees, and the instances the config asks for on them."""
+    inventory = gpus.GpuInventory((), "none")
+    if CUDA in available:
+        cuda_libs.prepare()  # before counting: the CUDA runtime may come from NVIDIA's wheels
+        inventory = gpus.visible()
+    return inventory, plan_instances(config.instance_group, CUDA in available,
+                                     len(inventory.gpus), defaults.instances)
 
 
 def _finish(runners: list[SessionRunner], placements: list[Placement], config: ModelConfig,
@@ -247,25 +224,6 @@ def _finish(runners: list[SessionRunner], placements: list[Placement], config: M
                         sequence=sequence, batches=batches, converters=plan.converters)
 
 
-def _header(path: Path) -> OnnxHeader | None:
-    """The file's header, or None when it does not parse: onnxruntime then says why."""
-    try:
-        return read_header(path)
-    except NotOnnx as err:
-        log.info("%s: cannot read the ONNX header (%s); onnxruntime decides", path, err)
-        return None
-
-
-def _make_tensorrt_folders(placements: Sequence[Placement]) -> None:
-    """TensorRT's engine and timing cache folders (devices.py put them under the cache)."""
-    for placement in placements:
-        for name, options in placement.providers:
-            if name == TENSORRT:
-                for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
-                    if key in options:
-                        Path(options[key]).mkdir(parents=True, exist_ok=True)
-
-
 def _intra_threads(parameters: Mapping[str, ParameterValue], budget: ThreadBudget, key: str,
                    cpu_instances: int) -> tuple[int, str]:
     if "intra_op_thread_count" in parameters:
@@ -273,76 +231,10 @@ def _intra_threads(parameters: Mapping[str, ParameterValue], budget: ThreadBudge
     return budget.threads_for(key, cpu_instances)
 
 
-def _options(config: ModelConfig, defaults: ServerDefaults, threads: int,
-             files: VersionFiles, header: OnnxHeader | None = None) -> ort.SessionOptions:
-    """Session options from Triton's ORT-backend parameter names; `session.*` keys pass
-    through as onnxruntime session config entries; anything else is refused by name.
-    Files a session writes go under the cache (`files.cache_file`), never where the
-    config says."""
-    options = session_options()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = defaults.inter_op_threads
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    level = config.optimization.graph.level
-    if level not in _GRAPH_LEVELS:
-        raise UnsupportedModel(f"optimization.graph.level {level} is not one of -1, 0, 1, 2")
-    options.graph_optimization_level = _GRAPH_LEVELS[level]
-    if _SPINNING not in config.parameters:
-        options.add_session_config_entry(_SPINNING, "1" if defaults.intra_op_spinning else "0")
-    for key, value in config.parameters.items():
-        text = str(value)
-        if key == "intra_op_thread_count" or key in _ELSEWHERE:
-            continue
-        if key == "inter_op_thread_count":
-            options.inter_op_num_threads = int(text)
-        elif key == "execution_mode":
-            parallel = text in ("1", "parallel")
-            options.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if parallel
-                                      else ort.ExecutionMode.ORT_SEQUENTIAL)
-        elif key == "enable_mem_arena":
-            options.enable_cpu_mem_arena = text in ("1", "True", "true")
-        elif key == "enable_mem_pattern":
-            options.enable_mem_pattern = text in ("1", "True", "true")
-        elif key == "use_deterministic_compute":
-            options.use_deterministic_compute = text in ("1", "True", "true")
-        elif key == "optimized_model_filepath":
-            options.optimized_model_filepath = str(files.cache_file(key, text))
-        elif key in _WRITTEN:
-            options.add_session_config_entry(key, str(files.cache_file(key, text)))
-        elif key.startswith("session."):
-            options.add_session_config_entry(key, text)
-        else:
-            raise UnsupportedModel(f"unknown model parameter '{key}'")
-    custom_ops.register(options, header, config.model_operations.op_library_filename, files,
-                        defaults.onnxruntime_extensions)
-    return options
-
-
 def _rules(model: str, config: ModelConfig, defaults: ServerDefaults) -> Rules:
     """Triton's auto-complete and listing rules for this model (models/autocomplete.py)."""
     filled = frozenset(p.length_input for p in config.dynamic_batching.padding if p.length_input)
     return Rules(model, defaults.auto_complete, config.triton_message() is not None, filled)
-
-
-def _probe(files: VersionFiles, config: ModelConfig, default_max_batch_size: int,
-           header: OnnxHeader | None, extensions: bool,
-           rules: Rules) -> tuple[list[TensorSpec], Signature]:
-    """The model's own input shapes, and its signature as the server will serve it."""
-    options = session_options()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    custom_ops.register(options, header, config.model_operations.op_library_filename, files,
-                        extensions)
-    probe = ort.InferenceSession(str(files.model_file), options,
-                                 providers=["CPUExecutionProvider"])
-    shapes = [tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in probe.get_inputs()]
-    model = [TensorSpec(i.name, "", shape) for i, shape in zip(probe.get_inputs(), shapes,
-                                                               strict=True)]
-    signature = Signature.from_session(probe.get_inputs(),
-                                       zipmap.plan_outputs(probe.get_outputs(),
-                                                           files.model_file).outputs,
-                                       config.max_batch_size, default_max_batch_size,
-                                       config.input, config.output, rules)
-    return model, signature
 
 
 def _warm(runners: Sequence[SessionRunner], warmup: Warmup, signature: Signature,

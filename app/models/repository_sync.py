@@ -74,12 +74,8 @@ class RepositorySync(Lifecycle):
         record = self._records.setdefault(name, ModelRecord(name))
         async with record.lock:
             if source is None:
-                try:
-                    source = await self.in_loader(self.view.scan_model, name)
-                except OSError as err:  # the repository is away: what serves keeps serving
-                    record.reason = f"cannot read the repository: {err}"
-                    log.error("model '%s': %s", name, record.reason)
-                    self._notify()
+                source = await self._scan_model(record)
+                if source is None:
                     return [record.reason]
             try:
                 config = override or load_config(source.config_path,
@@ -89,35 +85,54 @@ class RepositorySync(Lifecycle):
             wanted = config.version_policy.select(list(source.versions))
             if not wanted:
                 return self._refuse(record, source, _nothing_selected(source))
-            stamp = {v: (source.fingerprints[v], source.config_fingerprint, override)
-                     for v in wanted}
-            todo = [v for v in wanted if force or _stale(record.versions.get(v), stamp[v])]
-            for v in todo:
-                status = record.versions.setdefault(
-                    v, VersionStatus(ModelKey(name, str(v)), ModelState.LOADING))
-                if status.model is None:  # e.g. unloaded before: it is loading now
-                    status.state, status.reason = ModelState.LOADING, ""
+            return await self._sync_versions(record, source, config, wanted, override, force)
+
+    async def _scan_model(self, record: ModelRecord) -> ModelSource | None:
+        """The model's folder as it is now; None (and the record says why) while the
+        repository cannot be read: what serves keeps serving."""
+        try:
+            return await self.in_loader(self.view.scan_model, record.name)
+        except OSError as err:
+            record.reason = f"cannot read the repository: {err}"
+            log.error("model '%s': %s", record.name, record.reason)
             self._notify()
-            results = await asyncio.gather(*(
-                self._load_version(ModelKey(name, str(v)), source, config, stamp[v])
-                for v in todo
-            ))
-            notes: dict[int, list[str]] = {}  # why a serving version is not what was asked
-            for v, result in zip(todo, results, strict=True):
-                if isinstance(result, str) and record.versions[v].model is not None:
-                    notes[v] = [f"reload failed, still serving the previous files: {result}"]
-                self._swap_in(record.versions[v], result)
-            failed = [v for v in todo if record.versions[v].model is None]
-            self._retire_unwanted(record, source, wanted, failed, notes)
-            record.labels = self._labels(record, config.version_labels, notes)
-            _explain(record, notes)
-            record.fingerprint, record.wanted, record.reason = source.fingerprint, True, ""
-            failures = [f"version {v}: {result}" for v, result in zip(todo, results, strict=True)
-                        if isinstance(result, str)]
-            if not failures and record.healthy():
-                self._startup_settled(name)
-            self._notify()
-            return failures
+            return None
+
+    async def _sync_versions(self, record: ModelRecord, source: ModelSource,
+                             config: ModelConfig, wanted: list[int],
+                             override: ModelConfig | None, force: bool) -> list[str]:
+        """Load the wanted versions that are new or changed, swap them in, retire the rest
+        (`sync`, under the record's lock); what failed."""
+        name = record.name
+        stamp = {v: (source.fingerprints[v], source.config_fingerprint, override)
+                 for v in wanted}
+        todo = [v for v in wanted if force or _stale(record.versions.get(v), stamp[v])]
+        for v in todo:
+            status = record.versions.setdefault(
+                v, VersionStatus(ModelKey(name, str(v)), ModelState.LOADING))
+            if status.model is None:  # e.g. unloaded before: it is loading now
+                status.state, status.reason = ModelState.LOADING, ""
+        self._notify()
+        results = await asyncio.gather(*(
+            self._load_version(ModelKey(name, str(v)), source, config, stamp[v])
+            for v in todo
+        ))
+        notes: dict[int, list[str]] = {}  # why a serving version is not what was asked
+        for v, result in zip(todo, results, strict=True):
+            if isinstance(result, str) and record.versions[v].model is not None:
+                notes[v] = [f"reload failed, still serving the previous files: {result}"]
+            self._swap_in(record.versions[v], result)
+        failed = [v for v in todo if record.versions[v].model is None]
+        self._retire_unwanted(record, source, wanted, failed, notes)
+        record.labels = self._labels(record, config.version_labels, notes)
+        _explain(record, notes)
+        record.fingerprint, record.wanted, record.reason = source.fingerprint, True, ""
+        failures = [f"version {v}: {result}" for v, result in zip(todo, results, strict=True)
+                    if isinstance(result, str)]
+        if not failures and record.healthy():
+            self._startup_settled(name)
+        self._notify()
+        return failures
 
     def _retire_unwanted(self, record: ModelRecord, source: ModelSource, wanted: list[int],
                          failed: list[int], notes: dict[int, list[str]]) -> None:

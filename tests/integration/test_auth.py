@@ -31,7 +31,7 @@ from app.api.http_security import route_groups
 from app.api.rest import RestApi, create_fastapi
 from app.protos_gen import inference_pb2 as pb
 from app.protos_gen import inference_pb2_grpc as pb_grpc
-from app.server import build_manager
+from app.server_build import build_manager
 from app.service import InferenceService
 from app.settings import HttpSettings, Settings
 from tests.support import onnx_models

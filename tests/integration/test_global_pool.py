@@ -22,7 +22,8 @@ BUILD = """
 import json, sys
 from pathlib import Path
 import numpy as np
-from app.models.loader import LoadFailed, ServerDefaults, build_version
+from app.errors import LoadFailed
+from app.models.loader import ServerDefaults, build_version
 from app.models.threads import CpuBudget, ThreadBudget
 from app.repository.config import load_config
 budget = ThreadBudget.for_settings(CpuBudget(2, "test"), 0, 1, use_global=True)

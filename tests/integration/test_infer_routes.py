@@ -10,7 +10,7 @@ from starlette.routing import Match, Route
 
 from app.api.http_app import infer_target
 from app.api.rest import RestApi, create_fastapi
-from app.server import build_manager
+from app.server_build import build_manager
 from app.service import InferenceService
 from app.settings import HttpSettings, Settings
 

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api.http_app import create_app
 from app.metrics import build_registry
 from app.models.manager import ModelManager
-from app.server import build_manager
+from app.server_build import build_manager
 from app.service import InferenceService
 from app.settings import Settings
 from tests.support import onnx_models

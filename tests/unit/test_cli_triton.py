@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import build_parser, load_settings, main
-from app.cli_triton import UNSUPPORTED
+from app.cli_triton_unsupported import UNSUPPORTED
 from app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -41,8 +41,12 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
                                        "app.api.grpc_health", "app.api.grpc_server",
                                        "app.api.grpc_wrapping", "app.api.http_drain",
                                        "app.api.http_errors", "app.api.http_limits",
-                                       "app.api.metrics_port", "app.api.rest_errors"}
+                                       "app.api.metrics_port", "app.api.rest_errors",
+                                       "app.server_http", "app.server_drain"}
     assert importers_of("app.server") <= {"app.cli"}
+    # The composition root's own parts (the HTTP listener, the drain) serve it alone.
+    assert importers_of("app.server_http") <= {"app.server", "app.server_drain"}
+    assert importers_of("app.server_drain") <= {"app.server"}
 
 
 @pytest.mark.parametrize("module, forbidden", [
@@ -55,13 +59,15 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
                                    "app.codecs.rest", "app.codecs.grpc", "app.api")),
     ("app.statistics", ("fastapi", "starlette", "grpc", "google", "app.protos_gen", "app.api")),
     ("app.service", ("fastapi", "starlette", "grpc", "uvicorn")),
+    ("app.service_infer", ("fastapi", "starlette", "grpc", "uvicorn", "app.api", "app.server")),
     ("app.models.manager", ("fastapi", "grpc", "app.service")),
     ("app.models.lifecycle", ("fastapi", "grpc", "app.service", "app.models.manager")),
     ("app.models.repository_sync", ("fastapi", "grpc", "app.service", "app.models.manager")),
     *[(m, ("fastapi", "starlette", "grpc", "onnxruntime", "app.models", "app.service",
            "app.api", "app.server")) for m in sorted(imports()) if m.startswith("app.repository")],
     ("app.batching.policy", ("asyncio", "numpy", "onnxruntime", "app")),
-    ("app.batching.batcher", ("onnxruntime", "fastapi", "grpc", "app.models", "app.service")),
+    *[(m, ("onnxruntime", "fastapi", "grpc", "app.models", "app.service"))
+      for m in ("app.batching.batcher", "app.batching.batch_run")],
     ("app.batching.layout", ("asyncio", "onnxruntime", "app.models", "app.service")),
     *[(m, ("onnxruntime", "fastapi", "grpc", "app.models", "app.service", "app.repository"))
       for m in ("app.batching.sequence", "app.batching.sequence_state",

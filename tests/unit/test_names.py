@@ -13,7 +13,7 @@ APP = Path(__file__).resolve().parents[2] / "app"
 FILES = [p for p in APP.rglob("*.py") if "protos_gen" not in p.parts]
 #: Called by a framework by name, never by our code.
 FRAMEWORK_HOOKS = {
-    "capture_signals",  # uvicorn.Server's, overridden in server.py
+    "capture_signals",  # uvicorn.Server's, overridden in server_http.py
     "intercept_service",  # grpc.aio.ServerInterceptor's
     "http_port",  # server.py: the bound port, for tests and embedding
     "_split_lines",  # argparse.HelpFormatter's, overridden in cli.py
@@ -39,7 +39,7 @@ def test_no_class_takes_an_asgi_type_name() -> None:
 
 
 def test_no_module_is_named_after_pydantic_model_config() -> None:
-    """Every pydantic model has a `model_config`, and repository/config.py a ModelConfig:
+    """Every pydantic model has a `model_config`, and repository/config_schema.py a ModelConfig:
     the module that renders what a model really runs with is named for that."""
     assert not [p for p in FILES if p.stem == "model_config"]
 

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.batching.sequence import SequenceBatcher, SequenceStep
+from app.batching.sequence import SequenceBatcher
 from app.batching.sequence_slots import Ready, pick_direct, pick_oldest
-from app.batching.sequence_state import ControlSpec, SequencePlan, StateSpec
+from app.batching.sequence_state import ControlSpec, SequencePlan, SequenceStep, StateSpec
 from app.batching.stats import ModelStats
 from app.errors import InferenceFailed, InvalidInput, ModelNotReady, Overloaded, SequenceConflict
 from app.types import Array

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.batching.sequence import SequenceStep
 from app.batching.sequence_request import sequence_step
+from app.batching.sequence_state import SequenceStep
 from app.errors import ConfigError, InvalidInput, UnsupportedModel
 from app.models.sequence_plan import sequence_plan
 from app.models.signature import Signature

@@ -1,0 +1,1 @@
+"""The groups of Settings (app/settings.py), one module per area."""
