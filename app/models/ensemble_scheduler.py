@@ -17,12 +17,12 @@ from app.codecs import dtypes
 from app.errors import (
     DeadlineExceeded,
     ErrorCode,
-    GraphError,
     InferenceFailed,
     ModelNotReady,
     ServingError,
 )
-from app.models.ensemble_graph import Graph, Step, check_signatures
+from app.models.ensemble_graph import Graph, Step
+from app.models.ensemble_readiness import EnsembleReadiness
 from app.models.signature import Signature
 from app.types import Array, InferRequest
 
@@ -68,7 +68,7 @@ class _Flow:
     running: dict[asyncio.Task[tuple[dict[str, Array], int]], Step] = field(default_factory=dict)
 
 
-class EnsembleScheduler:
+class EnsembleScheduler(EnsembleReadiness):
     """Starts each step as soon as its inputs exist (fan-out and fan-in follow from the data
     flow), through that step model's own scheduler, so steps batch with direct traffic.
     Intermediate tensors stay numpy arrays. The first step to fail fails the request, its
@@ -109,40 +109,6 @@ class EnsembleScheduler:
             {"model_name": s.model_name, "model_version": int(s.version or -1),
              "input_map": dict(s.inputs), "output_map": dict(s.outputs)}
             for s in self._graph.steps]}}
-
-    # ---- readiness ---------------------------------------------------------------------
-    def problem(self) -> str:
-        """Why the ensemble cannot serve now ('' when it can): a step's model is not READY,
-        or no longer fits the data flow (it was reloaded with another signature)."""
-        if self._checking:  # an ensemble reached again through its own steps
-            return f"{self._label} contains itself through its steps"
-        self._checking = True
-        try:
-            signatures: dict[int, Signature] = {}
-            for step in self._graph.steps:
-                try:
-                    signatures[step.index] = self._resolve(step.model_name, step.version).signature
-                except ServingError as err:
-                    return f"{step.label} is not ready: {err.message}"
-            return self._fits(signatures)
-        finally:
-            self._checking = False
-
-    def mismatch(self) -> str:
-        """A data-flow mismatch with the steps' models as loaded now ('' when they fit, or
-        when some are not loaded yet: they are checked as they come)."""
-        problem = self.problem()
-        return problem if problem and self._verdict and self._verdict[1] == problem else ""
-
-    def _fits(self, signatures: dict[int, Signature]) -> str:
-        key = tuple(signatures[i] for i in range(len(self._graph.steps)))
-        if self._verdict is None or self._verdict[0] != key:
-            try:
-                check_signatures(self._graph, self._signature, signatures)
-                self._verdict = (key, "")
-            except GraphError as err:
-                self._verdict = (key, str(err))
-        return self._verdict[1]
 
     # ---- requests ----------------------------------------------------------------------
     async def submit(self, feed: Mapping[str, Array], names: Sequence[str], *,
