@@ -13,6 +13,7 @@ from typing import Any
 from app.batching.batch_run import BatchOutcome, QueuedRequest, RunningBatch, deliver, fail, work
 from app.batching.layout import BatchLayout
 from app.batching.policy import BatchPolicy, QueuePolicy, TimeoutAction, Waiting, decide
+from app.batching.schedule_loop import ScheduleLoop
 from app.batching.scheduler import FreeSlot, Runner, counted_answer
 from app.batching.stats import ModelStats
 from app.errors import (
@@ -29,7 +30,7 @@ from app.types import Array
 log = logging.getLogger(__name__)
 
 
-class DynamicBatcher:
+class DynamicBatcher(ScheduleLoop):
     """Queues requests by priority and runs them in batches as instances become free.
 
     A scheduler task (started by the first `submit`) waits for a free instance *first*, then
@@ -38,6 +39,8 @@ class DynamicBatcher:
     (concatenate, run, split) runs in that instance's thread. Leases keep `close` from
     running while requests are in flight.
     """
+
+    kind = "batcher"  # its scheduling task is "batcher-<model>-<version>"
 
     def __init__(self, runner: Runner, policy: BatchPolicy, layout: BatchLayout,
                  stats: ModelStats, label: str) -> None:
@@ -49,7 +52,7 @@ class DynamicBatcher:
         self._queues: list[collections.deque[QueuedRequest]] = [collections.deque()
                                                                 for _ in policy.queues]
         self._wakeup = asyncio.Event()
-        self._scheduler: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
         self._dispatched: collections.deque[RunningBatch] = collections.deque()
         self._closed = False
 
@@ -60,10 +63,6 @@ class DynamicBatcher:
     @property
     def stateless(self) -> bool:
         return True  # each request's rows are its own: batch neighbours never change them
-
-    @property
-    def inflight(self) -> int:
-        return self.stats.inflight
 
     def describe(self) -> dict[str, Any]:
         """What the batcher runs with, defaults filled in (Triton enables it for ONNX models
@@ -132,11 +131,7 @@ class DynamicBatcher:
             # At the deadline, not when an instance next frees up: it may stay busy long.
             item.timer = loop.call_at(view.deadline, self._expire, item)
         queue.append(item)
-        self.stats.inflight += 1
-        self.stats.pending += 1
-        if self._scheduler is None:
-            self._scheduler = loop.create_task(self._schedule(), name=f"batcher-{self._label}")
-        self._wakeup.set()
+        self._queued()
         return item
 
     # ---- scheduling (the one scheduler task) ---------------------------------------
@@ -263,7 +258,7 @@ class DynamicBatcher:
     async def close(self) -> None:
         """Stop the scheduler; queued requests (none, under leases) get ModelNotReady."""
         self._closed = True
-        scheduler, self._scheduler = self._scheduler, None
+        scheduler, self._task = self._task, None
         if scheduler is not None:
             # Dropping our reference matters: the cancelled task's traceback holds the
             # scheduler's frame, which holds this batcher, its pool and sessions; kept in a

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.batching.schedule_loop import ScheduleLoop
 from app.batching.scheduler import FreeSlot, Runner, counted_answer
 from app.batching.sequence_slots import Active, Pick, Ready, SlotTable, pick_direct, pick_oldest
 from app.batching.sequence_state import (
@@ -45,7 +46,7 @@ class _Step:
 _Picked = list[_Step | None]
 
 
-class SequenceBatcher:
+class SequenceBatcher(ScheduleLoop):
     """Runs each sequence's requests in order, one at a time, and batches requests of
     different sequences together (Triton's `direct` or `oldest` strategy); between runs it
     keeps each sequence's implicit state and feeds it back, with the control inputs.
@@ -55,6 +56,8 @@ class SequenceBatcher:
     split) happens on the instance's thread. `clock` is injectable for tests. Implements
     app.batching.scheduler.Scheduler; `submit_step` is how sequence requests come in.
     """
+
+    kind = "sequence"  # its scheduling task is "sequence-<model>-<version>"
 
     def __init__(self, runner: Runner, plan: SequencePlan, stats: ModelStats, label: str, *,
                  max_waiting: int, clock: Callable[[], float] = time.monotonic) -> None:
@@ -76,10 +79,6 @@ class SequenceBatcher:
     @property
     def stateless(self) -> bool:
         return False  # an answer depends on the sequence's earlier requests
-
-    @property
-    def inflight(self) -> int:
-        return self.stats.inflight
 
     def describe(self) -> dict[str, Any]:
         return {"sequence_batching": dict(self.plan.described)}
@@ -111,11 +110,7 @@ class SequenceBatcher:
         request = _Step(step, feed, names, loop.create_future(), now, next(self._arrivals),
                         active)
         active.queue.append(request)
-        self.stats.inflight += 1
-        self.stats.pending += 1
-        if self._task is None:
-            self._task = loop.create_task(self._schedule(), name=f"sequence-{self._label}")
-        self._wakeup.set()
+        self._queued()
         return await counted_answer(self.stats, request, lambda: self._withdraw(request))
 
     def _withdraw(self, request: _Step) -> None:

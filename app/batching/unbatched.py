@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.batching.schedule_loop import ScheduleLoop
 from app.batching.scheduler import FreeSlot, Launched, RunFn, Runner, counted_answer
 from app.batching.stats import ModelStats
 from app.errors import InferenceFailed, InvalidInput, ModelNotReady, Overloaded, ServingError
@@ -30,7 +31,7 @@ class _Request:
     trace: RequestTrace | None = None  # sampled for tracing (app/tracing/)
 
 
-class UnbatchedScheduler:
+class UnbatchedScheduler(ScheduleLoop):
     """Each request waits its turn (first come, first served) for a free instance, then runs
     alone: no batch to form, no priorities, no queue timeouts.
 
@@ -39,6 +40,8 @@ class UnbatchedScheduler:
     then Overloaded) and so are requests in flight (`max_inflight`, 0 = no cap). Event-loop
     only; the run happens in the instance's thread. Implements app.batching.scheduler.Scheduler.
     """
+
+    kind = "unbatched"  # its scheduling task is "unbatched-<model>-<version>"
 
     def __init__(self, runner: Runner, stats: ModelStats, label: str, *, max_waiting: int,
                  max_inflight: int = 0) -> None:
@@ -56,10 +59,6 @@ class UnbatchedScheduler:
     @property
     def stateless(self) -> bool:
         return True
-
-    @property
-    def inflight(self) -> int:
-        return self.stats.inflight
 
     def describe(self) -> dict[str, Any]:
         return {}
@@ -84,11 +83,7 @@ class UnbatchedScheduler:
         loop = asyncio.get_running_loop()
         request = _Request(feed, names, loop.create_future(), trace=CURRENT.get())
         self._waiting.append(request)
-        self.stats.inflight += 1
-        self.stats.pending += 1
-        if self._task is None:
-            self._task = loop.create_task(self._schedule(), name=f"unbatched-{self._label}")
-        self._wakeup.set()
+        self._queued()
         return await counted_answer(self.stats, request, lambda: self._withdraw(request))
 
     def _withdraw(self, request: _Request) -> None:

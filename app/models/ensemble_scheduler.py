@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.batching.schedule_loop import InflightCounted
 from app.batching.scheduler import Scheduler, counted_answer
 from app.batching.stats import ModelStats
 from app.codecs import dtypes
@@ -68,7 +69,7 @@ class _Flow:
     running: dict[asyncio.Task[tuple[dict[str, Array], int]], Step] = field(default_factory=dict)
 
 
-class EnsembleScheduler(EnsembleReadiness):
+class EnsembleScheduler(EnsembleReadiness, InflightCounted):
     """Starts each step as soon as its inputs exist (fan-out and fan-in follow from the data
     flow), through that step model's own scheduler, so steps batch with direct traffic.
     Intermediate tensors stay numpy arrays. The first step to fail fails the request, its
@@ -99,10 +100,6 @@ class EnsembleScheduler(EnsembleReadiness):
     @property
     def stateless(self) -> bool:
         return True
-
-    @property
-    def inflight(self) -> int:
-        return self.stats.inflight
 
     def describe(self) -> dict[str, Any]:
         return {"ensemble_scheduling": {"step": [
