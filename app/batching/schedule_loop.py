@@ -1,11 +1,14 @@
-"""What the queueing schedulers share: their in-flight count, and one scheduling task."""
+"""What the queueing schedulers share: their in-flight count, one scheduling task, and how a
+failed run is told to its requests."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+import logging
+from typing import Any, ClassVar
 
 from app.batching.stats import ModelStats
+from app.errors import InferenceFailed, ModelNotReady, ServingError
 
 
 class InflightCounted:
@@ -39,3 +42,19 @@ class ScheduleLoop(InflightCounted):
 
     async def _schedule(self) -> None:
         raise NotImplementedError
+
+
+def run_failure(future: asyncio.Future[Any], label: str,
+                log: logging.Logger) -> ServingError | None:
+    """Why a launched run gave no answer, as its requests get it: unloaded meanwhile
+    (cancelled), the model's own refusal, or anything else as InferenceFailed (logged on
+    `log` with its traceback); None when it answered."""
+    if future.cancelled():
+        return ModelNotReady(f"{label} was unloaded")
+    error = future.exception()
+    if error is None:
+        return None
+    if not isinstance(error, ServingError):
+        log.error("%s: run failed", label, exc_info=error)
+        return InferenceFailed(f"the model failed while running: {error}")
+    return error

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.batching.schedule_loop import ScheduleLoop
+from app.batching.schedule_loop import ScheduleLoop, run_failure
 from app.batching.scheduler import FreeSlot, Runner, counted_answer
 from app.batching.sequence_slots import Active, Pick, Ready, SlotTable, pick_direct, pick_oldest
 from app.batching.sequence_state import (
@@ -24,7 +24,7 @@ from app.batching.sequence_state import (
     run_rows,
 )
 from app.batching.stats import ModelStats, SequenceCounts
-from app.errors import InferenceFailed, ModelNotReady, Overloaded, ServingError
+from app.errors import ModelNotReady, Overloaded, ServingError
 from app.types import Array
 
 log = logging.getLogger(__name__)
@@ -209,14 +209,8 @@ class SequenceBatcher(ScheduleLoop):
     def _finish(self, picked: _Picked, steps: tuple[_Step, ...], visible: list[str],
                 future: asyncio.Future[Any]) -> None:
         self._running.discard(steps)
-        if future.cancelled():
-            self._done(steps, ModelNotReady(f"{self._label} was unloaded"))
-            return
-        error = future.exception()
+        error = run_failure(future, self._label, log)
         if error is not None:
-            if not isinstance(error, ServingError):
-                log.error("%s: run failed", self._label, exc_info=error)
-                error = InferenceFailed(f"the model failed while running: {error}")
             self._done(steps, error)
             return
         results, input_ns, infer_ns, output_ns = future.result()

@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.batching.schedule_loop import ScheduleLoop
+from app.batching.schedule_loop import ScheduleLoop, run_failure
 from app.batching.scheduler import FreeSlot, Launched, RunFn, Runner, counted_answer
 from app.batching.stats import ModelStats
-from app.errors import InferenceFailed, InvalidInput, ModelNotReady, Overloaded, ServingError
+from app.errors import InvalidInput, ModelNotReady, Overloaded, ServingError
 from app.tracing.context import CURRENT, RequestTrace, batch_ran
 from app.types import Array
 
@@ -122,14 +122,8 @@ class UnbatchedScheduler(ScheduleLoop):
 
     def _finish(self, request: _Request, future: asyncio.Future[Any]) -> None:
         self._running.discard(request)
-        if future.cancelled():
-            _answer(request, ModelNotReady(f"{self._label} was unloaded"))
-            return
-        error = future.exception()
+        error = run_failure(future, self._label, log)
         if error is not None:
-            if not isinstance(error, ServingError):
-                log.error("%s: run failed", self._label, exc_info=error)
-                error = InferenceFailed(f"the model failed while running: {error}")
             _answer(request, error)
             return
         outputs, infer_ns = future.result()
