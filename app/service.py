@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import orjson
 
 from app import __version__
 from app.cache import ResponseCache
@@ -196,8 +199,18 @@ class InferenceService(InferencePath):
                     if name not in listed and name not in reasons]
         return sorted(entries, key=lambda e: (e.name, e.version.zfill(20)))
 
-    async def repository_load(self, name: str, config_json: str | None) -> None:
-        """Load or reload a model now (explicit mode), optionally with a config override."""
+    async def repository_load(self, name: str, parameters: Mapping[str, object]) -> None:
+        """Load or reload a model now (explicit mode), optionally with a config override:
+        the load request's parameters as both transports decode them (only `config`, a
+        JSON string or, over HTTP, a JSON object, is acted on; anything else is refused)."""
+        unknown = sorted(k for k in parameters if k != "config")
+        if unknown:
+            raise Unsupported(f"load parameter '{unknown[0]}' is not supported "
+                              "(only 'config', a JSON model configuration)")
+        config = parameters.get("config")
+        if config is not None and not isinstance(config, (str, dict)):
+            raise InvalidInput("parameter 'config' must be a JSON string or object")
+        config_json = orjson.dumps(config).decode() if isinstance(config, dict) else config
         self._require_explicit("load")
         override = None
         if config_json is not None:

@@ -26,7 +26,6 @@ from app.errors import (
     InvalidInput,
     RequestTooLarge,
     ServingError,
-    Unsupported,
     WireError,
 )
 from app.protos_gen import inference_pb2 as pb
@@ -206,17 +205,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   context: Any) -> Any:
-        unknown = sorted(k for k in request.parameters if k != "config")
-        if unknown:
-            raise Unsupported(f"load parameter '{unknown[0]}' is not supported "
-                              "(only 'config', a JSON model configuration)")
-        config = None
-        if "config" in request.parameters:
-            param = request.parameters["config"]
-            if param.WhichOneof("parameter_choice") != "string_param":
-                raise InvalidInput("parameter 'config' must be a JSON string")
-            config = param.string_param
-        await self._service.repository_load(request.model_name, config)
+        parameters = {key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+                      for key, value in request.parameters.items()}
+        await self._service.repository_load(request.model_name, parameters)
         return pb.RepositoryModelLoadResponse()
 
     async def TraceSetting(self, request: pb.TraceSettingRequest, context: Any) -> Any:

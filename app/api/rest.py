@@ -29,7 +29,7 @@ from app.codecs.rest import RestLimits, decode_raw_request, decode_request, enco
 from app.codecs.shm import ShmUse
 from app.codecs.statistics import statistics_json
 from app.codecs.tensors import TensorLimits
-from app.errors import InvalidInput, Unsupported
+from app.errors import InvalidInput
 from app.metrics_triton import exposition
 from app.service import InferenceService, ModelMetadata
 from app.settings import HttpSettings
@@ -149,15 +149,7 @@ class RestApi:
                       if body.strip() else {})
         if not isinstance(parameters, dict):
             raise InvalidInput("'parameters' must be a JSON object")
-        unknown = sorted(k for k in parameters if k != "config")
-        if unknown:
-            raise Unsupported(f"load parameter '{unknown[0]}' is not supported "
-                              "(only 'config', a JSON model configuration)")
-        config = parameters.get("config")
-        if config is not None and not isinstance(config, (str, dict)):
-            raise InvalidInput("parameter 'config' must be a JSON string or object")
-        text = orjson.dumps(config).decode() if isinstance(config, dict) else config
-        await self._service.repository_load(model_name, text)
+        await self._service.repository_load(model_name, parameters)
         return _json({})
 
     async def repository_unload(self, model_name: str, request: Request) -> Response:
