@@ -175,8 +175,7 @@ def test_unregistered_mid_flight(client: Any, protocol: str, regions: Regions,
     runs.hold()
     with ThreadPoolExecutor(1) as pool:
         # A client of its own in the worker thread: tritonclient.http's gevent hub is per thread.
-        pending = pool.submit(lambda: client_for(protocol, endpoints).infer(
-            "add_two", tensors, outputs=wanted))
+        pending = pool.submit(in_own_client, protocol, endpoints, tensors, wanted)
         runs.wait_started()
         client.unregister_system_shared_memory()
         runs.release()
@@ -184,6 +183,16 @@ def test_unregistered_mid_flight(client: Any, protocol: str, regions: Regions,
     np.testing.assert_array_equal(shm.get_contents_as_numpy(outputs, np.float32, [2, 4]), 2 * a)
     message = refusal(client, client.infer, "add_two", tensors, outputs=wanted)
     assert "no shared memory region 'out' is registered" in message
+
+
+def in_own_client(protocol: str, endpoints: Endpoints, tensors: Any, wanted: Any) -> Any:
+    """One inference on a client made, used and closed in this thread (tritonclient.http's
+    gevent hub is per thread: a client left to the garbage collector elsewhere warns)."""
+    own = client_for(protocol, endpoints)
+    try:
+        return own.infer("add_two", tensors, outputs=wanted)
+    finally:
+        own.close()
 
 
 def test_cuda_shared_memory_without_a_gpu(client: Any, protocol: str) -> None:
