@@ -4,7 +4,8 @@ Each family keeps one DDSketch (the `summaries` extra, DataDog's ddsketch) per a
 prometheus-cpp's Summary (Triton's) keeps one estimator per bucket: observations go into the
 newest bucket, a scrape merges the buckets younger than the window, and so sees the last
 `max_age_s` seconds. DDSketch bounds the *relative* error of each quantile's value (1%), where
-Triton's `<quantile>:<error>` pairs bound the rank error; the pairs are kept and shown.
+Triton's `<quantile>:<error>` pairs bound the rank error instead: their quantiles are
+reported, each within that 1% (README, Coming from Triton).
 """
 
 from __future__ import annotations

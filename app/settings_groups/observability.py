@@ -41,9 +41,9 @@ class MetricsSettings(SettingsGroup):
         DEFAULT_QUANTILES, description="The summaries' <quantile>:<error> pairs, comma "
         "separated (Triton's --metrics-config summary_quantiles).")
     histogram_latencies: bool = Field(
-        False, description="Triton's nv_inference_first_response_histogram_ms: Triton "
-        "exports it for decoupled models only, and onnx-serve has none, so no series appears "
-        "(Triton's --metrics-config histogram_latencies; kept and shown in the settings).")
+        False, description="Triton's nv_inference_first_response_histogram_ms (Triton's "
+        "--metrics-config histogram_latencies): Triton exports it for decoupled models only, "
+        "and onnx-serve has none, so, as in Triton, no series appears.")
 
     @field_validator("summary_quantiles")
     @classmethod
