@@ -109,7 +109,7 @@ def _version(path: Path, files: VersionFiles, config: ModelConfig, defaults: Ser
         report["custom_domains"] = custom_ops.providers(
             header, config.model_operations.op_library_filename, defaults.onnxruntime_extensions)
     try:
-        built = build_version(files, config, defaults, ThreadBudget(available_cpus(), 1), key,
+        built = build_version(files, config, defaults, ThreadBudget(available_cpus(), 1),
                               default_max_batch_size)
     except LoadFailed as err:  # the loader's own words: what the server would say
         report["reasons"].append(str(err))

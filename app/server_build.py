@@ -23,7 +23,8 @@ def build_manager(settings: Settings) -> ModelManager:
                               auto_complete=settings.repository.auto_complete_config
                               and not settings.repository.strict_model_config,
                               config_required=settings.repository.strict_model_config,
-                              onnxruntime_extensions=settings.repository.onnxruntime_extensions)
+                              onnxruntime_extensions=settings.repository.onnxruntime_extensions,
+                              inline_run_max_us=devices.inline_run_max_us)
     repository = settings.repository
     source: RepositorySource = (
         BucketSource(repository.url, repository.path,

@@ -3,13 +3,14 @@
 # then with 5 models loaded (cnn busy, the rest idle), then two busy models at once (cnn and
 # cnn2, each with its own loadgen): infer/s of each, one run. HTTP JSON, batch 1 per request.
 #   bash bench/busy_model_bench.sh     Env: DUR (10), WARMUP (2), CONC (16), MODES, PY, LG, OUT
-# MODES: split (auto: CPUs // CPU instances), all (every session gets every CPU, spinning off),
-# global (onnxruntime's global pool: devices.global_thread_pool).
+# MODES: auto (the default: a version's CPU instances share the CPUs, CPUs // its instances),
+# all (every session gets every CPU, spinning off), global (onnxruntime's global pool:
+# devices.global_thread_pool).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 . "$REPO/bench/peers.sh"  # SHARED, or exit 2 saying what is missing
 PY="${PY:-$REPO/.venv/bin/python}"; LG="${LG:-$PY}"  # the dev venv has loadgen's packages
-DUR="${DUR:-10}"; WARMUP="${WARMUP:-2}"; CONC="${CONC:-16}"; MODES="${MODES:-split all global}"
+DUR="${DUR:-10}"; WARMUP="${WARMUP:-2}"; CONC="${CONC:-16}"; MODES="${MODES:-auto global}"
 WORK="$(mktemp -d /tmp/busy-bench.XXXXXX)"
 mkdir -p "$REPO/bench/results"
 OUT="${OUT:-$REPO/bench/results/busy-$(date +%Y%m%d-%H%M%S).jsonl}"
@@ -27,7 +28,7 @@ trap 'stop; rm -rf "$WORK"' EXIT
 serve() {  # serve MODE REPO: starts onnx-serve, sets PID and HP
   local env=()
   case "$1" in
-    split) env=(ONNX_SERVE_DEVICES__INTRA_OP_THREADS=0) ;;
+    auto) env=(ONNX_SERVE_DEVICES__INTRA_OP_THREADS=0) ;;
     all) env=(ONNX_SERVE_DEVICES__INTRA_OP_THREADS="$CPUS") ;;
     global) env=(ONNX_SERVE_DEVICES__GLOBAL_THREAD_POOL=true) ;;
   esac

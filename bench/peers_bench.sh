@@ -7,6 +7,7 @@
 # Env: DUR (8 s per level), WARMUP (2), CONC (1,8,32), MODELS (tiny mlp cnn),
 #      PROTOS (http grpc grpc-raw),
 #      CEILING (1; 0 skips the do-nothing grpc.aio and sync servers, bench/grpc_ceiling.py),
+#      NO_DELAY (1; 0 skips onnx-serve at concurrency 1 on the models with queue delay 0),
 #      PEER_LIST (mlserver kserve pytriton), PEER_THREADS ("1 2": each peer runs once per ORT
 #      intra-op thread count and its better run counts), RETRIES (1), PEERS (/tmp/peers), PY,
 #      OUT (results JSONL; raw_limit output beside it; the markdown table to stdout and OUT.md).
@@ -74,6 +75,27 @@ for m in $MODELS; do
   done
 done
 stop
+
+# Concurrency 1 again on a copy of the models whose batcher does not wait: their configs ask
+# for max_queue_delay_microseconds 1000, which onnx-serve honours as Triton does (KServe and
+# the other peers read no config.pbtxt), so at concurrency 1 every request waits 1 ms.
+if [ "${NO_DELAY:-1}" != 0 ]; then
+  rm -rf "$PEERS/models-nodelay" && cp -r "$PEERS/models" "$PEERS/models-nodelay"
+  sed -i 's/max_queue_delay_microseconds: [0-9]*/max_queue_delay_microseconds: 0/' \
+    "$PEERS"/models-nodelay/*/config.pbtxt
+  HP=$(free_port); GP=$(free_port)
+  echo "=== onnx-serve, queue delay 0, concurrency 1"
+  "$PY" -m app --model-repository "$PEERS/models-nodelay" --host 127.0.0.1 --http-port "$HP" \
+    --grpc-port "$GP" --log-level warning >"$PEERS/logs/onnx-serve-nodelay.log" 2>&1 &
+  PID=$!
+  wait_ready "http://127.0.0.1:$HP/v2/models/cnn/ready" "$PEERS/logs/onnx-serve-nodelay.log"
+  for m in $MODELS; do
+    for proto in $PROTOS; do
+      drive "onnx-serve, queue delay 0" "$HP" "$GP" "$m" "$proto" -c 1
+    done
+  done
+  stop
+fi
 
 # The transport ceiling: bench/grpc_ceiling.py answers ModelInfer with canned bytes and does
 # nothing else, so the same loadgen against it measures what Python grpcio allows on this

@@ -80,7 +80,6 @@ class Lifecycle:
                 log.info("ready: no model that failed at startup is still failing")
 
     def _retire_later(self, model: LoadedModel) -> None:
-        self.threads.release(model.budget_token)
         task = asyncio.create_task(model.retire(), name=f"retire-{model.key}")
         self._retiring[task] = model
         task.add_done_callback(self._retired)

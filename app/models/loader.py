@@ -77,6 +77,7 @@ class ServerDefaults:
     #: Triton's --strict-model-config: a model without a configuration file is refused
     config_required: bool = False
     onnxruntime_extensions: bool = True  # register its operators for models that use them
+    inline_run_max_us: int = 0  # CPU runs shorter than this go inline (inline_runs.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,7 @@ class BuiltVersion:
 
 
 def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: ServerDefaults,
-                  budget: ThreadBudget, budget_key: str, default_max_batch_size: int,
+                  budget: ThreadBudget, default_max_batch_size: int,
                   model_folder: Path | None = None) -> BuiltVersion:
     """Sessions for every instance of one version, warmed up.
 
@@ -115,8 +116,7 @@ def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: Serv
         files.check_links()  # before onnxruntime (or anything else) opens a file
         if not path.is_file():
             raise LoadFailed(f"{path.name} not found in {files.relative(files.folder)}")
-        return _build(files, config, defaults, budget, budget_key, default_max_batch_size,
-                      model_folder)
+        return _build(files, config, defaults, budget, default_max_batch_size, model_folder)
     except (LoadFailed, PathRefused) as err:
         log.error("%s: cannot load: %s", path, err)
         raise LoadFailed(files.for_clients(str(err))) from err
@@ -127,7 +127,7 @@ def build_version(path: Path | VersionFiles, config: ModelConfig, defaults: Serv
 
 
 def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
-           budget: ThreadBudget, budget_key: str, default_max_batch_size: int,
+           budget: ThreadBudget, default_max_batch_size: int,
            model_folder: Path | None) -> BuiltVersion:
     path = files.model_file
     header = _checked_header(path)
@@ -144,7 +144,7 @@ def _build(files: VersionFiles, config: ModelConfig, defaults: ServerDefaults,
                   for i in instances]
     make_tensorrt_folders(placements)
     cpu_count = sum(p.instance.kind == "cpu" for p in placements)
-    threads, why = _intra_threads(config.parameters, budget, budget_key, cpu_count)
+    threads, why = _intra_threads(config.parameters, budget, cpu_count)
     log.info("%s: %d instance(s) %s; intra-op threads %d per session (%s)", files.folder,
              len(placements), [list(p.names) for p in placements], threads, why)
     options = version_options(config, threads, files, header,
@@ -224,11 +224,11 @@ def _finish(runners: list[SessionRunner], placements: list[Placement], config: M
                         sequence=sequence, batches=batches, converters=plan.converters)
 
 
-def _intra_threads(parameters: Mapping[str, ParameterValue], budget: ThreadBudget, key: str,
+def _intra_threads(parameters: Mapping[str, ParameterValue], budget: ThreadBudget,
                    cpu_instances: int) -> tuple[int, str]:
     if "intra_op_thread_count" in parameters:
         return int(parameters["intra_op_thread_count"]), "model parameter intra_op_thread_count"
-    return budget.threads_for(key, cpu_instances)
+    return budget.threads_for(cpu_instances)
 
 
 def _rules(model: str, config: ModelConfig, defaults: ServerDefaults) -> Rules:

@@ -205,35 +205,33 @@ class RepositorySync(Lifecycle):
                 self.load_failures[key.name] = self.load_failures.get(key.name, 0) + 1
             return ensemble
         started = time.monotonic()
-        token = f"{key}@{time.monotonic_ns()}"  # this load's share of the thread budget
         try:  # fetching (an object store's download) fails the version like a bad file
             files: VersionFiles = await self.in_loader(
                 self.view.version_files, source, int(key.version),
                 config.default_model_filename, self._defaults.cache_dir)
             built = await self.in_loader(build_version, files, config, self._defaults,
-                                         self.threads, token, self._default_max_batch_size,
+                                         self.threads, self._default_max_batch_size,
                                          model_folder(source))
         except Exception as err:  # any bad file becomes a reason, never a crash
             self.load_failures[key.name] = self.load_failures.get(key.name, 0) + 1
             return _reason(err)
-        cpu_instances = sum(p.instance.kind == "cpu" for p in built.placements)
-        self.threads.register(token, cpu_instances)
         self.load_seconds[key] = time.monotonic() - started
         log.info("model %s is READY (%.2f s)", key, self.load_seconds[key])
-        return self._serving(key, built, config, stamp, token)
+        return self._serving(key, built, config, stamp)
 
     def _serving(self, key: ModelKey, built: BuiltVersion, config: ModelConfig,
-                 stamp: object, token: str) -> LoadedModel:
+                 stamp: object) -> LoadedModel:
         """A built version with its pool, statistics and scheduler."""
         pool = SessionPool(built.sessions, f"{key.name}-{key.version}", built.placements,
-                           built.run_config, built.runners, built.converters)
+                           built.run_config, built.runners, built.converters,
+                           self._defaults.inline_run_max_us)
         stats = ModelStats(summaries=latency_summaries(self._defaults.latency_quantiles,
                                                        config.response_cache.enable))
         scheduler = build_scheduler(pool, config, built.policy, built.layout, stats,
                                     f"model '{key.name}' version {key.version}", built.batches,
                                     sequence=built.sequence)
         return LoadedModel(key, built.signature, pool, scheduler, config, stamp,
-                           built.intra_op_threads, token, built.parameters, stats=stats)
+                           built.intra_op_threads, built.parameters, stats=stats)
 
     async def _remove(self, name: str) -> None:
         record = self._records.get(name)

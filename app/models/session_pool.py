@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,6 +14,7 @@ import onnxruntime as ort
 from app.batching.scheduler import Launched, RunFn
 from app.errors import ModelNotReady
 from app.models.devices import Placement
+from app.models.inline_runs import InlineRuns
 from app.models.io_binding import SessionRunner, runner_for
 from app.models.ort_errors import RUN_ERRORS, from_onnxruntime
 from app.types import Array
@@ -34,7 +36,8 @@ class SessionPool:
                  placements: Sequence[Placement] = (),
                  run_config: Mapping[str, str] | None = None,
                  runners: Sequence[SessionRunner] | None = None,
-                 converters: Mapping[str, Callable[[Any], Array]] | None = None) -> None:
+                 converters: Mapping[str, Callable[[Any], Array]] | None = None,
+                 inline_max_us: int = 0) -> None:
         self._sessions = list(sessions)
         #: outputs onnxruntime does not answer as tensors (a ZipMap's dicts): converted here,
         #: in the instance's thread, before the batcher splits them
@@ -49,6 +52,9 @@ class SessionPool:
         for runner in self.runners:
             self._free.put_nowait(runner)
         self._executor = ThreadPoolExecutor(len(self._sessions), thread_name_prefix=label)
+        # Only CPU sessions: a GPU run's time is the device's, and its stream is the thread's.
+        on_cpu = all(p.instance.kind == "cpu" for p in self.placements)
+        self._inline = InlineRuns(inline_max_us if on_cpu else 0)
         self._label = label
         self._closed = False
 
@@ -70,13 +76,37 @@ class SessionPool:
             return [self._converters[n](a) if n in self._converters else a
                     for n, a in zip(names, outputs, strict=True)]
 
-        future = asyncio.get_running_loop().run_in_executor(self._executor, work, run)
+        if self._inline.now:
+            future = self._run_inline(work, run)
+        else:
+            future = asyncio.get_running_loop().run_in_executor(
+                self._executor, self._timed, work, run, False)
         future.add_done_callback(lambda _: self._free.put_nowait(runner))
 
         def terminate() -> None:
             options.terminate = True
 
         return Launched(future, terminate)
+
+    def _timed(self, work: Callable[[RunFn], Any], run: RunFn, inline: bool) -> Any:
+        """`work(run)`, its duration recorded for InlineRuns: the CPU time of the thread
+        it ran on (neither the instance thread's waits for the GIL nor the loop's for a
+        core this process shares are what the run costs)."""
+        started = time.thread_time_ns()
+        try:
+            return work(run)
+        finally:
+            self._inline.record(time.thread_time_ns() - started, inline)
+
+    def _run_inline(self, work: Callable[[RunFn], Any], run: RunFn) -> asyncio.Future[Any]:
+        """`work(run)` here, on the event loop (inline_runs.py says when), answered as the
+        executor's future would be."""
+        future = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self._timed(work, run, True))
+        except Exception as err:  # the run's failure is the caller's answer, as on a thread
+            future.set_exception(err)
+        return future
 
     def close(self) -> None:
         """Release the sessions and stop the executor; their memory goes with them."""

@@ -1,6 +1,6 @@
-"""How many CPUs this process may really use (cgroup quota, affinity), and intra-op thread sizing
-across every CPU instance of every loaded model (or onnxruntime's one global pool for all of
-them), so sessions do not oversubscribe them."""
+"""How many CPUs this process may really use (cgroup quota, affinity), and intra-op thread sizing:
+a model version's CPU instances share them (or every session shares onnxruntime's one global
+pool)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
@@ -131,18 +131,20 @@ def global_pools(intra: int, inter: int) -> GlobalPools:
 
 @dataclass
 class ThreadBudget:
-    """Shares the CPUs among the CPU instances of every loaded model version.
+    """Sizes the intra-op threads of a model version's sessions.
 
-    `configured` > 0 fixes the thread count; 0 sizes it: CPUs // (CPU instances loaded,
-    including the newcomer), at least 1. Instances already running keep their count.
-    With `shared` pools every session runs on onnxruntime's global pools instead: an idle
-    model holds no threads, a busy one gets them all.
+    `configured` > 0 fixes the thread count; 0 sizes it: CPUs // (the version's CPU
+    instances), at least 1, as Triton's onnxruntime backend gives each session the machine.
+    Not divided among every loaded model: their idle threads sleep (no spinning), so a busy
+    model among idle ones gets the machine, and busy models share it as the OS shares
+    threads (bench/busy_model_bench.sh; issue 21 measured a split by load order leaving a
+    busy model half of it). With `shared` pools every session runs on onnxruntime's global
+    pools instead.
     """
 
     budget: CpuBudget
     configured: int = 0
     shared: GlobalPools | None = None
-    _instances: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def for_settings(cls, budget: CpuBudget, intra: int, inter: int,
@@ -169,21 +171,13 @@ class ThreadBudget:
         options.intra_op_num_threads = 0
         options.inter_op_num_threads = 0
 
-    def threads_for(self, key: str, cpu_instances: int) -> tuple[int, str]:
+    def threads_for(self, cpu_instances: int) -> tuple[int, str]:
         """Intra-op threads for each of `cpu_instances` new sessions, and why."""
         if self.shared is not None:
             return self.shared.intra, (f"onnxruntime's global thread pool of {self.shared.intra}, "
                                        "shared by every session")
         if self.configured > 0:
             return self.configured, f"configured {self.configured}"
-        others = sum(n for k, n in self._instances.items() if k != key)
-        total = others + cpu_instances
-        threads = max(1, self.budget.cpus // max(1, total))
-        return threads, (f"{self.budget.cpus} CPUs ({self.budget.source}) over {total} CPU "
-                         f"instances")
-
-    def register(self, key: str, cpu_instances: int) -> None:
-        self._instances[key] = cpu_instances
-
-    def release(self, key: str) -> None:
-        self._instances.pop(key, None)
+        threads = max(1, self.budget.cpus // max(1, cpu_instances))
+        return threads, (f"{self.budget.cpus} CPUs ({self.budget.source}) over the version's "
+                         f"{cpu_instances} CPU instances")

@@ -67,7 +67,6 @@ class LoadedModel:
     config: ModelConfig
     fingerprint: object  # what the files looked like when loaded (see repository/scan.py)
     intra_op_threads: int = 1
-    budget_token: str = ""  # its share of the manager's ThreadBudget
     #: the model's own description (models/model_info.py): producer, opsets, metadata_props
     parameters: dict[str, ParamValue] = field(default_factory=dict)
     stats: ModelStats = field(default_factory=ModelStats)

@@ -16,8 +16,9 @@ class DeviceSettings(SettingsGroup):
     intra_op_threads: int = Field(
         0, ge=0, le=1024,
         description="Threads inside one session run; 0 (auto) shares the CPUs this process "
-        "may use (cgroup quota, affinity) among every CPU instance loaded. A model's "
-        "intra_op_thread_count parameter wins.",
+        "may use (cgroup quota, affinity) among a version's CPU instances, whatever else is "
+        "loaded (idle sessions' threads sleep). A model's intra_op_thread_count parameter "
+        "wins.",
     )
     inter_op_threads: int = Field(1, ge=0, description="Threads across independent graph nodes.")
     intra_op_spinning: bool = Field(
@@ -35,6 +36,13 @@ class DeviceSettings(SettingsGroup):
         "session pools of its own, so a model with an intra_op_thread_count or "
         "inter_op_thread_count parameter is refused. The global pools always spin-wait "
         "(intra_op_spinning does not reach them); off by default, measured in bench/README.md.",
+    )
+    inline_run_max_us: int = Field(
+        50, ge=0, le=10_000,
+        description="A CPU model measured to run in under this many microseconds runs "
+        "on the event loop instead of its instance's thread, whose hand-off costs more than "
+        "such a run (~70 us of CPU); one run at or over it sends the model back to its "
+        "thread (app/models/inline_runs.py). 0: every run on its instance's thread.",
     )
     strict_providers: bool = Field(
         False,

@@ -31,7 +31,7 @@ out = {}
 for folder in map(Path, sys.argv[1:]):
     try:
         built = build_version(folder / "1" / "model.onnx", load_config(folder / "config.yaml"),
-                              ServerDefaults(global_thread_pool=True), budget, folder.name, 0)
+                              ServerDefaults(global_thread_pool=True), budget, 0)
     except LoadFailed as err:
         out[folder.name] = str(err)
         continue

@@ -54,28 +54,24 @@ def test_v1_quota(tmp_path: Path) -> None:
     assert available_cpus(unlimited, proc2, affinity=4).cpus == 4
 
 
-def test_budget_is_shared_by_every_cpu_instance() -> None:
+def test_a_versions_instances_share_the_cpus_whatever_else_is_loaded() -> None:
+    # Issue 21, target 4: the CPUs were divided among every loaded instance, by load order.
     budget = ThreadBudget(CpuBudget(8, "test"))
-    assert budget.threads_for("a", 2)[0] == 4
-    budget.register("a", 2)
-    threads, why = budget.threads_for("b", 2)
-    assert threads == 2 and "over 4 CPU instances" in why
-    budget.register("b", 2)
-    assert budget.threads_for("c", 4)[0] == 1
-    budget.release("a")
-    assert budget.threads_for("c", 2)[0] == 2
+    assert budget.threads_for(2) == (4, "8 CPUs (test) over the version's 2 CPU instances")
+    assert budget.threads_for(1)[0] == 8
+    assert budget.threads_for(2)[0] == 4  # the same after any number of loads
+    assert budget.threads_for(3)[0] == 2
 
 
 def test_never_below_one_and_configured_wins() -> None:
-    assert ThreadBudget(CpuBudget(2, "t")).threads_for("a", 6)[0] == 1
-    assert ThreadBudget(CpuBudget(2, "t"), configured=3).threads_for("a", 6) == (3, "configured 3")
+    assert ThreadBudget(CpuBudget(2, "t")).threads_for(6)[0] == 1
+    assert ThreadBudget(CpuBudget(2, "t"), configured=3).threads_for(6) == (3, "configured 3")
 
 
 def test_the_global_pool_sizes_every_session_and_refuses_a_models_own() -> None:
     # Issue 21, target 4: there was no global pool; sessions always had their own.
     budget = ThreadBudget(CpuBudget(8, "t"), 0, GlobalPools(8, 1))
-    budget.register("a", 4)
-    assert budget.threads_for("b", 4) == (
+    assert budget.threads_for(4) == (
         8, "onnxruntime's global thread pool of 8, shared by every session")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 3
