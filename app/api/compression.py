@@ -7,14 +7,17 @@ import zlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import offload
-
 #: Content-Encoding -> zlib's wbits: gzip framing, or zlib framing for "deflate" (RFC 9110
 #: 8.4.1.2; what tritonclient's response_compression_algorithm="deflate" decompresses).
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 #: zlib's fastest level: tensors (floats) compress little at any level, and level 6 costs
 #: several times the CPU of level 1 for a few percent.
 _LEVEL = 1
+#: Compressing is ~100x slower per byte than the copies api/offload.py's threshold is set
+#: for (zlib level 1: ~30-100 MB/s here): a 128 KiB tensor answer took 3.9 ms of the event
+#: loop (bench/compute_bound.py, aiohttp's default Accept-Encoding), so bodies from 16 KiB
+#: (~0.2-0.5 ms) are compressed on a worker thread.
+COMPRESS_OFFLOAD_BYTES = 16 * 1024
 
 
 def chosen_encoding(accept_encoding: str) -> str | None:
@@ -47,7 +50,7 @@ def compress(body: bytes, coding: str) -> bytes:
 class CompressResponses:
     """ASGI middleware: a whole (single-message) answer of at least `min_bytes`, to a client
     that accepts gzip or deflate and not already encoded, goes compressed; big bodies are
-    compressed on a worker thread (api/offload.py's policy)."""
+    compressed on a worker thread (from COMPRESS_OFFLOAD_BYTES)."""
 
     def __init__(self, app: ASGIApp, min_bytes: int) -> None:
         self._app = app
@@ -97,7 +100,7 @@ class _Compressing:
             await self._send(start)  # streamed, already encoded, or too small to be worth it
             await self._send(message)
             return
-        if len(body) > offload.OFFLOAD_BYTES:
+        if len(body) >= COMPRESS_OFFLOAD_BYTES:
             packed = await asyncio.to_thread(compress, body, self._coding)
         else:
             packed = compress(body, self._coding)
