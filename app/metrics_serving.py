@@ -15,11 +15,11 @@ from app.metrics_text import (
     Scrape,
     counter,
     families_text,
-    joined,
+    family_lines,
     labels_of,
 )
 from app.models.manager import ModelManager
-from app.models.version import ModelState
+from app.models.version import ModelState, VersionStatus
 from app.service import InferenceService
 
 PREFIX = "onnxserve"
@@ -39,20 +39,19 @@ class ServingCollector:
         self._service = service
         self._histograms = HistogramLines()
 
-    def loaded(self) -> Loaded:
-        return [(_pairs(s.key.name, s.key.version), s.model.stats)
-                for s in self._manager.statuses() if s.model is not None]
 
-    def render(self) -> str:
+    def render(self) -> list[str]:
         info = Family(f"{PREFIX}_build_info", "The running onnx-serve version.", "gauge")
         info.add(labels_of((("version", __version__),)), 1)
-        loaded, scrape = self.loaded(), Scrape()
+        statuses, scrape = self._manager.statuses(), Scrape()
+        loaded = [(_pairs(s.key.name, s.key.version), s.model.stats)
+                  for s in statuses if s.model is not None]
         families = [info, *self._requests(loaded, scrape), *self._models(loaded, scrape),
-                    *self._lifecycle(), *self._cache()]
+                    *self._lifecycle(statuses), *self._cache(statuses)]
         self._histograms.keep(scrape)
         sequences = families_text(sequence_families(
             ([value for _, value in pairs], stats) for pairs, stats in loaded))
-        return joined(families) + sequences
+        return [*family_lines(families), sequences]
 
     def _histogram(self, scrape: Scrape, family: Family, pairs: Pairs,
                    histogram: Histogram) -> None:
@@ -108,12 +107,12 @@ class ServingCollector:
             inflight.add(labels, s.inflight)
         yield from (inferences, executions, queue, compute, rows, depth, inflight)
 
-    def _lifecycle(self) -> Iterator[Family]:
+    def _lifecycle(self, statuses: list[VersionStatus]) -> Iterator[Family]:
         state = Family(f"{PREFIX}_model_state", "1 for the state each version is in "
                        "(LOADING, READY, UNAVAILABLE, UNLOADING).", "gauge")
         load = Family(f"{PREFIX}_model_load_duration_seconds", "How long the version's "
                       "last load took (sessions and warmup).", "gauge")
-        for status in self._manager.statuses():
+        for status in statuses:
             pairs = _pairs(status.key.name, status.key.version)
             for candidate in ModelState:
                 state.add(labels_of((*pairs, ("state", candidate.value),)),
@@ -126,7 +125,7 @@ class ServingCollector:
             failures.add(labels_of((("model", name),)), count)
         yield from (state, load, failures)
 
-    def _cache(self) -> Iterator[Family]:
+    def _cache(self, statuses: list[VersionStatus]) -> Iterator[Family]:
         """The response cache (Triton's nv_cache_*): per model that uses it, and overall."""
         hits = counter(f"{PREFIX}_cache_hits", "Requests answered from the response cache.")
         misses = counter(f"{PREFIX}_cache_misses", "Response cache lookups that found no "
@@ -136,7 +135,7 @@ class ServingCollector:
         miss_time = counter(f"{PREFIX}_cache_miss_duration_seconds", "Time spent looking "
                             "up answers that were not found, and inserting them once "
                             "computed.")
-        for status in self._manager.statuses():
+        for status in statuses:
             model = status.model
             if model is None or not self._service.caches(model):
                 continue

@@ -30,6 +30,8 @@ Pairs = tuple[tuple[str, str], ...]
 def number(value: float) -> str:
     """A sample value as generate_latest spells it (prometheus-client's floatToGoString,
     which has no type hints): Go's exponent from 1e7 up, +Inf, -Inf, NaN."""
+    if type(value) is int and 0 <= value < 1_000_000:  # most values: counts, gauges
+        return f"{value}.0"
     d = float(value)
     if math.isinf(d):
         return "+Inf" if d > 0 else "-Inf"
@@ -68,6 +70,20 @@ def header(name: str, documentation: str, kind: str) -> str:
 
 def sample(name: str, labels: str, value: float) -> str:
     """One sample line; `labels` as label_text wrote them ("" for none)."""
+    if type(value) is int:
+        return _int_sample(name, labels, value)
+    return _sample(name, labels, value)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _int_sample(name: str, labels: str, value: int) -> str:
+    """An integer sample's line, remembered: most of a scrape's lines are counters and
+    gauges of idle versions, the same as last time. Only ints: equal floats may differ in
+    spelling (0.0 and -0.0), equal ints never do."""
+    return _sample(name, labels, value)
+
+
+def _sample(name: str, labels: str, value: float) -> str:
     if labels:
         return f"{name}{{{labels}}} {number(value)}\n"
     return f"{name} {number(value)}\n"
@@ -103,9 +119,9 @@ class Family:
         return "".join(self.lines)
 
 
-def joined(families: Iterable[Family]) -> str:
-    """The families' text in one join (not a join per family, then another)."""
-    return "".join([line for family in families for line in family.lines])
+def family_lines(families: Iterable[Family]) -> list[str]:
+    """The families' lines, to be joined once with everything else a scrape writes."""
+    return [line for family in families for line in family.lines]
 
 
 def counter(name: str, documentation: str) -> Family:
@@ -166,7 +182,9 @@ class HistogramLines:
 class Rendered(Protocol):
     """A source of families that writes its own text (ServingCollector, TritonCollector)."""
 
-    def render(self) -> str: ...
+    def render(self) -> list[str]:
+        """The text, in parts (a scrape joins every part once)."""
+        ...
 
 
 class MetricsRegistry(CollectorRegistry):
@@ -178,13 +196,13 @@ class MetricsRegistry(CollectorRegistry):
         super().__init__(auto_describe=True)
         self.rendered: list[Rendered] = []
 
-    def rendered_text(self) -> str:
-        return "".join(source.render() for source in self.rendered)
+    def rendered_parts(self) -> list[str]:
+        return [part for source in self.rendered for part in source.render()]
 
     def registered(self) -> Iterator[Metric]:
         """The families of the registered collectors only."""
         yield from super().collect()
 
     def collect(self) -> Iterator[Metric]:
-        yield from text_string_to_metric_families(self.rendered_text())
+        yield from text_string_to_metric_families("".join(self.rendered_parts()))
         yield from self.registered()

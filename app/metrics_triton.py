@@ -18,7 +18,7 @@ from prometheus_client.core import Metric
 
 from app.batching.stats import ModelStats
 from app.errors import ErrorCode
-from app.metrics_text import Family, MetricsRegistry, families_text, joined, labels_of
+from app.metrics_text import Family, MetricsRegistry, families_text, family_lines, labels_of
 from app.models.manager import ModelManager
 
 #: Our outcomes as Triton's failure reasons (anything else is OTHER).
@@ -58,8 +58,8 @@ def exposition(registry: CollectorRegistry) -> bytes:
     names (`# TYPE nv_inference_count counter`), as Triton exposes them. A MetricsRegistry's
     text-written families come first (app/metrics_text.py)."""
     if isinstance(registry, MetricsRegistry):
-        return (registry.rendered_text() + _triton_names(
-            families_text(registry.registered()))).encode()
+        return "".join([*registry.rendered_parts(), _triton_names(
+            families_text(registry.registered()))]).encode()
     return _triton_names(generate_latest(registry).decode()).encode()
 
 
@@ -129,14 +129,13 @@ class TritonCollector:
                 yield ({"model": status.key.name, "version": status.key.version},
                        status.model.stats, status.model.config.response_cache.enable)
 
-    def render(self) -> str:
+    def render(self) -> list[str]:
         loaded = list(self._loaded())
         families = self._counts(loaded)
         rare = [*summaries([(labels, stats) for labels, stats, _ in loaded]),
                 *cache_families([(labels, stats) for labels, stats, cached in loaded
                                  if cached])]
-        return joined(families) + _triton_names(
-            families_text(rare)) + self._machine()
+        return [*family_lines(families), _triton_names(families_text(rare)), self._machine()]
 
     def _counts(self, loaded: list[tuple[dict[str, str], ModelStats, bool]]) -> list[Family]:
         success = _counter("nv_inference_request_success", "Number of successful inference "

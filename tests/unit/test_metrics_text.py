@@ -39,8 +39,9 @@ def reference(*metrics: Metric) -> str:
     return generate_latest(registry).decode()
 
 
-@pytest.mark.parametrize("value", [0, 1, 3, 0.1, 2.5e-7, 123456, 1234567, 12345678, 1e16,
-                                   1e300, -5, -12345678.5, math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("value", [0, 1, 3, 0.0, 0.1, 2.5e-7, 123456, 999999, 1000000,
+                                   1234567, 12345678, 10**17, 1e16, 1e300, -5, -12345678.5,
+                                   True, math.inf, -math.inf, math.nan])
 def test_numbers_are_spelled_as_prometheus_client_spells_them(value: float) -> None:
     assert number(value) == floatToGoString(value)  # type: ignore[no-untyped-call]
 
@@ -127,10 +128,10 @@ def test_a_series_not_written_in_a_scrape_is_forgotten() -> None:
 
 
 class Text:
-    def render(self) -> str:
+    def render(self) -> list[str]:
         family = counter("onnxserve_requests", "Requests.")
         family.add(label_text([("model", "m"), ("outcome", "success")]), 4)
-        return family.text()
+        return family.lines
 
 
 def test_a_registry_reads_written_families_back() -> None:
