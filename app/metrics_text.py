@@ -54,7 +54,7 @@ def label_text(labels: Labels) -> str:
     return ",".join(f'{name}="{_escape_value(value)}"' for name, value in sorted(labels))
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 14)
 def labels_of(pairs: Pairs) -> str:
     """label_text, remembered: a scrape writes the same few label sets for every version
     each time (bounded: an unloaded version's sets age out)."""
