@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.core import Metric
 
 from app.batching.stats import ModelStats
 from app.errors import ErrorCode
+from app.metrics_text import Family, MetricsRegistry, families_text, family_lines, labels_of
 from app.models.manager import ModelManager
 
 #: Our outcomes as Triton's failure reasons (anything else is OTHER).
@@ -42,17 +42,30 @@ DURATIONS = (
 
 #: prometheus-client names a counter's HELP and TYPE lines <name>_total whatever its samples
 #: are called; Triton's counters (ours here and the GPU ones) have none of that suffix.
-_TRITON_COUNTER_LINES = re.compile(rb"^# (HELP|TYPE) (nv_\w+)_total ", re.MULTILINE)
+_TRITON_COUNTER_LINES = re.compile(r"^# (HELP|TYPE) (nv_\w+)_total ", re.MULTILINE)
+
+
+def _metric_counter(name: str, documentation: str) -> Metric:
+    return Metric(name, documentation, "counter")
+
+
+def _triton_names(text: str) -> str:
+    return _TRITON_COUNTER_LINES.sub(r"# \1 \2 ", text)
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
     """The text format of `registry`, with Triton's counters described under their own
-    names (`# TYPE nv_inference_count counter`), as Triton exposes them."""
-    return _TRITON_COUNTER_LINES.sub(rb"# \1 \2 ", generate_latest(registry))
+    names (`# TYPE nv_inference_count counter`), as Triton exposes them. A MetricsRegistry's
+    text-written families come first (app/metrics_text.py)."""
+    if isinstance(registry, MetricsRegistry):
+        return "".join([*registry.rendered_parts(), _triton_names(
+            families_text(registry.registered()))]).encode()
+    return _triton_names(generate_latest(registry).decode()).encode()
 
 
-def _counter(name: str, documentation: str) -> Metric:
-    return Metric(name, documentation, "counter")
+def _counter(name: str, documentation: str) -> Family:
+    """A counter under Triton's name (no _total on its samples or its description)."""
+    return Family(name, documentation, "counter")
 
 
 class CpuReader:
@@ -98,10 +111,10 @@ class CpuReader:
         return kib["MemTotal"] * 1024, (kib["MemTotal"] - kib["MemAvailable"]) * 1024
 
 
-class TritonCollector(Collector):
+class TritonCollector:
     """nv_inference_* per loaded version (the duration counters unless `counter_latencies`
     is off, the summaries of the versions that keep them, the cache families of the models
-    that enable the response cache), nv_cpu_* for the machine."""
+    that enable the response cache), nv_cpu_* for the machine; written as text."""
 
     def __init__(self, manager: ModelManager, interval_ms: int = 2000,
                  counter_latencies: bool = True) -> None:
@@ -116,7 +129,15 @@ class TritonCollector(Collector):
                 yield ({"model": status.key.name, "version": status.key.version},
                        status.model.stats, status.model.config.response_cache.enable)
 
-    def collect(self) -> Iterator[Metric]:
+    def render(self) -> list[str]:
+        loaded = list(self._loaded())
+        families = self._counts(loaded)
+        rare = [*summaries([(labels, stats) for labels, stats, _ in loaded]),
+                *cache_families([(labels, stats) for labels, stats, cached in loaded
+                                 if cached])]
+        return [*family_lines(families), _triton_names(families_text(rare)), self._machine()]
+
+    def _counts(self, loaded: list[tuple[dict[str, str], ModelStats, bool]]) -> list[Family]:
         success = _counter("nv_inference_request_success", "Number of successful inference "
                            "requests, all batch sizes")
         failure = _counter("nv_inference_request_failure", "Number of failed inference "
@@ -126,46 +147,50 @@ class TritonCollector(Collector):
         executions = _counter("nv_inference_exec_count", "Number of model executions "
                               "performed (does not include cached requests)")
         durations = [(_counter(name, text), attribute) for name, text, attribute in DURATIONS]
-        pending = GaugeMetricFamily("nv_inference_pending_request_count", "Instantaneous "
-                                    "number of pending requests awaiting execution per-model.",
-                                    labels=["model", "version"])
-        loaded = list(self._loaded())
-        for labels, stats, _ in loaded:
-            succeeded = 0
-            failed = dict.fromkeys(TRITON_REASONS, 0)
-            for (_, outcome), n in stats.outcomes.items():
-                if outcome == "success":
-                    succeeded += n
-                else:
-                    failed[REASONS.get(outcome, "OTHER")] += n
-            success.add_sample(success.name, labels, succeeded)
+        pending = Family("nv_inference_pending_request_count", "Instantaneous number of "
+                         "pending requests awaiting execution per-model.", "gauge")
+        for pairs, stats, _ in loaded:
+            labels = labels_of(tuple(pairs.items()))
+            succeeded, failed = _outcomes(stats)
+            success.add(labels, succeeded)
             for reason, n in failed.items():
-                failure.add_sample(failure.name, {**labels, "reason": reason}, n)
-            count.add_sample(count.name, labels, stats.inference_count)
-            executions.add_sample(executions.name, labels, stats.execution_count)
+                failure.add(labels_of((*pairs.items(), ("reason", reason))), n)
+            count.add(labels, stats.inference_count)
+            executions.add(labels, stats.execution_count)
             for family, attribute in durations:
-                family.add_sample(family.name, labels, getattr(stats, attribute).ns // 1000)
-            pending.add_metric([labels["model"], labels["version"]], stats.pending)
-        yield from (success, failure, count, executions)
-        if self._counter_latencies:
-            yield from (family for family, _ in durations)
-        yield pending
-        yield from summaries([(labels, stats) for labels, stats, _ in loaded])
-        yield from cache_families([(labels, stats) for labels, stats, cached in loaded
-                                   if cached])
-        yield from self._machine()
+                family.add(labels, getattr(stats, attribute).ns // 1000)
+            pending.add(labels, stats.pending)
+        kept = [family for family, _ in durations] if self._counter_latencies else []
+        return [success, failure, count, executions, *kept, pending]
 
-    def _machine(self) -> Iterator[Metric]:
-        utilization = GaugeMetricFamily("nv_cpu_utilization", "CPU utilization rate "
-                                        "[0.0 - 1.0]")
-        utilization.add_metric([], self._cpu.utilization())
-        yield utilization
+    def _machine(self) -> str:
+        utilization = Family("nv_cpu_utilization", "CPU utilization rate [0.0 - 1.0]",
+                             "gauge")
+        utilization.add("", self._cpu.utilization())
+        families = [utilization]
         memory = self._cpu.memory()
         if memory is not None:
-            yield GaugeMetricFamily("nv_cpu_memory_total_bytes", "CPU total memory (RAM), in "
-                                    "bytes", value=memory[0])
-            yield GaugeMetricFamily("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in "
-                                    "bytes", value=memory[1])
+            for name, documentation, value in (
+                    ("nv_cpu_memory_total_bytes", "CPU total memory (RAM), in bytes",
+                     memory[0]),
+                    ("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes",
+                     memory[1])):
+                family = Family(name, documentation, "gauge")
+                family.add("", value)
+                families.append(family)
+        return "".join(family.text() for family in families)
+
+
+def _outcomes(stats: ModelStats) -> tuple[int, dict[str, int]]:
+    """Successful requests, and failed ones by Triton's reason."""
+    succeeded = 0
+    failed = dict.fromkeys(TRITON_REASONS, 0)
+    for (_, outcome), n in stats.outcomes.items():
+        if outcome == "success":
+            succeeded += n
+        else:
+            failed[REASONS.get(outcome, "OTHER")] += n
+    return succeeded, failed
 
 
 #: (name, help, LatencySummaries family): Triton's summaries, in microseconds.
@@ -208,12 +233,13 @@ def cache_families(cached: list[tuple[dict[str, str], ModelStats]]) -> Iterator[
     """Triton's response cache families, for the models that enable the cache."""
     if not cached:
         return
-    hits = _counter("nv_cache_num_hits_per_model", "Number of cache hits per model")
-    misses = _counter("nv_cache_num_misses_per_model", "Number of cache misses per model")
-    hit_us = _counter("nv_cache_hit_duration_per_model", "Total cache hit duration per "
-                      "model, in microseconds")
-    miss_us = _counter("nv_cache_miss_duration_per_model", "Total cache miss (insert+lookup) "
-                       "duration per model, in microseconds")
+    hits = _metric_counter("nv_cache_num_hits_per_model", "Number of cache hits per model")
+    misses = _metric_counter("nv_cache_num_misses_per_model", "Number of cache misses per "
+                             "model")
+    hit_us = _metric_counter("nv_cache_hit_duration_per_model", "Total cache hit duration "
+                             "per model, in microseconds")
+    miss_us = _metric_counter("nv_cache_miss_duration_per_model", "Total cache miss "
+                              "(insert+lookup) duration per model, in microseconds")
     for labels, stats in cached:
         hits.add_sample(hits.name, labels, stats.cache_hit.count)
         misses.add_sample(misses.name, labels, stats.cache_miss.count)

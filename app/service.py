@@ -191,10 +191,10 @@ class InferenceService(InferencePath):
         entries += [IndexEntry(name, state=ModelState.UNAVAILABLE.value, reason=reason)
                     for name, reason in reasons.items() if name not in listed]
         try:
-            on_disk = await self._manager.in_loader(self._manager.view.scan)
+            on_disk = await self._manager.in_loader(self._manager.view.names)
         except OSError as err:  # the volume is away: what is loaded still serves and is listed
             log.warning("repository index: cannot list %s: %s", self._manager.root, err)
-            on_disk = {}
+            on_disk = []
         entries += [IndexEntry(name) for name in on_disk
                     if name not in listed and name not in reasons]
         return sorted(entries, key=lambda e: (e.name, e.version.zfill(20)))

@@ -5,7 +5,8 @@
 Per N, one real server process in poll mode (every version of every model: version_policy
 all) on a generated repository of small MLPs (onnx.helper): time from start to READY, RSS
 per model (RSS over an empty server's, / N), /metrics scrape and POST /v2/repository/index
-(median and p99 of 20), and the server's CPU while idle over --idle-s. Prints a table and how
+(median and p99 of 20; the server's CPU per scrape, gzip as Prometheus asks; the size of
+the text), and the server's CPU while idle over --idle-s. Prints a table and how
 each figure grows from the smallest N to the largest. --quick: N 5 and 20, 5 s idle.
 """
 
@@ -35,7 +36,10 @@ def measure(count: int, idle_s: float, baseline_mib: float) -> dict[str, float]:
             with httpx.Client(base_url=url, timeout=30) as client:
                 index = client.post("/v2/repository/index", json={}).json()
                 ready = sum(entry.get("state") == "READY" for entry in index)
+                cpu0 = cpu_seconds(pid)
                 metrics = timed(lambda: client.get("/metrics").raise_for_status(), 20)
+                metrics_cpu_ms = (cpu_seconds(pid) - cpu0) / 20 * 1000
+                body = client.get("/metrics", headers={"Accept-Encoding": "identity"}).content
                 indexes = timed(lambda: client.post("/v2/repository/index",
                                                     json={}).raise_for_status(), 20)
                 cpu0, t0 = cpu_seconds(pid), time.monotonic()
@@ -45,6 +49,8 @@ def measure(count: int, idle_s: float, baseline_mib: float) -> dict[str, float]:
     return {"models": count, "versions_ready": ready, "ready_s": ready_s, "rss_mib": rss,
             "rss_per_model_mib": (rss - baseline_mib) / count,
             "metrics_ms": percentile(metrics, 50), "metrics_p99_ms": percentile(metrics, 99),
+            "metrics_cpu_ms": metrics_cpu_ms, "metrics_kib": len(body) / 1024,
+            "metrics_lines": body.count(b"\n"),
             "index_ms": percentile(indexes, 50), "index_p99_ms": percentile(indexes, 99),
             "idle_cpu_pct": idle}
 
@@ -67,8 +73,9 @@ def main() -> None:
     baseline = empty_rss()
     print(f"empty server RSS {baseline:.0f} MiB")
     print("| models x 2 versions | READY in | versions READY | RSS | RSS per model | "
-          "/metrics p50 / p99 | index p50 / p99 | idle CPU |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "/metrics p50 / p99 | /metrics server CPU | /metrics size | index p50 / p99 | "
+          "idle CPU |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for count in counts:
         row = measure(count, idle_s, baseline)
@@ -76,6 +83,8 @@ def main() -> None:
         print(f"| {count} | {row['ready_s']:.1f} s | {row['versions_ready']} | "
               f"{row['rss_mib']:.0f} MiB | {row['rss_per_model_mib']:.2f} MiB | "
               f"{row['metrics_ms']:.1f} / {row['metrics_p99_ms']:.1f} ms | "
+              f"{row['metrics_cpu_ms']:.1f} ms | "
+              f"{row['metrics_kib']:.0f} KiB, {row['metrics_lines']:,} lines | "
               f"{row['index_ms']:.1f} / {row['index_p99_ms']:.1f} ms | "
               f"{row['idle_cpu_pct']:.2f} % |", flush=True)
         if args.jsonl:
@@ -85,7 +94,8 @@ def main() -> None:
     factor = last["models"] / first["models"]
     print(f"growth {first['models']} -> {last['models']} models ({factor:.0f}x): " + ", ".join(
         f"{key} {last[key] / first[key]:.1f}x" for key in
-        ("ready_s", "rss_per_model_mib", "metrics_ms", "index_ms", "idle_cpu_pct")
+        ("ready_s", "rss_per_model_mib", "metrics_ms", "metrics_cpu_ms", "index_ms",
+         "idle_cpu_pct")
         if first[key] > 0))
 
 

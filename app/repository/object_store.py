@@ -94,6 +94,9 @@ class BucketSource:
         return {name: self._model(name, objects) for name in names
                 if not name.startswith(".") and _valid_name(name)}
 
+    def names(self) -> list[str]:
+        return list(self.scan())  # one LIST either way; what it says about each model is free
+
     def has(self, name: str) -> bool:
         check_model_name(name)
         return bool(self._list(f"{self.location.prefix}{name}/", limit=1))

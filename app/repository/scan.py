@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,52 +45,103 @@ class ModelSource:
         return self.config_fingerprint, tuple(sorted(self.fingerprints.items()))
 
 
+def model_folders(root: Path) -> list[os.DirEntry[str]]:
+    """The model folders under `root`, sorted by name: visible folders, and links to
+    folders inside the root (a link leading outside is skipped with a log line). Only a
+    link is resolved: a plain folder of the root is inside it."""
+    real_root: Path | None = None
+    folders = []
+    with os.scandir(root) as entries:
+        listed = sorted(entries, key=lambda entry: entry.name)
+    for entry in listed:
+        if entry.name.startswith(".") or not _is_dir(entry):
+            continue
+        if entry.is_symlink():
+            real_root = real_root or root.resolve()
+            if not Path(entry.path).resolve().is_relative_to(real_root):
+                log.warning("ignoring '%s': it links outside the repository", entry.name)
+                continue
+        folders.append(entry)
+    return folders
+
+
 def scan_repository(root: Path, config_name: str = "") -> dict[str, ModelSource]:
     """Models under `root` as `<root>/<model>/<version>/`; version folders are numeric.
 
     Non-numeric or zero-padded version folders are skipped with a log line (as Triton does),
     hidden entries are skipped, and so is a model folder that links outside the root.
     """
-    models: dict[str, ModelSource] = {}
-    real_root = root.resolve()
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or not entry.is_dir():
-            continue
-        if not entry.resolve().is_relative_to(real_root):
-            log.warning("ignoring '%s': it links outside the repository", entry.name)
-            continue
-        models[entry.name] = scan_model(entry, config_name)
-    return models
+    real_root = os.path.realpath(root)  # a plain model folder's real path is below it
+    return {entry.name: scan_model(Path(entry.path), config_name, os.path.realpath(entry.path)
+                                   if entry.is_symlink() else os.path.join(real_root,
+                                                                           entry.name))
+            for entry in model_folders(root)}
 
 
-def scan_model(folder: Path, config_name: str = "") -> ModelSource:
+def scan_model(folder: Path, config_name: str = "", real: str | None = None) -> ModelSource:
     """One model folder (it may have vanished since it was listed: then it has no versions).
 
     Its config: `configs/<config_name>.pbtxt` when named and present, else config.pbtxt, else
     config.yaml (repository/config.py refuses a Triton config beside a config.yaml); every
-    one of them is fingerprinted, so adding or changing any is noticed."""
+    one of them is fingerprinted, so adding or changing any is noticed. `real`: the folder's
+    real path, known to be inside the repository (scan_repository checked it)."""
     versions: dict[int, Path] = {}
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError:
-        entries = []
-    for entry in entries:
-        if not entry.is_dir() or entry.name.startswith("."):
+    plain: set[int] = set()  # version folders that are not links
+    listing = _listing(str(folder))
+    for entry in listing:
+        if not _is_dir(entry) or entry.name.startswith("."):
             continue
         if not entry.name.isdigit() or (entry.name.startswith("0") and entry.name != "0"):
             log.info("model '%s': ignoring folder '%s' (not a version number)",
                      folder.name, entry.name)
             continue
-        versions[int(entry.name)] = entry
+        versions[int(entry.name)] = Path(entry.path)
+        if not entry.is_symlink():
+            plain.add(int(entry.name))
     names = [TRITON_CONFIG_FILENAME, CONFIG_FILENAME]
     if config_name:
         names.insert(0, f"{NAMED_CONFIGS_FOLDER}/{config_name}.pbtxt")
-    configs = [folder / name for name in names if (folder / name).is_file()]
+    listed = {entry.name for entry in listing}
+    configs = [(folder / name, *_config(folder, name, listed)) for name in names]
+    files = [path for path, _, regular in configs if regular]
     return ModelSource(
-        folder.name, folder, versions, configs[0] if configs else None,
-        {number: fingerprint(path, folder.parent) for number, path in versions.items()},
-        tuple(entry for name in names for entry in _stat(folder / name, name)),
+        folder.name, folder, versions, files[0] if files else None,
+        _versions(folder, versions, plain, real),
+        tuple(entry for _, found, _ in configs for entry in found),
     )
+
+
+def _config(folder: Path, name: str, listed: set[str]) -> tuple[Fingerprint, bool]:
+    """A config file's fingerprint and whether it is a file; not looked for when its
+    folder's listing has no such entry (one stat per model, not three)."""
+    if name.split("/", 1)[0] not in listed:
+        return (), False
+    try:
+        info = os.stat(folder / name)
+    except OSError:  # a dangling link, or removed since the listing
+        return (), False
+    return ((name, info.st_size, info.st_mtime_ns),), stat.S_ISREG(info.st_mode)
+
+
+def _versions(folder: Path, versions: dict[int, Path], plain: set[int], real: str | None
+              ) -> dict[int, Fingerprint]:
+    """Each version's fingerprint: a plain folder of a model folder inside the repository
+    is inside it too, so only the model folder's links are resolved, once."""
+    if real is None:
+        if leads_outside(folder, folder.parent):
+            return {number: fingerprint(path, folder.parent)
+                    for number, path in versions.items()}
+        real = os.path.realpath(folder)
+    found: dict[int, Fingerprint] = {}
+    for number, path in versions.items():
+        if number in plain:
+            real_version = os.path.join(real, path.name)
+            files: list[tuple[str, int, int | str]] = []
+            _walk(str(path), "", real_version, folder.parent, {real_version}, files)
+            found[number] = tuple(files)
+        else:
+            found[number] = fingerprint(path, folder.parent)
+    return found
 
 
 def fingerprint(folder: Path, root: Path | None = None) -> Fingerprint:
@@ -98,25 +150,64 @@ def fingerprint(folder: Path, root: Path | None = None) -> Fingerprint:
     Links are followed inside `root` (default: the folder's grandparent, the repository)
     and each real folder is walked once, so a link loop ends. A link that leads outside
     is fingerprinted by the link itself: the version is refused at load (models/loader.py)
-    and nothing outside the repository is looked at.
+    and nothing outside the repository is looked at. Poll mode fingerprints every version
+    on every rescan: only links are resolved (a plain entry of a folder inside the root is
+    inside it), so an unchanged file costs one stat().
     """
     root = folder.parent.parent if root is None else root
     if leads_outside(folder, root):
         return _lstat(folder, ".")
     found: list[tuple[str, int, int | str]] = []
-    walked: set[str] = set()
-    for current, dirs, files in os.walk(folder, followlinks=True):
-        walked.add(os.path.realpath(current))
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _walkable(
-            Path(current, d), root, walked))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            path = Path(current, name)
-            label = str(path.relative_to(folder))
-            found.extend(_lstat(path, label) if leads_outside(path, root)
-                         else _stat(path, label))
+    real = os.path.realpath(folder)
+    _walk(str(folder), "", real, root, {real}, found)
     return tuple(found)
+
+
+def _walk(current: str, prefix: str, real: str, root: Path, walked: set[str],
+          found: list[tuple[str, int, int | str]]) -> None:
+    """os.walk(followlinks=True) top-down, sorted, as fingerprint() has always walked:
+    files first, then each folder not walked yet (decided before descending)."""
+    folders = []
+    for entry in _listing(current):
+        if entry.name.startswith("."):
+            continue
+        if _is_dir(entry):
+            folders.append(entry)
+        elif entry.is_symlink():
+            path = Path(entry.path)
+            found.extend(_lstat(path, prefix + entry.name) if leads_outside(path, root)
+                         else _stat(path, prefix + entry.name))
+        else:
+            found.extend(_stat(entry.path, prefix + entry.name))
+    below = []
+    for entry in folders:
+        if entry.is_symlink():
+            if leads_outside(Path(entry.path), root):
+                continue
+            real_folder = os.path.realpath(entry.path)
+        else:
+            real_folder = os.path.join(real, entry.name)
+        if real_folder not in walked:
+            below.append((entry, real_folder))
+    for entry, real_folder in below:
+        walked.add(real_folder)
+        _walk(entry.path, f"{prefix}{entry.name}/", real_folder, root, walked, found)
+
+
+def _listing(folder: str) -> list[os.DirEntry[str]]:
+    """A folder's entries sorted by name; none when it cannot be listed (it vanished)."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except OSError:
+        return []
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # links followed, as Path.is_dir
+    except OSError:
+        return False
 
 
 def fingerprint_file(path: Path) -> Fingerprint:
@@ -124,13 +215,9 @@ def fingerprint_file(path: Path) -> Fingerprint:
     return _stat(path, path.name)
 
 
-def _walkable(folder: Path, root: Path, walked: set[str]) -> bool:
-    return not leads_outside(folder, root) and os.path.realpath(folder) not in walked
-
-
-def _stat(path: Path, label: str) -> Fingerprint:
+def _stat(path: Path | str, label: str) -> Fingerprint:
     try:
-        info = path.stat()
+        info = os.stat(path)
     except OSError:  # removed or a dangling link: it is simply not there
         return ()
     return ((label, info.st_size, info.st_mtime_ns),)

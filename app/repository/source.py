@@ -30,6 +30,11 @@ class RepositorySource(Protocol):
         """Every model now, with per-file fingerprints of each version and config."""
         ...
 
+    def names(self) -> list[str]:
+        """The model names `scan` would list, sorted, without fingerprinting anything (the
+        repository index asks on every call)."""
+        ...
+
     def has(self, name: str) -> bool:
         """Whether the repository holds a model of that name now."""
         ...

@@ -16,7 +16,13 @@ from typing import Literal
 import watchfiles
 
 from app.repository.paths import VersionFiles, check_model_name, model_folder
-from app.repository.scan import ModelSource, fingerprint_file, scan_model, scan_repository
+from app.repository.scan import (
+    ModelSource,
+    fingerprint_file,
+    model_folders,
+    scan_model,
+    scan_repository,
+)
 
 Layout = Literal["repository", "model", "file"]
 LAYOUTS: tuple[Layout, ...] = ("repository", "model", "file")
@@ -83,6 +89,12 @@ class RepositoryView:
         if name is None:
             return scan_repository(self.path, self.config_name)
         return {name: self.scan_model(name)}
+
+    def names(self) -> list[str]:
+        name = self.only
+        if name is None:
+            return [entry.name for entry in model_folders(self.path)]
+        return [name]
 
     def has(self, name: str) -> bool:
         check_model_name(name)
