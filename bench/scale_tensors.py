@@ -1,15 +1,19 @@
 """Issue 21, target 7: large tensors through onnx-serve vs a plain loopback socket copy.
 
-    python bench/scale_tensors.py [--sizes 1,16,64] [--repeat 3] [--quick]
+    python bench/scale_tensors.py [--sizes 1,16,64] [--repeat 3] [--quick] [--client lean|stock]
 
 Model: y = Identity(x), FP32 [-1], so the server's work is moving bytes. Per size (MiB):
 - socket: a plain loopback TCP echo in a child process: send the payload, receive it back;
 - HTTP binary: Triton's binary tensor extension both ways (Inference-Header-Content-Length,
-  binary_data_size, binary_data output), httpx;
+  binary_data_size, binary_data output);
 - gRPC raw: raw_input_contents in, raw_output_contents out, one grpcio channel;
-MB/s = payload MiB / round trip (median of --repeat), and the share of the socket's. Each
-transport gets a fresh server, so its peak RSS (VmHWM) growth over the idle server / payload
-says how many copies of the tensor the server held at once (target: <= 3x). The server's
+- gRPC echo: a do-nothing grpc.aio server answering with the request's bytes (the ceiling);
+the clients are lean (bench/scale_tensors_clients.py) unless --client stock (httpx, the
+protobuf stub). MB/s = payload MiB / round trip (median of --repeat), and the share of the
+socket's. Each transport gets a fresh server, so its peak RSS (VmHWM, reset per size) growth
+over the idle server / payload says how many copies of the tensor the server held at once
+(target: <= 3x); "per request" is the growth over the RSS just before the size's timed
+round trips. A second table gives each round trip's stages. The server's
 HTTP body limit is raised to 4x the largest size (ONNX_SERVE_HTTP__MAX_BODY_BYTES; the default
 64 MiB refuses a 64 MiB tensor plus its JSON header with 413). --quick: 1 and 16 MiB, once.
 """
@@ -81,7 +85,52 @@ def socket_copy(sizes: list[int], repeat: int) -> dict[int, float]:
         echo.wait(timeout=30)
 
 
-def median_s(fn: Callable[[], None], repeat: int, warm: bool = True) -> float:
+ECHO_GRPC = """
+import asyncio, sys, grpc
+async def main():
+    async def echo(request, context):
+        return request
+    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService",
+        {"ModelInfer": grpc.unary_unary_rpc_method_handler(echo)})
+    limit = int(sys.argv[1])
+    server = grpc.aio.server(options=[("grpc.max_send_message_length", limit),
+                                      ("grpc.max_receive_message_length", limit)])
+    server.add_generic_rpc_handlers((handler,))
+    print(server.add_insecure_port("127.0.0.1:0"), flush=True)
+    await server.start()
+    await server.wait_for_termination()
+asyncio.run(main())
+"""
+
+
+def grpc_echo(sizes: list[int], repeat: int) -> dict[int, Row]:
+    """The ceiling of gRPC raw on grpc.aio: a do-nothing server (a child process) that
+    answers each ModelInfer with the request's own bytes (no protobuf), same client."""
+    limit = 4 * max(sizes) * MIB
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_GRPC, str(limit)],
+                            stdout=subprocess.PIPE, text=True)
+    out = {}
+    try:
+        assert echo.stdout is not None
+        with grpc.insecure_channel(f"127.0.0.1:{int(echo.stdout.readline())}",
+                                   _options(limit)) as channel:
+            RawGrpc(channel, np.ones(16, np.float32)).once()
+            idle = rss_mib(echo.pid)
+            for size in sizes:
+                rpc = RawGrpc(channel, np.ones(size * MIB // 4, np.float32))
+                rpc.once()
+                Path(f"/proc/{echo.pid}/clear_refs").write_text("5")
+                resident = rss_mib(echo.pid)
+                seconds = median_s(rpc.once, repeat, warm=False)
+                peak = rss_mib(echo.pid, "VmHWM")
+                out[size] = Row(seconds, peak - idle, peak - resident, None, {})
+    finally:
+        echo.kill()  # by its own handle: the child this function started
+        echo.wait(timeout=30)
+    return out
+
+
+def median_s(fn: Callable[[], object], repeat: int, warm: bool = True) -> float:
     if warm:
         fn()  # warm: first-touch page faults belong to no transport
     times = []
@@ -183,6 +232,7 @@ def transport(name: str, root: Path, sizes: list[int], repeat: int,
             try:
                 once()  # warm: first-touch page faults belong to no transport
                 Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+                resident = rss_mib(pid)
                 before = server_stages(srv)
                 seconds = median_s(once, repeat, warm=False)
                 after = server_stages(srv)
@@ -190,14 +240,15 @@ def transport(name: str, root: Path, sizes: list[int], repeat: int,
                 close()
             per = {k: (after[k][1] - before[k][1]) / max(1, after[k][0] - before[k][0]) / 1e6
                    for k in ("queue", "compute_input", "compute_infer", "compute_output")}
-            out[size] = Row(seconds, rss_mib(pid, "VmHWM") - idle,
-                            stages.get(size * MIB), per)
+            peak = rss_mib(pid, "VmHWM")
+            out[size] = Row(seconds, peak - idle, peak - resident, stages.get(size * MIB), per)
     return out
 
 
 class Row(NamedTuple):
     seconds: float
-    peak_mib: float
+    peak_mib: float  # VmHWM over the idle server (onnxruntime's arena keeps outputs' memory)
+    request_mib: float  # VmHWM over the RSS just before this size's timed round trips
     stages: Stages | None
     server_ms: dict[str, float]
 
@@ -229,16 +280,19 @@ def main() -> None:
         identity(Path(folder))
         rows = {name: transport(name, Path(folder), sizes, repeat, args.client)
                 for name in ("HTTP binary", "gRPC raw")}
+    if args.client == "lean":
+        rows["gRPC echo, do-nothing grpc.aio"] = grpc_echo(sizes, repeat)
     print(f"client: {args.client}\n")
     print("| payload | socket copy MB/s | transport | MB/s | share of socket | "
-          "server peak RSS growth | / payload |")
-    print("|---:|---:|---|---:|---:|---:|---:|")
+          "server peak RSS growth | / payload | per request | / payload |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for size in sizes:
         for name, measured in rows.items():
             row = measured[size]
             print(f"| {size} MiB | {size / plain[size]:,.0f} | {name} | "
                   f"{size / row.seconds:,.0f} | {plain[size] / row.seconds:.0%} | "
-                  f"{row.peak_mib:,.0f} MiB | {row.peak_mib / size:.1f}x |")
+                  f"{row.peak_mib:,.0f} MiB | {row.peak_mib / size:.1f}x | "
+                  f"{row.request_mib:,.0f} MiB | {row.request_mib / size:.1f}x |")
     print("\nStages, ms (median round trip; client: send = until the last request byte is "
           "in the kernel, wait = until the answer's first byte, receive = its last; server: "
           "the model's statistics, mean)\n")
@@ -249,7 +303,7 @@ def main() -> None:
         for name, measured in rows.items():
             row = measured[size]
             st = row.stages or Stages()
-            srv = " | ".join(f"{row.server_ms[k]:,.1f}" for k in
+            srv = " | ".join(f"{row.server_ms[k]:,.1f}" if row.server_ms else "-" for k in
                              ("queue", "compute_input", "compute_infer", "compute_output"))
             print(f"| {size} MiB | {name} | {row.seconds * 1e3:,.1f} | {_ms(st.send)} | "
                   f"{_ms(st.wait)} | {_ms(st.receive)} | {srv} |")

@@ -145,14 +145,14 @@ class InferFastPath:
 
     async def _read_body(self, receive: Receive, declared: bytes | None,
                          encoding: bytes | None) -> Body | None:
-        buffer = self._api.body_buffer(declared, encoding)
+        buffer = self._api.body_buffer(declared, encoding, gather=True)
         while True:
             message: Message = await receive()
             if message["type"] == "http.disconnect":
                 return None
             await buffer.add(message.get("body", b""))
             if not message.get("more_body", False):
-                return buffer.finish()
+                return buffer.finish_view()
 
 
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:

@@ -206,13 +206,14 @@ class RestApi:
                                      header_length, self._limits, shm)
 
     def body_buffer(self, content_length: bytes | str | None,
-                    content_encoding: bytes | str | None) -> BodyBuffer:
+                    content_encoding: bytes | str | None, gather: bool = False) -> BodyBuffer:
         """A buffer for one request body under the HTTP limits (refuses a Content-Length
-        over max_body_bytes, or an unknown Content-Encoding, at once)."""
+        over max_body_bytes, or an unknown Content-Encoding, at once); `gather`: a big body
+        goes into one buffer (api/body.py), read with finish_view."""
         return BodyBuffer(self._settings.max_body_bytes, self._settings.max_decompressed_bytes,
-                          content_length, content_encoding)
+                          content_length, content_encoding, gather)
 
-    async def _read_body(self, http: Request) -> Body:
+    async def _read_body(self, http: Request) -> bytes:
         buffer = self.body_buffer(http.headers.get("content-length"),
                                   http.headers.get("content-encoding"))
         async for chunk in http.stream():

@@ -44,7 +44,7 @@ def nesting_depth(raw: bytes | memoryview, chunk: int = _CHUNK) -> int:
     return deepest
 
 
-def check_depth(raw: bytes | bytearray | memoryview, max_depth: int) -> None:
+def check_depth(raw: bytes | memoryview, max_depth: int) -> None:
     """Refuse a body nested deeper than `max_depth` (Settings.http.max_json_depth)."""
     text = bytes(raw)
     if _openers(text) <= max_depth:

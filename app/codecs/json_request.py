@@ -52,7 +52,7 @@ class TensorData:
         return self._array.as_list()
 
 
-def parse_json_object(raw: bytes | bytearray | memoryview, max_depth: int = 32) -> dict[str, Any]:
+def parse_json_object(raw: bytes | memoryview, max_depth: int = 32) -> dict[str, Any]:
     """A request body that must be one JSON object (inference, index, load requests),
     nested at most `max_depth` deep (checked before parsing: Settings.http.max_json_depth)."""
     check_depth(raw, max_depth)

@@ -39,7 +39,7 @@ class RestLimits:
 def decode_request(
     model_name: str,
     version: str | None,
-    body: bytes | bytearray,
+    body: bytes | memoryview,
     header_length: int | None,
     limits: RestLimits,
     shm: ShmUse | None = None,
@@ -51,9 +51,7 @@ def decode_request(
         raise InvalidInput(
             f"Inference-Header-Content-Length is {json_end} but the body has only {len(body)} bytes"
         )
-    # A gathered body (api/body.py) is a bytearray: its JSON is read through a view.
-    text = body[:json_end] if isinstance(body, bytes) else memoryview(body)[:json_end]
-    document = parse_request_document(text, limits.max_json_depth)
+    document = parse_request_document(body[:json_end], limits.max_json_depth)
     binary = memoryview(body)[json_end:]
     checks = RequestChecks("http", limits.tensors, shm)
     _known_fields(document, _REQUEST_FIELDS, "request")
@@ -79,7 +77,7 @@ def decode_request(
 def decode_raw_request(
     model_name: str,
     version: str | None,
-    body: bytes | bytearray,
+    body: bytes | memoryview,
     spec: TensorSpec,
     batched: bool,
     limits: RestLimits,

@@ -62,8 +62,7 @@ def not_utf8(name: str, index: int) -> InvalidInput:
 
 
 def array_from_buffer(
-    name: str, dt: DataType, shape: Sequence[int], buffer: bytes | bytearray | memoryview,
-    count: int,
+    name: str, dt: DataType, shape: Sequence[int], buffer: bytes | memoryview, count: int,
     limits: TensorLimits = _DEFAULT_LIMITS,
 ) -> Array:
     """Decode one tensor's raw bytes; the buffer must hold exactly `shape`'s elements."""
@@ -100,7 +99,7 @@ def array_view(array: Array, dt: DataType) -> memoryview:
     return flat.view(np.uint8).data
 
 
-def _bytes_elements(name: str, buffer: bytes | bytearray | memoryview, count: int,
+def _bytes_elements(name: str, buffer: bytes | memoryview, count: int,
                     limits: TensorLimits) -> Array:
     """Parse `count` length-prefixed elements that must fill `buffer` exactly."""
     view = memoryview(buffer)
