@@ -180,7 +180,7 @@ def _request_headers(scope: Scope) -> tuple[bytes | None, bytes | None, str | No
     header = None
     declared = encoding = None
     echo: list[tuple[bytes, bytes]] = []
-    compressible = False
+    accept: bytes | None = None
     for key, value in scope["headers"]:
         if key == b"content-length":
             declared = value
@@ -190,8 +190,9 @@ def _request_headers(scope: Scope) -> tuple[bytes | None, bytes | None, str | No
             header = value.decode("latin-1")
         elif key in _ECHOED:
             echo.append((key, value))  # returned as sent: callers match logs and answers
-        elif key == b"accept-encoding":  # as api/compression.py reads it
-            compressible = chosen_encoding(value.decode("latin-1")) is not None
+        elif key == b"accept-encoding" and accept is None:  # the first, as compression.py
+            accept = value
+    compressible = accept is not None and chosen_encoding(accept.decode("latin-1")) is not None
     return declared, encoding, header, echo, compressible
 
 
