@@ -10,11 +10,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.compression import CompressResponses
+from app.api.body import Body
+from app.api.compression import CompressResponses, chosen_encoding
 from app.api.failures import log_internal
 from app.api.http_errors import CLIENT_CLOSED, INTERNAL, send_error, send_serving_error
 from app.api.http_observe import arm
 from app.api.http_security import secure
+from app.api.http_send import send_parts
 from app.api.rest import HEADER_LENGTH, RestApi, create_fastapi
 from app.auth import Authenticator
 from app.errors import ServingError
@@ -108,7 +110,7 @@ class InferFastPath:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str,
                      version: str | None) -> None:
-        declared, encoding, header, echo = _request_headers(scope)
+        declared, encoding, header, echo, compressible = _request_headers(scope)
         send = _with_headers(send, echo) if echo else send
         try:
             body = await self._read_body(receive, declared, encoding)
@@ -123,7 +125,7 @@ class InferFastPath:
         assert handler is not None  # nosec B101 # narrows a type: a handler runs in a task
         watcher = asyncio.get_running_loop().create_task(cancel_on_disconnect(receive, handler))
         try:
-            content, json_length = await self._api.infer(name, version, header, body)
+            parts, json_length = await self._api.infer(name, version, header, body)
         except asyncio.CancelledError:
             if not watcher.done() or watcher.cancelled():
                 raise  # cancelled for another reason (shutdown)
@@ -136,20 +138,21 @@ class InferFastPath:
             return
         finally:
             watcher.cancel()
+        del body  # the request's bytes go before the answer is written: not both held at once
         headers = _JSON if json_length is None else [
             *_BINARY, (_HEADER_LENGTH, str(json_length).encode())]
-        await _send(send, 200, headers, content)
+        await send_parts(send, 200, headers, parts, whole=compressible)
 
     async def _read_body(self, receive: Receive, declared: bytes | None,
-                         encoding: bytes | None) -> bytes | None:
-        buffer = self._api.body_buffer(declared, encoding)
+                         encoding: bytes | None) -> Body | None:
+        buffer = self._api.body_buffer(declared, encoding, gather=True)
         while True:
             message: Message = await receive()
             if message["type"] == "http.disconnect":
                 return None
             await buffer.add(message.get("body", b""))
             if not message.get("more_body", False):
-                return buffer.finish()
+                return buffer.finish_view()
 
 
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
@@ -170,13 +173,14 @@ async def _send_failure(send: Send, err: Exception) -> None:
         await send_error(send, 500, INTERNAL)
 
 
-def _request_headers(
-        scope: Scope) -> tuple[bytes | None, bytes | None, str | None, list[tuple[bytes, bytes]]]:
-    """Content-Length, Content-Encoding, Inference-Header-Content-Length and the request
-    ids to echo, in one pass over the headers."""
+def _request_headers(scope: Scope) -> tuple[bytes | None, bytes | None, str | None,
+                                           list[tuple[bytes, bytes]], bool]:
+    """Content-Length, Content-Encoding, Inference-Header-Content-Length, the request ids to
+    echo, and whether the answer may be compressed (Accept-Encoding), in one pass."""
     header = None
     declared = encoding = None
     echo: list[tuple[bytes, bytes]] = []
+    accept: bytes | None = None
     for key, value in scope["headers"]:
         if key == b"content-length":
             declared = value
@@ -186,7 +190,10 @@ def _request_headers(
             header = value.decode("latin-1")
         elif key in _ECHOED:
             echo.append((key, value))  # returned as sent: callers match logs and answers
-    return declared, encoding, header, echo
+        elif key == b"accept-encoding" and accept is None:  # the first, as compression.py
+            accept = value
+    compressible = accept is not None and chosen_encoding(accept.decode("latin-1")) is not None
+    return declared, encoding, header, echo, compressible
 
 
 async def cancel_on_disconnect(receive: Receive, handler: asyncio.Task[Any]) -> None:

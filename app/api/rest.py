@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from app import __version__
 from app.api import offload
-from app.api.body import BodyBuffer
+from app.api.body import Body, BodyBuffer
 from app.api.http_observe import add_observe_routes
 from app.api.http_probes import add_probe_methods
 from app.api.http_shm import add_shared_memory_routes
@@ -25,7 +25,8 @@ from app.api.openapi import INFER_OPENAPI, error_responses
 from app.api.rest_errors import add_error_handlers
 from app.api.shm_infer import leases, write_outputs
 from app.codecs.json_request import parse_json_object
-from app.codecs.rest import RestLimits, decode_raw_request, decode_request, encode_response
+from app.codecs.rest import RestLimits, decode_raw_request, decode_request
+from app.codecs.rest_response import Part, encode_response_parts
 from app.codecs.shm import ShmUse
 from app.codecs.statistics import statistics_json
 from app.codecs.tensors import TensorLimits
@@ -166,9 +167,10 @@ class RestApi:
         raise RuntimeError("POST .../infer is answered by api/http_app.py, not FastAPI")
 
     async def infer(self, name: str, version: str | None, header: str | None,
-                    body: bytes) -> tuple[bytes, int | None]:
-        """Decode, infer, encode: the answer's bytes, and its JSON header length when the
-        answer carries binary outputs (None for plain JSON)."""
+                    body: Body) -> tuple[list[Part], int | None]:
+        """Decode, infer, encode: the answer's pieces (JSON header, then binary outputs as
+        views of the output arrays), and the header's length when binary outputs follow
+        (None for plain JSON)."""
         with leases(self._service.shared_memory) as shm:  # regions leased until answered
             try:
                 request = await self._decode(header, body, name, version, shm)
@@ -178,14 +180,14 @@ class RestApi:
             response = await self._service.infer(request)
             await write_outputs(shm, response)
             size = sum(a.nbytes for a in response.outputs.values())
-            return await offload.by_size(size, encode_response, response, request)
+            return await offload.by_size(size, encode_response_parts, response, request)
 
     def refused(self, name: str, version: str | None, err: BaseException) -> None:
         """Count an inference request answered before the service saw it (the metrics)."""
         self._service.refused("http", name, version, err)
 
     async def _decode(
-        self, header: str | None, body: bytes, name: str, version: str | None, shm: ShmUse
+        self, header: str | None, body: Body, name: str, version: str | None, shm: ShmUse
     ) -> InferRequest:
         header_length = None
         if header is not None:
@@ -204,11 +206,12 @@ class RestApi:
                                      header_length, self._limits, shm)
 
     def body_buffer(self, content_length: bytes | str | None,
-                    content_encoding: bytes | str | None) -> BodyBuffer:
+                    content_encoding: bytes | str | None, gather: bool = False) -> BodyBuffer:
         """A buffer for one request body under the HTTP limits (refuses a Content-Length
-        over max_body_bytes, or an unknown Content-Encoding, at once)."""
+        over max_body_bytes, or an unknown Content-Encoding, at once); `gather`: a big body
+        goes into one buffer (api/body.py), read with finish_view."""
         return BodyBuffer(self._settings.max_body_bytes, self._settings.max_decompressed_bytes,
-                          content_length, content_encoding)
+                          content_length, content_encoding, gather)
 
     async def _read_body(self, http: Request) -> bytes:
         buffer = self.body_buffer(http.headers.get("content-length"),

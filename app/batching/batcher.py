@@ -144,6 +144,9 @@ class DynamicBatcher(ScheduleLoop):
                 instance.release()
                 raise
             self._launch(instance, items)
+            # Not kept while this frame waits for the next batch: it would hold these
+            # requests' tensors (and, through their futures, their outputs) until then.
+            del items
 
     async def _next_batch(self) -> list[QueuedRequest]:
         loop = asyncio.get_running_loop()

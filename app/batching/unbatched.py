@@ -103,9 +103,10 @@ class UnbatchedScheduler(ScheduleLoop):
             except BaseException:
                 instance.release()
                 raise
-            request = self._waiting.popleft()
             self.stats.pending -= 1
-            self._launch(instance, request)
+            # Not kept in a local: this frame then waits for the next request, and would
+            # hold this one's tensors (and, through its future, its outputs) until then.
+            self._launch(instance, self._waiting.popleft())
 
     def _launch(self, instance: FreeSlot, request: _Request) -> None:
         request.launched_at_ns = time.perf_counter_ns()

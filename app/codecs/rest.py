@@ -6,29 +6,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import orjson
-
 from app.codecs import dtypes
 from app.codecs.checks import shown
-from app.codecs.dtypes import JsonKind
 from app.codecs.json_request import parse_request_document
 from app.codecs.json_tensors import array_from_json
 from app.codecs.request_checks import RequestChecks, element_count
-from app.codecs.shm import ShmUse, shm_output, uses_shm
+from app.codecs.rest_response import (  # noqa: F401 - the extension's names, as before
+    BINARY_DATA,
+    BINARY_DATA_OUTPUT,
+    BINARY_DATA_SIZE,
+    encode_response_parts,
+)
+from app.codecs.shm import ShmUse, uses_shm
 from app.codecs.tensors import (
     TensorLimits,
     array_from_buffer,
-    array_to_bytes,
     infer_raw_shape,
 )
 from app.errors import InvalidInput
-from app.types import Array, InferRequest, InferResponse, ParamValue, RequestedOutput, TensorSpec
-
-#: Reserved parameter names of the binary tensor data extension.
-BINARY_DATA_SIZE = "binary_data_size"
-BINARY_DATA = "binary_data"
-BINARY_DATA_OUTPUT = "binary_data_output"
+from app.types import InferRequest, InferResponse, ParamValue, RequestedOutput, TensorSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +39,7 @@ class RestLimits:
 def decode_request(
     model_name: str,
     version: str | None,
-    body: bytes,
+    body: bytes | memoryview,
     header_length: int | None,
     limits: RestLimits,
     shm: ShmUse | None = None,
@@ -81,7 +77,7 @@ def decode_request(
 def decode_raw_request(
     model_name: str,
     version: str | None,
-    body: bytes,
+    body: bytes | memoryview,
     spec: TensorSpec,
     batched: bool,
     limits: RestLimits,
@@ -115,53 +111,8 @@ def decode_raw_request(
 
 def encode_response(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
     """Encode a response; returns the body and, when binary chunks follow, the JSON length."""
-    default_binary = bool(request.parameters.get(BINARY_DATA_OUTPUT, False))
-    per_output: Mapping[str, RequestedOutput] = {o.name: o for o in request.outputs or ()}
-    outputs: list[dict[str, Any]] = []
-    chunks: list[bytes] = []
-    for name, array in response.outputs.items():
-        dt = dtypes.BY_NAME[response.output_datatypes[name]]
-        entry: dict[str, Any] = {"name": name, "datatype": dt.name, "shape": list(array.shape)}
-        wanted = per_output.get(name)
-        if wanted is not None and shm_output(wanted.parameters):
-            # Written to its region: no data, and no parameters (Triton's C++ client takes
-            # an output's parameters for binary_data_size's).
-            outputs.append(entry)
-            continue
-        binary = default_binary
-        if wanted is not None and BINARY_DATA in wanted.parameters:
-            binary = bool(wanted.parameters[BINARY_DATA])
-        if binary:
-            chunk = array_to_bytes(array, dt)
-            entry["parameters"] = {BINARY_DATA_SIZE: len(chunk)}
-            chunks.append(chunk)
-        else:
-            entry["data"] = _json_data(array, dt)
-        outputs.append(entry)
-    document: dict[str, Any] = {
-        "model_name": response.model_name,
-        "model_version": response.model_version,
-    }
-    if response.id is not None:
-        document["id"] = response.id
-    if response.parameters:
-        document["parameters"] = dict(response.parameters)
-    document["outputs"] = outputs
-    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not chunks:
-        return header, None
-    return b"".join([header, *chunks]), len(header)
-
-
-def _json_data(array: Array, dt: dtypes.DataType) -> Any:
-    """Flat, row-major JSON data; FP16 widens to float64, whose shortest repr is exact."""
-    flat = np.ascontiguousarray(array).reshape(-1)
-    if dt.is_bytes:
-        return [item if isinstance(item, str) else bytes(item).decode("utf-8", "replace")
-                for item in flat.tolist()]
-    if dt.json is JsonKind.HALF:
-        return flat.astype(np.float64)
-    return flat
+    parts, json_length = encode_response_parts(response, request)
+    return (bytes(parts[0]) if len(parts) == 1 else b"".join(parts)), json_length
 
 
 def _decode_input(checks: RequestChecks, name: str, tensor: Mapping[str, Any],

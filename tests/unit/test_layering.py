@@ -41,6 +41,7 @@ def test_nothing_imports_the_transports_or_the_composition_root() -> None:
                                        "app.api.grpc_health", "app.api.grpc_server",
                                        "app.api.grpc_wrapping", "app.api.http_drain",
                                        "app.api.http_errors", "app.api.http_limits",
+                                       "app.api.http_send",
                                        "app.api.metrics_port", "app.api.rest_errors",
                                        "app.server_http", "app.server_drain"}
     assert importers_of("app.server") <= {"app.cli"}
