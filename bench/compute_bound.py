@@ -174,6 +174,7 @@ class Timing:
     retries: int = 2
     max_other: float = 30.0
     transports: tuple[str, ...] = ("grpc", "http", "http-gzip")
+    quiet_s: float = 20.0
 
 
 def level(client: httpx.Client, srv: Started, ref: Reference,
@@ -181,12 +182,12 @@ def level(client: httpx.Client, srv: Started, ref: Reference,
     """One concurrency level between in-process runs: batch 1 before; after, batch 1 and
     every batch size that made >= 5% of the server's executions."""
     protocol, model, port, c = load
-    wait_quiet(60.0)
+    wait_quiet(timing.quiet_s)
     before = ref.measure(1, timing.dur / 2)
     first = stats(client, model)
     row = loadgen(protocol, model, port, srv.process.pid, c, timing.dur, timing.warmup,
                   timing.work / "level.jsonl")
-    row.update(delta(stats(client, model), first), model=model)
+    row.update(delta(stats(client, model), first), model=model, transport=protocol)
     after = ref.measure(1, timing.dur / 2)
     rate, cpu = {1: (before[0] + after[0]) / 2}, {1: (before[1] + after[1]) / 2}
     others = [before[2], after[2]]
@@ -215,7 +216,7 @@ def report(rows: list[dict[str, Any]]) -> None:
             r["sizes"].items(), key=lambda kv: -kv[1][0])[:3])
         target = 0.85 if r["concurrency"] == 1 else 0.90
         ratio = r["infer_s"] / r["ref"]
-        print(f"| {r['model']} | {NAMES[r['protocol']]} | "
+        print(f"| {r['model']} | {NAMES[r['transport']]} | "
               f"{r['concurrency']} | {r['infer_s']:,.1f} | {r['p50_ms']:.1f} | {mix} | "
               f"{r['ref']:,.1f} | {ratio:.0%} | {'met' if ratio >= target else 'NOT met'} "
               f"({target:.0%}) | {r['loadgen_cpu_pct']:.0f}% | {r['server_cpu_pct']:.0f}% | "
@@ -226,17 +227,18 @@ def report(rows: list[dict[str, Any]]) -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ms = {p: (ns / n / 1e6 if n else 0.0) for p, (n, ns) in r["phases"].items()}
-        print(f"| {r['model']} | {r['protocol']} | {r['concurrency']} | {ms['queue']:.2f} | "
+        print(f"| {r['model']} | {r['transport']} | {r['concurrency']} | {ms['queue']:.2f} | "
               f"{ms['compute_input']:.2f} | {ms['compute_infer']:.2f} | "
               f"{ms['compute_output']:.2f} | {ms['success']:.2f} | "
               f"{r['p50_ms'] - ms['success']:.2f} | {r['hwm_mib']:.0f} |")
     print("\n| model | transport | c | intra-op threads | in-process batch 1 infer/s before / "
-          "after | CPU ms per inference: server / in-process | attempts |")
-    print("|---|---|---:|---:|---|---|---:|")
+          "after | CPU ms per inference: server / in-process | in-process / server | attempts |")
+    print("|---|---|---:|---:|---|---|---:|---:|")
     for r in rows:
-        print(f"| {r['model']} | {r['protocol']} | {r['concurrency']} | {r['threads']} | "
+        print(f"| {r['model']} | {r['transport']} | {r['concurrency']} | {r['threads']} | "
               f"{r['batch1_before']:,.1f} / {r['batch1_after']:,.1f} | "
-              f"{r['server_cpu_ms']:.1f} / {r['ref_cpu_ms']:.1f} | {r['attempts']} |")
+              f"{r['server_cpu_ms']:.1f} / {r['ref_cpu_ms']:.1f} | "
+              f"{r['ref_cpu_ms'] / r['server_cpu_ms']:.0%} | {r['attempts']} |")
 
 
 def main() -> None:
@@ -251,6 +253,8 @@ def main() -> None:
                         "Accept-Encoding: gzip, deflate)")
     parser.add_argument("--delay-us", type=int, default=0,
                         help="dynamic_batching's max_queue_delay_microseconds (0: none, {})")
+    parser.add_argument("--quiet-s", type=float, default=20.0,
+                        help="wait at most this long before each level for a quiet machine")
     parser.add_argument("--retries", type=int, default=2,
                         help="measure a level again while others used > --max-other CPU")
     parser.add_argument("--max-other", type=float, default=30.0, help="%% of one core")
@@ -265,7 +269,7 @@ def main() -> None:
             write(root / model, [model], delay_us=args.delay_us)
             rows += one_model(root / model, model, conc,
                               Timing(dur, warmup, root, args.retries, args.max_other,
-                                     tuple(args.transports.split(","))))
+                                     tuple(args.transports.split(",")), args.quiet_s))
     if args.jsonl:
         with args.jsonl.open("a") as out:
             for row in rows:
