@@ -18,7 +18,8 @@ its PID) serving only that model, so its auto thread sizing gives it every CPU; 
 Ratios: c=1 against in-process batch 1 (target >= 85%), c>1 against the formed mix (>= 90%).
 Per level it also prints the loadgen's CPU (it shares the 2 CPUs), the server's, the
 others', and the server's per-request stages (queue, compute input/infer/output, total) and
-peak RSS (VmHWM). Needs BENCH_PEERS (../shared/bench/peers) for loadgen.py.
+peak RSS (VmHWM). Needs ../shared/bench/peers beside the clone for loadgen.py (BENCH_PEERS
+overrides, e.g. from a git worktree: BENCH_PEERS=/work/shared/bench/peers).
 """
 
 from __future__ import annotations
@@ -43,8 +44,6 @@ from scale_lib import REPO, rss_mib, server
 from tests.support.server import Started
 
 PEERS = Path(os.environ.get("BENCH_PEERS", REPO.parent / "shared" / "bench" / "peers"))
-if not (PEERS / "loadgen.py").exists():
-    PEERS = Path("/work/shared/bench/peers")
 
 
 @dataclass
@@ -260,6 +259,10 @@ def main() -> None:
     parser.add_argument("--max-other", type=float, default=30.0, help="%% of one core")
     parser.add_argument("--jsonl", type=Path, help="append every level's row here")
     args = parser.parse_args()
+    if not (PEERS / "loadgen.py").is_file():  # as bench/peers.sh says it
+        print("bench: needs ../shared/bench/peers beside this clone (the shared loadgen.py); "
+              f"not found at {PEERS}. Put it there or set BENCH_PEERS.", file=sys.stderr)
+        sys.exit(2)
     conc = [1, 8] if args.quick else [int(c) for c in args.conc.split(",")]
     dur, warmup = (3.0, 1.0) if args.quick else (args.dur, args.warmup)
     rows: list[dict[str, Any]] = []
