@@ -2,10 +2,12 @@
 
     python bench/loadgen_binary.py -u 127.0.0.1:8000 -m mlp --shape 784 -c 1,8,32 -d 10
 
-Every flag of ../shared/bench/peers/loadgen.py applies. The request carries the input as a
-binary chunk and asks for the output as one; each response is checked (status, header
-length, chunk size) before it counts. A server that ignores `binary_data` and answers in
-JSON (KServe's peer runtime does, on REST) is checked as JSON instead.
+Every flag of ../shared/bench/peers/loadgen.py applies, and `--identity`: send
+`Accept-Encoding: identity` (as tritonclient and perf_analyzer do), where aiohttp by default
+asks for gzip/deflate and onnx-serve, as Triton, then compresses the answer. The request
+carries the input as a binary chunk and asks for the output as one; each response is checked
+(status, header length, chunk size) before it counts. A server that ignores `binary_data`
+and answers in JSON (KServe's peer runtime does, on REST) is checked as JSON instead.
 """
 
 from __future__ import annotations
@@ -22,13 +24,18 @@ sys.path.insert(0, str(SHARED))
 import loadgen  # noqa: E402  (the shared generator, found beside this repository)
 
 HEADER = "Inference-Header-Content-Length"
+IDENTITY = "--identity" in sys.argv  # our flag, taken out before loadgen parses the rest
+if IDENTITY:
+    sys.argv.remove("--identity")
 
 
-def build_binary(model: str, shape: list[int], batch: int, seed: int = 0) -> bytes:
-    """JSON header + raw FP32 input, asking for output `y` as binary."""
+def build_binary(model: str, shape: list[int], batch: int, seed: int = 0,
+                 name: str = "x") -> bytes:
+    """JSON header + raw FP32 input `name` (loadgen's --input), asking for output `y` as
+    binary."""
     x = np.random.default_rng(seed).standard_normal([batch, *shape]).astype("<f4")
     header = json.dumps({
-        "inputs": [{"name": "x", "shape": [batch, *shape], "datatype": "FP32",
+        "inputs": [{"name": name, "shape": [batch, *shape], "datatype": "FP32",
                     "parameters": {"binary_data_size": x.nbytes}}],
         "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
     }, separators=(",", ":")).encode()
@@ -44,10 +51,11 @@ class BinarySender(loadgen.AiohttpSender):  # type: ignore[misc]
     async def open(self, conc: int) -> None:
         import aiohttp
 
+        headers = {"Content-Type": "application/octet-stream", HEADER: str(self.header_length)}
+        if IDENTITY:
+            headers["Accept-Encoding"] = "identity"
         self.sess = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=conc + 4, force_close=False),
-            headers={"Content-Type": "application/octet-stream",
-                     HEADER: str(self.header_length)})
+            connector=aiohttp.TCPConnector(limit=conc + 4, force_close=False), headers=headers)
 
     async def send(self) -> Any:
         async with self.sess.post(self.url, data=self.body) as response:
