@@ -64,6 +64,13 @@ def transport(rows: list[dict[str, Any]], label: str, mine: dict[str, Any]) -> s
     return f"{best:,.0f} ({100 * mine['infer_s'] / best:.0f}%)"
 
 
+def cpu_per_request(row: dict[str, Any] | None) -> str:
+    """The server's CPU (it and its children, as loadgen measured) per inference, in us."""
+    if row is None or not row.get("server_cpu_pct") or not row.get("infer_s"):
+        return "-"
+    return f"{row['server_cpu_pct'] / 100 / row['infer_s'] * 1e6:,.0f}"
+
+
 def main() -> None:
     points = load_rows(sys.argv[1])
     raw = load_raw(sys.argv[2:])
@@ -73,8 +80,9 @@ def main() -> None:
           "(canned answers, bench/grpc_ceiling.py) under the same loadgen, and onnx-serve's "
           "share of it; it is not a peer.\n")
     print("| model | proto | conc | onnx-serve | best peer | peer | vs best peer | raw ceiling "
-          "| % of raw | grpc.aio ceiling | other CPU % |")
-    print("|---|---|---:|---|---|---|---:|---:|---:|---:|---:|")
+          "| % of raw | grpc.aio ceiling | server CPU us/request: ours / best peer's "
+          "| other CPU % |")
+    print("|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|")
     top = max((conc for _, _, conc in points), default=0)
     sync_notes = []
     for (model, proto, conc), rows in sorted(points.items(),
@@ -94,7 +102,8 @@ def main() -> None:
         other = mine.get("other_cpu_pct") or 0
         aio = transport(rows, AIO_CEILING, mine)
         print(f"| {model} | {proto} | {conc} | {cell(mine)} | {peer_cell} | {peer_name} | "
-              f"{ratio} | {ceiling_text} | {share} | {aio} | {other:.0f} |")
+              f"{ratio} | {ceiling_text} | {share} | {aio} | "
+              f"{cpu_per_request(mine)} / {cpu_per_request(best)} | {other:.0f} |")
         sync = transport(rows, SYNC_CEILING, mine)
         if conc == top and sync:
             sync_notes.append(f"{model} {proto} {sync}")
