@@ -148,7 +148,7 @@ class InferencePath:
         """The outputs: from the response cache when the model enables it and the answer is
         there (its scheduler is then never asked), else from its scheduler, then cached."""
         priority, timeout_us = _schedule_parameters(request)
-        step = sequences.route(model.scheduler, request.parameters, f"model '{model.key.name}'")
+        step = sequences.route(model.scheduler, request.parameters, model.key.name)
         key, lookup_ns = None, 0
         if step is None and self.caches(model):
             started = time.perf_counter_ns()
@@ -212,6 +212,8 @@ class InferencePath:
 
 def _schedule_parameters(request: InferRequest) -> tuple[int, int | None]:
     """Triton's schedule_policy extension: request parameters `priority` and `timeout` (µs)."""
+    if not request.parameters:  # most requests: nothing to read
+        return 0, None
     values: list[int | None] = []
     for key in ("priority", "timeout"):
         value = request.parameters.get(key)

@@ -44,18 +44,18 @@ def sequence_step(parameters: Mapping[str, ParamValue]) -> SequenceStep | None:
 
 
 def route(scheduler: Scheduler, parameters: Mapping[str, ParamValue],
-          label: str) -> SequenceStep | None:
+          model: str) -> SequenceStep | None:
     """The request's step when `scheduler` is a sequence batcher; sequence parameters for
-    any other model, and none for a sequence model, are refused by name."""
-    step = sequence_step(parameters)
+    any other model (named `model`), and none for a sequence model, are refused by name."""
+    step = sequence_step(parameters) if parameters else None
     if isinstance(scheduler, SequenceBatcher):
         if step is None:
-            raise missing_parameters(label)
+            raise missing_parameters(f"model '{model}'")
         return step
     if step is not None:
-        raise InvalidInput(f"request parameter 'sequence_id': {label} is not a sequence "
-                           "model (its config has no sequence_batching); send the request "
-                           "without sequence parameters")
+        raise InvalidInput(f"request parameter 'sequence_id': model '{model}' is not a "
+                           "sequence model (its config has no sequence_batching); send the "
+                           "request without sequence parameters")
     return None
 
 

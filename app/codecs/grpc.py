@@ -172,8 +172,13 @@ def answers_raw(message: pb.ModelInferRequest, raw_inputs: Sequence[object] = ()
     """Outputs go raw when the inputs came raw (`raw_inputs` when they were split off the
     message), and when there were none to tell: Triton always answers raw, and
     tritonclient reads nothing else; so too when inputs came in shared memory."""
-    return bool(raw_inputs or message.raw_input_contents) or not message.inputs \
-        or any(uses_shm(t.parameters) for t in message.inputs)
+    if raw_inputs or message.raw_input_contents or not message.inputs:
+        return True
+    for tensor in message.inputs:  # a loop, not any(): no generator on every request
+        parameters = tensor.parameters
+        if parameters and uses_shm(parameters):
+            return True
+    return False
 
 
 #: Datatypes without a typed contents field: an answer holding one goes all raw.
