@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from app.batching import sequence_request as sequences
 from app.cache import HASH_OFF_LOOP_BYTES, ResponseCache, cache_key, input_bytes
@@ -35,19 +37,22 @@ class InferencePath:
         self.unresolved: dict[tuple[str, str], int] = {}
         self._refusing = False  # the grace period is over: inference is answered 503
 
-    async def infer(self, request: InferRequest, protocol: str = "http") -> InferResponse:
+    def infer(self, request: InferRequest, protocol: str = "http"
+              ) -> Coroutine[Any, Any, InferResponse]:
         """Validate against the resolved version's signature, run, and return chosen outputs.
 
         The request holds a lease on that version until it is answered, so a reload or an
         unload in the meantime waits for it instead of pulling the sessions away. Every
-        outcome is counted for the metrics, under the model when it resolved.
+        outcome is counted for the metrics, under the model when it resolved. A plain
+        function returning the answer's coroutine (one layer less per request): callers
+        await it at once.
         """
         bind(request.model_name, request.version, request.id)
         if self._refusing:
             refusal = ShuttingDown("the server is shutting down; retry on another replica")
             self.refused(protocol, request.model_name, request.version, refusal)
             raise refusal
-        return await self._infer(request, protocol, time.perf_counter())
+        return self._infer(request, protocol, time.perf_counter())
 
     def _start_trace(self, request: InferRequest, version: str) -> None:
         """Sample the armed request (app/tracing/) of a resolved `version`: its spans begin
@@ -68,9 +73,12 @@ class InferencePath:
         bind(request.model_name, model.key.version, request.id)
         if tracing.ARMED.get() is not None:
             self._start_trace(request, model.key.version)
-        datatypes = {s.name: s.datatype for s in model.signature.outputs}
-        names, ranked, outputs = await self._run(model, request, protocol, started, datatypes)
-        datatypes = {n: datatypes[n] for n in names}
+        signature = model.signature
+        names, ranked, outputs = await self._run(model, request, protocol, started,
+                                                 signature.output_datatypes)
+        every = signature.output_datatypes  # read-only: the response gets its own dict
+        datatypes = dict(every) if names == signature.output_names() \
+            else {n: every[n] for n in names}
         if ranked:
             outputs, datatypes = classification.classify(
                 outputs, datatypes, ranked, model.signature.labels,
@@ -99,7 +107,7 @@ class InferencePath:
             raise
 
     async def _run(self, model: LoadedModel, request: InferRequest, protocol: str,
-                   started: float, datatypes: dict[str, str]
+                   started: float, datatypes: Mapping[str, str]
                    ) -> tuple[tuple[str, ...], dict[str, int], dict[str, Array]]:
         """Validate and answer under the lease: the outputs' names, those to classify and
         the outputs; the outcome is counted and the lease released whatever happens."""
@@ -140,7 +148,7 @@ class InferencePath:
         """The outputs: from the response cache when the model enables it and the answer is
         there (its scheduler is then never asked), else from its scheduler, then cached."""
         priority, timeout_us = _schedule_parameters(request)
-        step = sequences.route(model.scheduler, request.parameters, f"model '{model.key.name}'")
+        step = sequences.route(model.scheduler, request.parameters, model.key.name)
         key, lookup_ns = None, 0
         if step is None and self.caches(model):
             started = time.perf_counter_ns()
@@ -204,6 +212,8 @@ class InferencePath:
 
 def _schedule_parameters(request: InferRequest) -> tuple[int, int | None]:
     """Triton's schedule_policy extension: request parameters `priority` and `timeout` (µs)."""
+    if not request.parameters:  # most requests: nothing to read
+        return 0, None
     values: list[int | None] = []
     for key in ("priority", "timeout"):
         value = request.parameters.get(key)

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -16,7 +16,7 @@ from app.api import grpc_observe, offload
 from app.api.failures import log_internal
 from app.api.grpc_compression import SmallAnswers
 from app.api.grpc_shm import install_shared_memory
-from app.api.shm_infer import leases, write_outputs
+from app.api.shm_infer import request_regions, write_outputs
 from app.codecs.grpc import answers_raw, decode_request, parameters_to_proto
 from app.codecs.grpc_wire import infer_response_bytes, split_raw_inputs
 from app.codecs.shm import ShmUse, shm_outputs
@@ -87,23 +87,43 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         stats = self._service.model_statistics(request.name, request.version or None)
         return statistics_message(stats)
 
-    async def ModelInfer(self, request: bytes, context: Any) -> bytes:
-        """Takes and returns serialized messages (RAW_METHODS, api/grpc_wrapping.py)."""
+    def ModelInfer(self, request: bytes, context: Any) -> Awaitable[bytes]:
+        """Takes and returns serialized messages (RAW_METHODS, api/grpc_wrapping.py); a
+        plain function handing its wrapper the call's awaitable, one layer less per call."""
         if self._service.tracer.on:  # the service samples it (app/tracing/)
-            return await grpc_observe.traced(context, self._model_infer(request, context))
-        return await self._model_infer(request, context)
+            return grpc_observe.traced(context, self._model_infer(request, context))
+        return self._model_infer(request, context)
 
     async def _model_infer(self, request: bytes, context: Any) -> bytes:
-        message, raw_inputs = await self._parsed(request)
-        with leases(self._service.shared_memory) as shm:  # regions leased until answered
-            decoded = await self._decoded(request, message, raw_inputs, shm)
-            response = await self._service.infer(decoded, "grpc")
-            await write_outputs(shm, response)
-            answer = await offload.by_size(_output_bytes(response), infer_response_bytes,
-                                           response, answers_raw(message, raw_inputs), False,
-                                           False, shm_outputs(decoded))
+        # A small message is parsed, decoded and encoded by plain calls: each awaited layer
+        # costs more than the work itself at this size (issue 21's profile).
+        if offload.inline(len(request)):
+            message, raw_inputs = self._parsed_small(request)
+        else:
+            message, raw_inputs = await self._parsed(request)
+        answer = await self._answer(request, message, raw_inputs, False, False)
         self._small_answers(context, len(answer))
         return answer
+
+    async def _answer(self, data: bytes, message: pb.ModelInferRequest,
+                      raw_inputs: list[memoryview], streamed: bool, final: bool) -> bytes:
+        """One parsed request's serialized answer; its regions are leased until encoded."""
+        shm = request_regions(self._service.shared_memory)
+        try:
+            if offload.inline(len(data)):
+                decoded = self._decoded_small(data, message, raw_inputs, shm)
+            else:
+                decoded = await self._decoded(data, message, raw_inputs, shm)
+            response = await self._service.infer(decoded, "grpc")
+            if shm.output_bytes:
+                await write_outputs(shm, response)
+            arguments = (response, answers_raw(message, raw_inputs), streamed, final,
+                         shm_outputs(decoded))
+            if offload.inline(_output_bytes(response)):
+                return infer_response_bytes(*arguments)
+            return await asyncio.to_thread(infer_response_bytes, *arguments)
+        finally:
+            shm.close()
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[bytes], context: Any
@@ -136,19 +156,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         stream goes on), one that does not parse raises (the stream ends)."""
         if self._service.tracer.on:  # each message its own trace (app/tracing/)
             grpc_observe.arm(context)
-        message, raw_inputs = await self._parsed(data)
+        if offload.inline(len(data)):
+            message, raw_inputs = self._parsed_small(data)
+        else:
+            message, raw_inputs = await self._parsed(data)
         try:
-            with leases(self._service.shared_memory) as shm:
-                decoded = await self._decoded(data, message, raw_inputs, shm)
-                response = await self._service.infer(decoded, "grpc")
-                await write_outputs(shm, response)
             # Triton's flag for decoupled clients; no model here is decoupled, so each
             # request's one answer is its final one.
             final = _FINAL_FLAG in message.parameters \
                 and message.parameters[_FINAL_FLAG].bool_param
-            answer = await offload.by_size(
-                _output_bytes(response), infer_response_bytes, response,
-                answers_raw(message, raw_inputs), True, final, shm_outputs(decoded))
+            answer = await self._answer(data, message, raw_inputs, True, final)
         except ServingError as err:
             grpc_observe.answered(err)
             log_internal(log, err)  # as a unary call's failure is (api/grpc_wrapping.py)
@@ -175,26 +192,46 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 f"(setting {env_var('grpc.max_message_bytes')})")
 
     async def _parsed(self, data: bytes) -> tuple[pb.ModelInferRequest, list[memoryview]]:
-        """Parse one message (off the loop when big); one that does not parse is refused
-        before any model is known, and counted so."""
+        """Parse one big message off the loop; one that does not parse is refused before
+        any model is known, and counted so."""
         try:
-            return await offload.by_size(len(data), _parse, data)
+            return await asyncio.to_thread(_parse, data)
+        except ServingError as err:
+            self._service.refused("grpc", None, None, err)
+            raise
+
+    def _parsed_small(self, data: bytes) -> tuple[pb.ModelInferRequest, list[memoryview]]:
+        """`_parsed`, for a small message: on the loop."""
+        try:
+            return _parse(data)
         except ServingError as err:
             self._service.refused("grpc", None, None, err)
             raise
 
     async def _decoded(self, data: bytes, message: pb.ModelInferRequest,
                        raw_inputs: list[memoryview], shm: ShmUse) -> InferRequest:
-        """Check and decode a parsed message (off the loop when big); a refusal here is
-        answered without the service, so it is counted here, under the model it names."""
+        """Check and decode a big parsed message off the loop; a refusal here is answered
+        without the service, so it is counted here, under the model it names."""
         try:
             self._check_size(len(data))
-            return await offload.by_size(len(data), decode_request, message, self._limits,
-                                         raw_inputs, shm)
+            return await asyncio.to_thread(decode_request, message, self._limits, raw_inputs,
+                                           shm)
         except BaseException as err:
-            self._service.refused("grpc", message.model_name, message.model_version or None,
-                                  err)
+            self._refused_decoding(message, err)
             raise
+
+    def _decoded_small(self, data: bytes, message: pb.ModelInferRequest,
+                       raw_inputs: list[memoryview], shm: ShmUse) -> InferRequest:
+        """`_decoded`, for a small message: on the loop."""
+        try:
+            self._check_size(len(data))
+            return decode_request(message, self._limits, raw_inputs, shm)
+        except BaseException as err:
+            self._refused_decoding(message, err)
+            raise
+
+    def _refused_decoding(self, message: pb.ModelInferRequest, err: BaseException) -> None:
+        self._service.refused("grpc", message.model_name, message.model_version or None, err)
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> Any:
         entries = await self._service.repository_index(request.ready)

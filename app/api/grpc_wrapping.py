@@ -146,6 +146,8 @@ def _tolerant(deserialize: Callable[[bytes], Any] | None,
 
 def _decoded(request: Any) -> Any:
     """The request, or InvalidInput when it did not parse; a stream checks each message."""
+    if type(request) is bytes:  # a raw method's message: hasattr would raise and catch
+        return request
     if isinstance(request, _Undecodable):
         raise InvalidInput(request.message)
     if hasattr(request, "__aiter__"):

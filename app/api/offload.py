@@ -14,6 +14,12 @@ T = TypeVar("T")
 OFFLOAD_BYTES = 256 * 1024
 
 
+def inline(size: int) -> bool:
+    """Whether work on `size` bytes runs on the loop: callers on a hot path branch on it and
+    call the function directly, which saves by_size's coroutine for the common small case."""
+    return size <= OFFLOAD_BYTES
+
+
 async def by_size(size: int, function: Callable[..., T], *args: Any) -> T:
     """`function(*args)`: in a worker thread when `size` (the bytes it reads or writes) is
     over OFFLOAD_BYTES, else inline. `function` must be safe to run on any thread."""

@@ -11,10 +11,16 @@ from app.shm.registries import SharedMemory
 from app.types import InferResponse
 
 
+def request_regions(shared_memory: SharedMemory) -> ShmUse:
+    """The regions one request uses; the caller closes it once the request is answered
+    (`leases` does, for callers that can afford a context manager)."""
+    return ShmUse(shared_memory.system, shared_memory.cuda)
+
+
 @contextmanager
 def leases(shared_memory: SharedMemory) -> Iterator[ShmUse]:
     """The regions one request uses, released when it has been answered."""
-    use = ShmUse(shared_memory.system, shared_memory.cuda)
+    use = request_regions(shared_memory)
     try:
         yield use
     finally:

@@ -98,7 +98,7 @@ class DynamicBatcher(ScheduleLoop):
         if self._closed:
             raise ModelNotReady(f"{self._label} has been unloaded")
         item = self._enqueue(feed, names, priority, timeout_us)
-        return await counted_answer(self.stats, item, lambda: self._abandon(item))
+        return await counted_answer(self.stats, item, functools.partial(self._abandon, item))
 
     def _enqueue(self, feed: Mapping[str, Array], names: Sequence[str], priority: int,
                  timeout_us: int | None) -> QueuedRequest:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ml_dtypes
 import numpy as np
@@ -39,10 +39,11 @@ class DataType:
     #: onnx.proto's element type when onnxruntime's Python API cannot convert the values to
     #: or from numpy, so they cross it as same-sized unsigned bits (0: they cross as numpy)
     onnx_bits: int = 0
+    #: BYTES (strings): read on every tensor a request carries, so set once, not a property
+    is_bytes: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def is_bytes(self) -> bool:
-        return self.json is JsonKind.STRING
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_bytes", self.json is JsonKind.STRING)
 
 
 def _dt(name: str, dtype: str | type, onnx_type: str, contents: str | None,

@@ -26,6 +26,8 @@ from app.types import Array, InferRequest, InferResponse, ParamValue, RequestedO
 def parameters_from_proto(params: Mapping[str, pb.InferParameter]) -> dict[str, ParamValue]:
     """Protobuf parameter map -> plain values (the oneof that is set)."""
     values: dict[str, ParamValue] = {}
+    if not params:  # most maps, on the hot path: no items() view, no loop
+        return values
     for key, param in params.items():
         choice = param.WhichOneof("parameter_choice")
         if choice is not None:
@@ -59,29 +61,33 @@ def decode_request(message: pb.ModelInferRequest, limits: TensorLimits,
     checks.request_parameters(parameters)
     outputs = checks.outputs(_requested_outputs(message, checks), len(message.inputs))
     raw: Sequence[bytes | memoryview] = raw_inputs or message.raw_input_contents
-    in_shm = [uses_shm(parameters_from_proto(t.parameters)) for t in message.inputs]
-    if raw and len(raw) != len(message.inputs) - sum(in_shm):
+    inputs = message.inputs
+    tensor_parameters = [parameters_from_proto(t.parameters) for t in inputs]  # read once
+    in_shm = [uses_shm(p) for p in tensor_parameters]
+    if raw and len(raw) != len(inputs) - sum(in_shm):
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries but the request has "
-            f"{len(message.inputs) - sum(in_shm)} inputs outside shared memory; give one "
+            f"{len(inputs) - sum(in_shm)} inputs outside shared memory; give one "
             "raw entry per input, in order"
         )
-    raw_left = iter(raw)
-    for position, tensor in enumerate(message.inputs):
-        _decode_input(checks, position, tensor, in_shm[position], raw_left if raw else None)
+    raw_left = iter(raw) if raw else None
+    for position, tensor in enumerate(inputs):
+        _decode_input(checks, position, tensor, tensor_parameters[position], in_shm[position],
+                      raw_left)
     return checks.request(message.model_name, message.model_version or None,
                           message.id or None, parameters, outputs)
 
 
 def _decode_input(checks: RequestChecks, position: int,
-                  tensor: pb.ModelInferRequest.InferInputTensor, in_shm: bool,
+                  tensor: pb.ModelInferRequest.InferInputTensor,
+                  tensor_parameters: dict[str, ParamValue], in_shm: bool,
                   raw: Iterator[bytes | memoryview] | None) -> None:
-    """One input: from its region, its raw_input_contents entry (`raw`) or its contents."""
+    """One input (`tensor_parameters`: its parameters, read): from its region, its
+    raw_input_contents entry (`raw`) or its contents."""
     name = tensor.name
     if not name:
         raise InvalidInput(f"inputs[{position}] has no name")
     checks.input_name(name)
-    tensor_parameters = parameters_from_proto(tensor.parameters)
     checks.input_parameters(name, tensor_parameters)
     dt = checks.datatype(name, tensor.datatype)
     shape = list(tensor.shape)
@@ -130,7 +136,7 @@ def _from_contents(
         return _bytes_contents(name, values, limits).reshape(shape)
     # float and double are protobuf's fixed-width types: packed, they are the little-endian
     # values themselves (the integer fields are varints).
-    packed = dt.wire.newbyteorder("<") if dt.wire is not None and dt.wire.kind == "f" else None
+    packed = _PACKED.get(dt.name)
     if packed is not None and count and len(contents.ListFields()) == 1:
         # A packed float field serializes to a short header and then the raw values:
         # slicing them off costs microseconds where converting element by element costs
@@ -142,6 +148,12 @@ def _from_contents(
     if wide.dtype != dt.numpy and wide.size:
         check_range(name, dt, int(wide.min()), int(wide.max()))
     return wide.astype(dt.numpy, copy=False).reshape(shape)
+
+
+#: Datatype -> its typed field's packed little-endian values, for the fixed-width (float)
+#: fields only: built once, not per request.
+_PACKED = {dt.name: dt.wire.newbyteorder("<") for dt in dtypes.BY_NAME.values()
+           if dt.wire is not None and dt.wire.kind == "f"}
 
 
 def _bytes_contents(name: str, values: Sequence[bytes], limits: TensorLimits) -> Array:
@@ -160,8 +172,17 @@ def answers_raw(message: pb.ModelInferRequest, raw_inputs: Sequence[object] = ()
     """Outputs go raw when the inputs came raw (`raw_inputs` when they were split off the
     message), and when there were none to tell: Triton always answers raw, and
     tritonclient reads nothing else; so too when inputs came in shared memory."""
-    return bool(raw_inputs or message.raw_input_contents) or not message.inputs \
-        or any(uses_shm(t.parameters) for t in message.inputs)
+    if raw_inputs or message.raw_input_contents or not message.inputs:
+        return True
+    for tensor in message.inputs:  # a loop, not any(): no generator on every request
+        parameters = tensor.parameters
+        if parameters and uses_shm(parameters):
+            return True
+    return False
+
+
+#: Datatypes without a typed contents field: an answer holding one goes all raw.
+_RAW_ONLY = frozenset(name for name, dt in dtypes.BY_NAME.items() if dt.contents_field is None)
 
 
 def encode_response(
@@ -172,8 +193,7 @@ def encode_response(
     With `raw_into`, raw outputs go there (views of the arrays, not copies) instead of
     into the message's raw_output_contents (codecs/grpc_wire.py frames them).
     `shm_outputs` (name -> requested parameters) were written to regions: no data."""
-    raw = raw or any(dtypes.BY_NAME[d].contents_field is None
-                     for d in response.output_datatypes.values())
+    raw = raw or not _RAW_ONLY.isdisjoint(response.output_datatypes.values())
     message = pb.ModelInferResponse(
         model_name=response.model_name,
         model_version=response.model_version,

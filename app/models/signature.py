@@ -80,6 +80,17 @@ class Signature:
     labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: output -> why it is not served (a sequence or map onnxruntime returns; zipmap.py)
     omitted: Mapping[str, str] = field(default_factory=dict)
+    #: Read on every request, so built once: the outputs' names in order, their datatypes
+    #: (name -> datatype: callers copy before changing it) and the inputs' names.
+    _output_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    output_datatypes: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    _input_names: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_output_names", tuple(s.name for s in self.outputs))
+        object.__setattr__(self, "output_datatypes",
+                           {s.name: s.datatype for s in self.outputs})
+        object.__setattr__(self, "_input_names", frozenset(s.name for s in self.inputs))
 
     @classmethod
     def from_session(
@@ -123,11 +134,11 @@ class Signature:
         return next((s for s in self.inputs if s.name == name), None)
 
     def output_names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.outputs)
+        return self._output_names
 
     def validate(self, request: InferRequest) -> None:
         """Refuse a request that does not fit this signature, naming what was expected."""
-        expected = {s.name for s in self.inputs}
+        expected = self._input_names
         if not request.inputs and expected:
             raise InvalidInput(f"the request lists no inputs; the model's inputs are "
                                f"{sorted(expected)}")
@@ -146,7 +157,7 @@ class Signature:
         if self.max_batch_size > 0:
             self._check_batch(request)
         if request.outputs is not None:
-            names = set(self.output_names())
+            names = self.output_datatypes
             for wanted in request.outputs:
                 if wanted.name in self.omitted:
                     raise InvalidInput(f"output '{wanted.name}' is not served: "

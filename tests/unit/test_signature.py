@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from app.errors import InvalidInput, UnsupportedModel
 from app.models.autocomplete import Rules
 from app.models.signature import Signature
 from app.repository.config import TensorOverride
-from app.types import InferRequest, RequestedOutput
+from app.types import InferRequest, RequestedOutput, TensorSpec
 
 
 @dataclass
@@ -200,3 +201,20 @@ def test_listed_inputs_are_all_of_them_with_tritons_rules() -> None:
     assert _auto(two, [Y], listed=listed, triton=False).max_batch_size == 4
     with pytest.raises(UnsupportedModel, match="max_batch_size is 4 but not every input"):
         _auto([Arg("x", "tensor(float)", [2, 4])], [Y], max_batch_size=4)
+
+
+def test_per_request_lookups_are_built_once_and_follow_replace() -> None:
+    """output_names() and output_datatypes are built with the signature (not per request),
+    in output order; dataclasses.replace builds them again for the new outputs."""
+    sig = Signature.from_session([Arg("x", "tensor(float)", ["batch", 3])],
+                                 [Arg("y", "tensor(int64)", ["batch", 3]),
+                                  Arg("z", "tensor(float)", ["batch", 3])], None, 64)
+    assert sig.output_names() == ("y", "z") and sig.output_names() is sig.output_names()
+    assert dict(sig.output_datatypes) == {"y": "INT64", "z": "FP32"}
+    fewer = dataclasses.replace(sig, outputs=(TensorSpec("z", "FP32", (-1, 3)),))
+    assert fewer.output_names() == ("z",) and dict(fewer.output_datatypes) == {"z": "FP32"}
+    assert fewer == dataclasses.replace(sig, outputs=fewer.outputs)  # caches do not compare
+    with pytest.raises(InvalidInput, match=r"unknown output 'w'; the model's outputs are "
+                                           r"\['y', 'z'\]"):
+        sig.validate(InferRequest("m", {"x": np.zeros((1, 3), np.float32)}, {"x": "FP32"},
+                                  outputs=(RequestedOutput("w", {}),)))
