@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 from scale_lib import cpu_seconds, percentile, rss_mib, server, small_mlp, timed
 
-POLL = ["--model-control-mode=poll", "--repository-poll-secs=5"]
+#: poll mode at its default rescan interval (15 s, as Triton's --repository-poll-secs)
+POLL = ["--model-control-mode=poll"]
 
 
 def measure(count: int, idle_s: float, baseline_mib: float) -> dict[str, float]:

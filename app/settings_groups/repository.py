@@ -57,10 +57,10 @@ class RepositorySettings(SettingsGroup):
         description="Models to load at start in explicit mode ('*' means all).",
     )
     poll_interval_s: float = Field(
-        5.0, gt=0, le=3600,
+        15.0, gt=0, le=3600,
         description="Poll mode: rescan this often even without file events (network "
-        "volumes and ConfigMaps may send none). A change is applied once it is stable "
-        "across two scans at least settle_s apart.",
+        "volumes and ConfigMaps may send none); Triton's --repository-poll-secs default. "
+        "A change is applied once it is stable across two scans at least settle_s apart.",
     )
     settle_s: float = Field(
         0.5, ge=0, le=60,
