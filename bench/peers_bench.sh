@@ -63,12 +63,16 @@ drive() {  # label http_port grpc_port model proto [loadgen args...]
     --jsonl "$OUT" --retries "$RETRIES" "$@"
 }
 
-HP=$(free_port); GP=$(free_port)
-echo "=== onnx-serve on $HP/$GP (default settings)"
-"$PY" -m app --model-repository "$PEERS/models" --host 127.0.0.1 --http-port "$HP" \
-  --grpc-port "$GP" --log-level warning >"$PEERS/logs/onnx-serve.log" 2>&1 &
-PID=$!
-wait_ready "http://127.0.0.1:$HP/v2/models/cnn/ready" "$PEERS/logs/onnx-serve.log"
+serve_ours() {  # serve_ours REPO LOG: onnx-serve with its default settings; sets HP GP PID
+  HP=$(free_port); GP=$(free_port)
+  "$PY" -m app --model-repository "$1" --host 127.0.0.1 --http-port "$HP" \
+    --grpc-port "$GP" --log-level warning >"$2" 2>&1 &
+  PID=$!
+  wait_ready "http://127.0.0.1:$HP/v2/models/cnn/ready" "$2"
+}
+
+echo "=== onnx-serve (default settings)"
+serve_ours "$PEERS/models" "$PEERS/logs/onnx-serve.log"
 for m in $MODELS; do
   for proto in $PROTOS; do
     drive onnx-serve "$HP" "$GP" "$m" "$proto"
@@ -83,12 +87,8 @@ if [ "${NO_DELAY:-1}" != 0 ]; then
   rm -rf "$PEERS/models-nodelay" && cp -r "$PEERS/models" "$PEERS/models-nodelay"
   sed -i 's/max_queue_delay_microseconds: [0-9]*/max_queue_delay_microseconds: 0/' \
     "$PEERS"/models-nodelay/*/config.pbtxt
-  HP=$(free_port); GP=$(free_port)
   echo "=== onnx-serve, queue delay 0, concurrency 1"
-  "$PY" -m app --model-repository "$PEERS/models-nodelay" --host 127.0.0.1 --http-port "$HP" \
-    --grpc-port "$GP" --log-level warning >"$PEERS/logs/onnx-serve-nodelay.log" 2>&1 &
-  PID=$!
-  wait_ready "http://127.0.0.1:$HP/v2/models/cnn/ready" "$PEERS/logs/onnx-serve-nodelay.log"
+  serve_ours "$PEERS/models-nodelay" "$PEERS/logs/onnx-serve-nodelay.log"
   for m in $MODELS; do
     for proto in $PROTOS; do
       drive "onnx-serve, queue delay 0" "$HP" "$GP" "$m" "$proto" -c 1
