@@ -152,6 +152,9 @@ class SequenceBatcher(ScheduleLoop):
                 instance.release()
                 raise
             self._launch(instance, picked)
+            # Not kept while this frame waits for an instance and the next run: it would
+            # hold these requests' tensors (and, through their futures, their outputs).
+            del picked
 
     async def _next_run(self) -> _Picked:
         loop = asyncio.get_running_loop()

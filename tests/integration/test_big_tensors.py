@@ -21,10 +21,11 @@ import pytest
 import tritonclient.http as triton_http
 
 from app.api.body import GATHER_BYTES
-from tests.support import onnx_models
+from tests.support import onnx_models, sequence_models
 from tests.support.server import Endpoints, running_server, wait_for
 
 MIB = 1 << 20
+SEQUENCE_WIDTH = MIB // 2  # floats: a 2 MiB input, state and answer
 PLAIN = {"Accept-Encoding": "identity"}  # no compression: the answer goes out in pieces
 
 
@@ -40,18 +41,24 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
     onnx_models.write(root, "batched_fp32", onnx_models.identity("FP32", dims=("batch", "n")))
     (root / "batched_fp32" / "config.pbtxt").write_text(
         'name: "batched_fp32"\nmax_batch_size: 4\ndynamic_batching { }\n')
+    onnx_models.write(root, "sequence_wide", sequence_models.accumulator(SEQUENCE_WIDTH))
+    (root / "sequence_wide" / "config.pbtxt").write_text(
+        sequence_models.config(width=SEQUENCE_WIDTH))
     with running_server(root, http={"max_body_bytes": 64 * MIB}) as running:
         yield running
 
 
 def binary_request(inputs: list[tuple[str, str, np.ndarray, bytes]],
-                   outputs: list[dict[str, Any]] | None = None) -> tuple[bytes, dict[str, str]]:
+                   outputs: list[dict[str, Any]] | None = None,
+                   parameters: dict[str, Any] | None = None) -> tuple[bytes, dict[str, str]]:
     """A binary-extension body: (name, datatype, array for its shape, raw bytes) each."""
     document: dict[str, Any] = {"inputs": [
         {"name": name, "datatype": datatype, "shape": list(array.shape),
          "parameters": {"binary_data_size": len(raw)}} for name, datatype, array, raw in inputs]}
     if outputs is not None:
         document["outputs"] = outputs
+    if parameters is not None:
+        document["parameters"] = parameters
     header = json.dumps(document).encode()
     return header + b"".join(raw for *_, raw in inputs), {
         "Inference-Header-Content-Length": str(len(header)),
@@ -176,11 +183,36 @@ def test_a_request_holds_its_tensor_once_and_keeps_nothing(endpoints: Endpoints,
     x = np.ones(2 * MIB, np.float32).reshape(-1 if model == "flat_fp32" else (1, -1))
     body, headers = binary_request([("x", "FP32", x, x.tobytes())],
                                    [{"name": "y", "parameters": {"binary_data": True}}])
+    answer = bytearray(x.nbytes + 4096)
+    got, peak = traced_round_trip(endpoints, model, body, headers, answer, x.nbytes)
+    assert answer[:got].endswith(x.tobytes())
+    assert peak < 1.5 * x.nbytes, f"{peak / x.nbytes:.2f} copies of the tensor held at once"
+
+
+def test_a_sequence_request_keeps_nothing_once_answered(endpoints: Endpoints) -> None:
+    """The sequence scheduler held its last run's requests (their tensors and, through their
+    futures, their outputs) while it waited for the next one, as the others did."""
+    x = np.ones((1, SEQUENCE_WIDTH), np.float32)
+    flags = {"sequence_id": 7, "sequence_start": True, "sequence_end": True}
+    body, headers = binary_request([("x", "FP32", x, x.tobytes())],
+                                   [{"name": "y", "parameters": {"binary_data": True}}], flags)
+    answer = bytearray(x.nbytes + 4096)
+    got, _ = traced_round_trip(endpoints, "sequence_wide", body, headers, answer, x.nbytes)
+    expected = np.tanh(x) + 1 + 2  # y = tanh(state) + START + 2 * END, from a zero state
+    assert np.array_equal(np.frombuffer(answer[got - x.nbytes:got], np.float32),
+                          expected.ravel())
+
+
+def traced_round_trip(endpoints: Endpoints, model: str, body: bytes, headers: dict[str, str],
+                      answer: bytearray, tensor_bytes: int) -> tuple[int, int]:
+    """Two identical requests over one raw keep-alive connection, the second traced (the
+    server runs in this process): the bytes of its answer read into `answer`, and the peak
+    of what was allocated meanwhile; returns once what it allocated is released (the server
+    closes its side after ours), or fails."""
     port = int(endpoints.http.rsplit(":", 1)[1])
     head = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
             + f"Content-Length: {len(body)}\r\n\r\n").encode()
-    answer = bytearray(x.nbytes + 4096)
     conn = socket.create_connection(("127.0.0.1", port))
     try:
         exchange(conn, head, body, answer)  # warm: first-run allocations are no request's
@@ -189,16 +221,15 @@ def test_a_request_holds_its_tensor_once_and_keeps_nothing(endpoints: Endpoints,
         got = exchange(conn, head, body, answer)
         peak = tracemalloc.get_traced_memory()[1] - before
         conn.close()
-        # Nothing of it is kept once answered and the connection is gone (the scheduler
-        # held the last request until the next one came: its tensors, and through its
-        # future its outputs). Polled: the server closes its side after ours.
-        wait_for(lambda: tracemalloc.get_traced_memory()[0] - before < x.nbytes / 4,
-                 timeout_s=10, what="the request's memory to be released")
+        # Nothing of it is kept once answered and the connection is gone (the schedulers
+        # held their last request until the next one came: its tensors, and through its
+        # future its outputs).
+        wait_for(lambda: tracemalloc.get_traced_memory()[0] - before < tensor_bytes / 4,
+                 timeout_s=10, what=f"{model}: the request's memory to be released")
     finally:
         conn.close()
         tracemalloc.stop()
-    assert answer[:got].endswith(x.tobytes())
-    assert peak < 1.5 * x.nbytes, f"{peak / x.nbytes:.2f} copies of the tensor held at once"
+    return got, peak
 
 
 def exchange(conn: socket.socket, head: bytes, body: bytes, answer: bytearray) -> int:

@@ -16,7 +16,7 @@ DECAY = 0.5
 
 #: config.pbtxt of the stateful model: implicit state plus START (int32) and END (fp32)
 #: controls; `strategy` is the strategy block.
-def config(strategy: str = "direct {}", idle_us: int = 60_000_000) -> str:
+def config(strategy: str = "direct {}", idle_us: int = 60_000_000, width: int = WIDTH) -> str:
     return f"""
 max_batch_size: 8
 sequence_batching {{
@@ -27,13 +27,13 @@ sequence_batching {{
     {{ name: "END" control [{{ kind: CONTROL_SEQUENCE_END fp32_false_true: [0, 1] }}] }}
   ]
   state [{{ input_name: "state_in" output_name: "state_out" data_type: TYPE_FP32
-            dims: [{WIDTH}] initial_state: {{ data_type: TYPE_FP32 dims: [{WIDTH}]
+            dims: [{width}] initial_state: {{ data_type: TYPE_FP32 dims: [{width}]
             zero_data: true name: "zeros" }} }}]
 }}
 """
 
 
-def accumulator() -> onnx.ModelProto:
+def accumulator(width: int = WIDTH) -> onnx.ModelProto:
     """state_out = state_in * DECAY + x; y = tanh(state_out) + START + 2 * END."""
     f = TensorProto.FLOAT
     decay = helper.make_tensor("decay", f, [], [DECAY])
@@ -49,12 +49,12 @@ def accumulator() -> onnx.ModelProto:
     ]
     return graph_model(
         nodes,
-        [helper.make_tensor_value_info("x", f, ["batch", WIDTH]),
-         helper.make_tensor_value_info("state_in", f, ["batch", WIDTH]),
+        [helper.make_tensor_value_info("x", f, ["batch", width]),
+         helper.make_tensor_value_info("state_in", f, ["batch", width]),
          helper.make_tensor_value_info("START", TensorProto.INT32, ["batch", 1]),
          helper.make_tensor_value_info("END", f, ["batch", 1])],
-        [helper.make_tensor_value_info("y", f, ["batch", WIDTH]),
-         helper.make_tensor_value_info("state_out", f, ["batch", WIDTH])],
+        [helper.make_tensor_value_info("y", f, ["batch", width]),
+         helper.make_tensor_value_info("state_out", f, ["batch", width])],
         [decay, two],
     )
 
